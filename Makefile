@@ -1,0 +1,66 @@
+# avmigrate: the two commands are `make demo` and `make test` (as root on Debian 12).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+LAB ?= demo
+HOSTS ?= 12
+STATE ?= demo/avmigrate.db
+LAB_ROOT ?= /var/lib/avmigrate/labs
+DEB_PACKAGES := debootstrap systemd-container dpkg-dev apt-utils gnupg iproute2 clamav \
+                openssh-client python3-venv util-linux
+
+.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean
+
+## make demo: install what is needed, build a 12-host lab, discover, plan, run, show results.
+demo: deps venv
+	$(BIN)/avmigrate lab up --lab $(LAB) --hosts $(HOSTS)
+	mkdir -p demo
+	rm -f $(STATE) $(STATE)-wal $(STATE)-shm
+	$(BIN)/avmigrate --state $(STATE) discover -i $(LAB_ROOT)/$(LAB)/inventory.yml
+	$(BIN)/avmigrate --state $(STATE) plan -i $(LAB_ROOT)/$(LAB)/inventory.yml --no-discover --out demo/plan
+	# exit 3 means some hosts were left as they were on purpose (unreachable, low disk, broken)
+	$(BIN)/avmigrate --state $(STATE) run -i $(LAB_ROOT)/$(LAB)/inventory.yml --plan demo/plan/plan.json --yes || [ $$? -eq 3 ]
+	$(BIN)/avmigrate --state $(STATE) status || [ $$? -eq 3 ]
+	$(BIN)/avmigrate --state $(STATE) report --format md --out demo/report.md
+	$(BIN)/avmigrate --state $(STATE) report --format csv --out demo/report.csv
+	$(BIN)/avmigrate --state $(STATE) report --format json --out demo/report.json
+	@echo "plan: demo/plan/plan.md  reports: demo/report.md demo/report.csv demo/report.json"
+	@echo "lab inventory: $(LAB_ROOT)/$(LAB)/inventory.yml  (avmigrate lab status --lab $(LAB))"
+
+## make test: install what is needed and run every test, lab tests included.
+test: deps venv lint
+	$(BIN)/pytest
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps needs root (apt-get, mounts, namespaces)"; exit 2; fi
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check orchestrator tests
+	$(BIN)/mypy
+	cd playbooks && ../$(BIN)/ansible-lint --profile production --offline .
+
+unit: venv
+	$(BIN)/pytest -m "not lab"
+
+lab-test: deps venv
+	$(BIN)/pytest -m lab
+
+lab-down: venv
+	$(BIN)/avmigrate lab down --lab $(LAB)
+
+clean:
+	rm -rf demo avmigrate-plan avmigrate-artifacts .pytest_cache .mypy_cache .ruff_cache

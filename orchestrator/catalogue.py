@@ -1,0 +1,121 @@
+"""Load and check the product catalogue: what to detect, remove, install and verify, as data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import CatalogueError
+
+_BANNED_KEYS = {"name", "vendor", "platforms", "detect", "remove"}
+_DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
+_REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents"}
+_REPL_KEYS = {"name", "platforms", "role", "coexists_with", "packages", "services",
+              "requirements", "verify"}
+_VERIFY_KEYS = {"service", "daemon_command", "scan_command", "detected_rc", "detected_text",
+                "max_signature_age_days"}
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The parsed catalogue; entries stay plain mappings because playbooks consume them."""
+
+    source: str
+    banned: dict[str, dict[str, Any]]
+    replacements: dict[str, dict[str, Any]]
+    digest: str
+
+    def replacement(self, rid: str) -> dict[str, Any]:
+        try:
+            return {**self.replacements[rid], "id": rid}
+        except KeyError:
+            raise CatalogueError(
+                f"{self.source}: no replacement {rid!r}; known: {', '.join(sorted(self.replacements))}"
+            ) from None
+
+    def coexists(self, rid: str, banned_ids: list[str]) -> bool:
+        allowed = set(self.replacements[rid].get("coexists_with", ()))
+        return all(b in allowed for b in banned_ids)
+
+
+def _require(cond: bool, source: str, where: str, what: str) -> None:
+    if not cond:
+        raise CatalogueError(f"{source}: {where}: {what}")
+
+
+def _check_keys(entry: Any, allowed: set[str], required: set[str], source: str, where: str
+                ) -> None:
+    _require(isinstance(entry, dict), source, where, "must be a mapping")
+    unknown = set(entry) - allowed
+    _require(not unknown, source, where, f"unknown keys {sorted(unknown)}")
+    missing = required - set(entry)
+    _require(not missing, source, where, f"missing keys {sorted(missing)}")
+
+
+def _str_list(value: Any, source: str, where: str) -> None:
+    _require(isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+             source, where, "must be a list of non-empty strings")
+
+
+def parse(data: Any, source: str) -> Catalogue:
+    _require(isinstance(data, dict), source, "top level", "must be a mapping")
+    _require(data.get("version") == 1, source, "version", "must be 1")
+    banned, repl = data.get("banned"), data.get("replacements")
+    _require(isinstance(banned, dict) and bool(banned), source, "banned", "needs one product")
+    _require(isinstance(repl, dict) and bool(repl), source, "replacements",
+             "needs one product")
+    for bid, entry in banned.items():
+        where = f"banned.{bid}"
+        _check_keys(entry, _BANNED_KEYS, {"name", "detect", "remove"}, source, where)
+        _check_keys(entry["detect"], _DETECT_KEYS, {"packages", "services", "paths",
+                                                    "process_pattern"}, source, where + ".detect")
+        _check_keys(entry["remove"], _REMOVE_KEYS, {"services", "packages", "leftovers"},
+                    source, where + ".remove")
+        for key in ("packages", "services", "paths"):
+            _str_list(entry["detect"][key], source, f"{where}.detect.{key}")
+        for key in ("services", "packages", "leftovers"):
+            _str_list(entry["remove"][key], source, f"{where}.remove.{key}")
+        for path in entry["remove"]["leftovers"] + entry["remove"].get("shared_parents", []):
+            _require(path.startswith("/") and path.count("/") >= 2 and ".." not in path,
+                     source, f"{where}.remove", f"{path!r} is not a safe absolute path to delete")
+        entry["remove"].setdefault("shared_parents", [])
+    for rid, entry in repl.items():
+        where = f"replacements.{rid}"
+        _check_keys(entry, _REPL_KEYS, {"name", "role", "packages", "services", "verify"},
+                    source, where)
+        _check_keys(entry["verify"], _VERIFY_KEYS, {"service", "daemon_command", "scan_command",
+                                                    "detected_rc", "detected_text"},
+                    source, where + ".verify")
+        for other in entry.get("coexists_with", []):
+            _require(other in banned, source, where + ".coexists_with",
+                     f"{other!r} is not a banned product of this catalogue")
+        entry.setdefault("requirements", {"free_mb": {}})
+        entry.setdefault("coexists_with", [])
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return Catalogue(source=source, banned=banned, replacements=repl, digest=digest)
+
+
+def load(path: Path | None = None) -> Catalogue:
+    if path is None:
+        text = resources.files("orchestrator").joinpath("data/catalogue.yml").read_text(
+            encoding="utf-8")
+        source = "built-in catalogue"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CatalogueError(f"cannot read catalogue {path}: {exc.strerror}") from exc
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise CatalogueError(f"{source}{where}: not valid YAML; fix the syntax") from exc
+    return parse(data, source)

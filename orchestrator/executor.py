@@ -1,0 +1,182 @@
+"""Run one playbook step on a set of hosts with ansible-runner; per-host results from events.
+
+Each invocation gets a fresh private data dir holding an inventory of only its own hosts (with
+their variables), so Ansible parses no more than it needs and nothing leaks between runs. Host
+results come from runner events (`runner_on_failed`, `runner_on_unreachable`, the
+`avmigrate_report` debug task and `playbook_on_stats`), never from stdout. Only failure events
+are written to the artifacts, which keeps them small.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from orchestrator.errors import ExecutionError
+from orchestrator.models import InventoryHost, StepOutcome, StepResult
+
+PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """How steps are run: where playbooks and artifacts live, and Ansible's parallelism."""
+
+    playbook_dir: Path = PLAYBOOK_DIR
+    artifacts_dir: Path = Path("avmigrate-artifacts")
+    forks: int = 10
+    verbosity: int = 0
+    keep_runs: int = 30
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """One step: a playbook on some hosts, with shared and per-host variables."""
+
+    step: str
+    playbook: str
+    hosts: tuple[InventoryHost, ...]
+    extravars: dict[str, Any]
+    host_vars: dict[str, dict[str, Any]]
+
+
+ResultCallback = Callable[[StepResult], None]
+
+
+class Executor(Protocol):
+    """Runs a step and reports each host's result through the callback as it is known."""
+
+    def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
+        ...
+
+
+def _failure_message(res: dict[str, Any]) -> str:
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if not msg and "results" in res:  # a loop: the first failed item says why
+        for item in res["results"]:
+            if isinstance(item, dict) and item.get("failed"):
+                return _failure_message(item)
+    return " ".join(str(msg).split())[:500]
+
+
+class RunnerExecutor:
+    """Executor on ansible-runner's Python API, on this machine."""
+
+    def __init__(self, config: ExecConfig) -> None:
+        self.config = config
+        self.cancel = threading.Event()
+
+    def _envvars(self, pdd: Path) -> dict[str, str]:
+        return {
+            # ansible-runner turns host key checking off unless told otherwise: keep it on.
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_ROLES_PATH": str(self.config.playbook_dir / "roles"),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+            "ANSIBLE_TIMEOUT": "15",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp"),
+            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        }
+
+    def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
+        import ansible_runner  # noqa: PLC0415  (slow import, only when a step runs)
+
+        self.config.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=self.config.artifacts_dir))
+        inventory = {"all": {"hosts": {
+            h.name: {**h.vars, **request.host_vars.get(h.name, {})} for h in request.hosts
+        }}}
+        inv_path = pdd / "inventory" / "hosts.yml"
+        inv_path.parent.mkdir()
+        inv_path.write_text(yaml.safe_dump(inventory, sort_keys=True), encoding="utf-8")
+        names = {h.name for h in request.hosts}
+        results: dict[str, StepResult] = {}
+        reports: dict[str, dict[str, Any]] = {}
+        failures: dict[str, str] = {}
+
+        def emit(result: StepResult) -> None:
+            if result.host in results or result.host not in names:
+                return
+            results[result.host] = result
+            on_result(result)
+
+        def handler(event: dict[str, Any]) -> bool:
+            kind = event.get("event", "")
+            data = event.get("event_data", {})
+            host = data.get("host")
+            res = data.get("res") or {}
+            if kind == "runner_on_ok" and host and "avmigrate_report" in res:
+                reports[host] = res["avmigrate_report"]
+            elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
+                msg = f"{data.get('task', 'task')}: {_failure_message(res)}"
+                failures.setdefault(host, msg)
+                emit(StepResult(host, request.step, StepOutcome.FAILED, msg))
+                return True
+            elif kind == "runner_on_unreachable" and host:
+                msg = _failure_message(res) or "unreachable"
+                emit(StepResult(host, request.step, StepOutcome.UNREACHABLE, msg))
+                return True
+            elif kind == "playbook_on_stats":
+                stats = data
+                for h in sorted(names):
+                    if h in (stats.get("dark") or {}):
+                        emit(StepResult(h, request.step, StepOutcome.UNREACHABLE, "unreachable"))
+                    elif h in (stats.get("failures") or {}):
+                        emit(StepResult(h, request.step, StepOutcome.FAILED,
+                                        failures.get(h, "failed")))
+                    elif h in (stats.get("ok") or {}) or h in (stats.get("skipped") or {}):
+                        emit(StepResult(h, request.step, StepOutcome.OK, "",
+                                        reports.get(h, {})))
+            return False
+
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd),
+                playbook=str(self.config.playbook_dir / request.playbook),
+                inventory=str(inv_path),
+                extravars=request.extravars,
+                envvars=self._envvars(pdd),
+                forks=self.config.forks,
+                verbosity=self.config.verbosity or None,
+                quiet=True,
+                event_handler=handler,
+                cancel_callback=self.cancel.is_set,
+                rotate_artifacts=0,
+            )
+        except Exception as exc:  # ansible-runner raises bare exceptions on setup problems
+            raise ExecutionError(f"could not start ansible-runner for {request.step}: {exc}"
+                                 ) from exc
+        finally:
+            # extravars and the inventory may carry what a later version treats as secret:
+            # keep only runner's artifacts (status, rc, stdout, failure events).
+            for sub in ("env", "inventory", "tmp"):
+                shutil.rmtree(pdd / sub, ignore_errors=True)
+        status = getattr(runner, "status", "unknown")
+        for h in sorted(names - set(results)):
+            emit(StepResult(h, request.step, StepOutcome.FAILED,
+                            f"no result from Ansible (runner status {status}); "
+                            f"see {pdd}/artifacts"))
+        self._rotate()
+        return results
+
+    def _rotate(self) -> None:
+        dirs = sorted((d for d in self.config.artifacts_dir.iterdir() if d.is_dir()),
+                      key=lambda d: d.stat().st_mtime)
+        for old in dirs[: max(0, len(dirs) - self.config.keep_runs)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def default_artifacts_dir(state_path: str) -> Path:
+    base = Path(state_path).parent if "://" not in state_path else Path.cwd()
+    return Path(os.environ.get("AVMIGRATE_ARTIFACTS", base / "avmigrate-artifacts"))

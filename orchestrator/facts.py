@@ -1,0 +1,135 @@
+"""Turn the raw observations that playbooks report into facts and decisions. Pure functions."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.catalogue import Catalogue
+from orchestrator.models import BannedFinding, HostFacts
+
+
+def _pairs(value: Any) -> list[tuple[str, Any]]:
+    out = []
+    for item in value or ():
+        if isinstance(item, list | tuple) and len(item) == 2:
+            out.append((str(item[0]), item[1]))
+    return out
+
+
+def info_field(text: str, field: str) -> str | None:
+    """The value of a `Field: value` line of a product's info command, if present."""
+    m = re.search(rf"^\s*{re.escape(field)}\s*:\s*(.+?)\s*$", text or "", re.M)
+    return m.group(1) if m else None
+
+
+def parse_free_mb(df_output: str) -> int | None:
+    """Available MiB from `df -P -m PATH` output (last line, fourth column)."""
+    lines = [ln for ln in (df_output or "").splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return None
+    cols = lines[-1].split()
+    try:
+        return int(cols[3])
+    except (IndexError, ValueError):
+        return None
+
+
+def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: str) -> HostFacts:
+    packages = {str(p[0]["name"]) if isinstance(p, list) else str(p["name"])
+                for p in report.get("packages", ()) if p}
+    running = {str(s["name"]) for s in report.get("services", ())
+               if isinstance(s, dict) and s.get("state") == "running"}
+    paths = {k for k, v in _pairs(report.get("paths")) if v is True or v == "True"}
+    processes = {k: int(v or 0) for k, v in _pairs(report.get("processes"))
+                 if str(v or "0").strip().isdigit()}
+    info = dict(_pairs(report.get("info")))
+    found = []
+    for bid, entry in catalogue.banned.items():
+        detect = entry["detect"]
+        pkgs = tuple(p for p in detect["packages"] if p in packages)
+        svcs = tuple(s for s in detect["services"] if s in running)
+        has_path = any(p in paths for p in detect["paths"])
+        nproc = processes.get(bid, 0)
+        if not (pkgs or svcs or has_path or nproc):
+            continue
+        text = str(info.get(bid, ""))
+        fields = detect.get("info_fields", {})
+        version = info_field(text, fields["version"]) if "version" in fields else None
+        sig = (info_field(text, fields["signatures_date"])
+               if "signatures_date" in fields else None)
+        found.append(BannedFinding(product=bid, version=version, signatures_date=sig,
+                                   packages=pkgs, services_active=svcs, processes=nproc))
+    repl = catalogue.replacements[replacement]
+    free = {}
+    for path, out in _pairs(report.get("free")):
+        mb = parse_free_mb(str(out))
+        if mb is not None:
+            free[path] = mb
+    problems = []
+    if report.get("dpkg_journal"):
+        problems.append("dpkg was interrupted")
+    if str(report.get("dpkg_audit", "")).strip():
+        problems.append("dpkg --audit reports problems")
+    if any("/var/lib/dpkg/lock" in str(line) for line in report.get("locks", ())):
+        problems.append("the dpkg lock is held")
+    return HostFacts(
+        os_family=str(report.get("os_family", "")),
+        distribution=str(report.get("distribution", "")),
+        distribution_version=str(report.get("distribution_version", "")),
+        banned=tuple(found),
+        replacement_installed=all(p in packages for p in repl["packages"]),
+        replacement_active=all(s in running for s in repl["services"]),
+        free_mb=free,
+        package_manager_ok=not problems,
+        package_manager_problem="; ".join(problems),
+    )
+
+
+def preflight_problems(facts: HostFacts, catalogue: Catalogue, replacement: str) -> list[str]:
+    """Reasons, known from discovery alone, that a host cannot be migrated now."""
+    repl = catalogue.replacements[replacement]
+    problems = []
+    platforms = [p.lower() for p in repl.get("platforms", [])]
+    if platforms and facts.os_family.lower() not in platforms:
+        problems.append(f"no {repl['name']} for platform {facts.os_family or 'unknown'}")
+    for path, need in repl.get("requirements", {}).get("free_mb", {}).items():
+        have = facts.free_mb.get(path)
+        if have is not None and have < int(need):
+            problems.append(f"low disk: {have} MiB free at {path}, {repl['name']} needs {need} MiB")
+    if not facts.package_manager_ok:
+        problems.append(f"broken package state: {facts.package_manager_problem}; run "
+                        "`dpkg --configure -a` on the host and re-run")
+    return problems
+
+
+_CLAMD_VERSION = re.compile(r"^\S+ [\d.]+/(\d+)/(.+)$")
+
+
+def signature_age_days(daemon_output: str, now: datetime) -> float | None:
+    """Age of the signatures the running daemon reports (`ClamAV 1.4.6/27000/<date>`)."""
+    m = _CLAMD_VERSION.match((daemon_output or "").strip())
+    if not m:
+        return None
+    try:
+        built = datetime.strptime(m.group(2).strip(), "%a %b %d %H:%M:%S %Y").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (now - built).total_seconds() / 86400
+
+
+def verification_problem(report: dict[str, Any], catalogue: Catalogue, replacement: str,
+                         now: datetime) -> str | None:
+    """None when the verify playbook's proof is complete and fresh, else what is missing."""
+    verify = catalogue.replacements[replacement]["verify"]
+    if verify["detected_text"] not in str(report.get("scan", "")):
+        return "the daemon did not report the EICAR test file"
+    limit = verify.get("max_signature_age_days")
+    if limit is not None:
+        age = signature_age_days(str(report.get("daemon", "")), now)
+        if age is None:
+            return f"cannot read the signature date from {report.get('daemon', '')!r}"
+        if age > float(limit):
+            return f"signatures are {age:.0f} days old (limit {limit})"
+    return None

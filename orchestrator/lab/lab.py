@@ -1,0 +1,470 @@
+"""Build, inspect and take down a lab of real Debian hosts on this machine.
+
+Each host is a systemd-nspawn container booted with systemd over an overlay of one cached
+image, in its own network namespace joined to the lab bridge by a veth pair. The bridge has no
+route anywhere else: lab traffic stays on this machine. Everything a lab creates is named with
+its prefix and recorded in lab.json, so a later `lab up` or `lab down` can find and remove it
+even after an unclean stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import ssh
+from orchestrator.errors import LabError
+from orchestrator.lab import image, packages, repo, scenario
+from orchestrator.lab.sh import run
+
+HTTP_PORT = 8080
+SSH_WAIT_S = 120.0
+
+
+def labs_root() -> Path:
+    return Path(os.environ.get("AVMIGRATE_LAB_ROOT", "/var/lib/avmigrate/labs"))
+
+
+def default_subnet(name: str) -> ipaddress.IPv4Network:
+    third = 20 + zlib.crc32(name.encode()) % 200
+    return ipaddress.IPv4Network(f"10.213.{third}.0/24")
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One lab host as lab.json records it."""
+
+    name: str
+    address: str
+    profile: str
+    netns: str
+    veth: str
+    pid: int | None
+    sshd_down: bool
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """A lab as lab.json records it."""
+
+    name: str
+    directory: str
+    bridge: str
+    gateway: str
+    http_pid: int | None
+    inventory: str
+    known_hosts: str
+    key_file: str
+    user: str
+    hosts: tuple[LabHost, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hosts"] = [asdict(h) for h in self.hosts]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabInfo:
+        hosts = tuple(LabHost(**h) for h in data["hosts"])
+        return cls(**{**data, "hosts": hosts})
+
+    def target(self, host: LabHost) -> ssh.SSHTarget:
+        return ssh.SSHTarget(host.address, self.user, Path(self.key_file), Path(self.known_hosts))
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise LabError(f"lab {self.name} has no host {name!r}")
+
+
+class Lab:
+    """One named lab; its files live in labs_root()/NAME."""
+
+    def __init__(self, name: str = "demo") -> None:
+        if not name.isalnum() or len(name) > 8:
+            raise LabError("a lab name is 1-8 letters or digits, e.g. `demo` or `test`")
+        self.name = name
+        self.dir = labs_root() / name
+        self.bridge = f"avm-{name}"
+        self.prefix = f"avm-{name}-"
+        self.subnet = default_subnet(name)
+        self.gateway = str(next(self.subnet.hosts()))
+
+    # ---- reading -----------------------------------------------------------------------
+    def info(self) -> LabInfo:
+        path = self.dir / "lab.json"
+        try:
+            return LabInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise LabError(f"no lab {self.name!r} is up; run `avmigrate lab up` first") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabError(f"{path} is damaged ({exc}); run `avmigrate lab down` and up again"
+                           ) from exc
+
+    def status(self) -> dict[str, Any]:
+        info = self.info()
+        hosts = []
+        for h in info.hosts:
+            alive = h.pid is not None and _pid_alive(h.pid)
+            hosts.append({
+                "name": h.name,
+                "address": h.address,
+                "profile": h.profile,
+                "running": alive,
+                "ssh_port_open": alive and ssh.port_open(h.address, timeout=0.5),
+                "ssh_user": info.user,
+                "private_key": info.key_file,
+                "known_hosts": info.known_hosts,
+            })
+        return {"lab": info.name, "inventory": info.inventory, "known_hosts": info.known_hosts,
+                "gateway": info.gateway, "hosts": hosts}
+
+    # ---- building ----------------------------------------------------------------------
+    def up(self, count: int, scenario_file: Path | None, log: list[str]) -> LabInfo:
+        if os.geteuid() != 0:
+            raise LabError("`lab up` needs root (it mounts overlays and makes namespaces)")
+        for tool in ("systemd-nspawn", "debootstrap", "dpkg-deb", "gpg", "sigtool", "ip"):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} is not installed; run `make deps` first")
+        if not 1 <= count <= 200:
+            raise LabError("--hosts must be between 1 and 200")
+        plan = scenario.load(scenario_file).assign(count)
+        self.down(log)  # whatever an earlier lab of this name left behind
+        self.dir.mkdir(parents=True, exist_ok=True)
+        rootfs = image.ensure_image(log)
+        debs = packages.build(image.cache_root() / "standins")
+        pool = repo.download_replacement_debs(rootfs, log)
+        www = self.dir / "www"
+        key_file = repo.build_repository(www / "debian", sorted(pool.glob("*.deb")))
+        repo.build_signatures(www / "clamav")
+        keys = self._client_key()
+        self._bridge()
+        http_pid = self._http(www)
+        hosts: list[LabHost] = []
+        known: list[str] = []
+        t0 = time.monotonic()
+        for i, profile in enumerate(plan, start=1):
+            host, pub = self._start_host(i, profile, rootfs, debs, keys)
+            hosts.append(host)
+            known.append(f"{host.name},{host.address} {pub}")
+        known_hosts = self.dir / "known_hosts"
+        _atomic_write(known_hosts, "\n".join(known) + "\n")
+        info = LabInfo(
+            name=self.name, directory=str(self.dir), bridge=self.bridge, gateway=self.gateway,
+            http_pid=http_pid, inventory=str(self.dir / "inventory.yml"),
+            known_hosts=str(known_hosts), key_file=str(keys), user=image.ADMIN_USER,
+            hosts=tuple(hosts),
+        )
+        _atomic_write(self.dir / "lab.json", json.dumps(info.to_json(), indent=2) + "\n")
+        _atomic_write(Path(info.inventory), self._inventory(info, key_file))
+        self._wait_ready(info)
+        log.append(f"{len(hosts)} hosts up in {time.monotonic() - t0:.0f}s; "
+                   f"inventory {info.inventory}")
+        return info
+
+    def _client_key(self) -> Path:
+        keydir = self.dir / "keys"
+        keydir.mkdir(mode=0o700, exist_ok=True)
+        key = keydir / "id_ed25519"
+        if not key.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"avmigrate-lab-{self.name}",
+                 "-f", key])
+        return key
+
+    def _bridge(self) -> None:
+        run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run(["ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge])
+        run(["ip", "link", "set", self.bridge, "up"])
+
+    def _http(self, www: Path) -> int:
+        logf = (self.dir / "http.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", self.gateway,
+             "--directory", str(www)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not ssh.port_open(self.gateway, HTTP_PORT, timeout=0.3):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"the lab's HTTP server did not start; see {self.dir}/http.log")
+            time.sleep(0.1)
+        return proc.pid
+
+    def _start_host(self, index: int, profile: scenario.Profile, rootfs: Path,
+                    debs: dict[str, Path], client_key: Path) -> tuple[LabHost, str]:
+        name = f"{self.name}-{index:02d}"
+        address = str(self.subnet.network_address + 10 + index)
+        hdir = self.dir / "hosts" / name
+        upper, work, merged = hdir / "upper", hdir / "work", hdir / "merged"
+        for d in (upper, work, merged):
+            d.mkdir(parents=True, exist_ok=True)
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={rootfs},upperdir={upper},workdir={work}", merged])
+        # Host keys of its own, recorded in the lab's known_hosts before the host ever boots.
+        hostkey = merged / "etc/ssh/ssh_host_ed25519_key"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", hostkey])
+        pub = hostkey.with_suffix(".pub").read_text(encoding="utf-8").split()
+        sshdir = merged / "home" / image.ADMIN_USER / ".ssh"
+        sshdir.mkdir(mode=0o700, exist_ok=True)
+        (sshdir / "authorized_keys").write_text(
+            client_key.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
+        (sshdir / "authorized_keys").chmod(0o600)
+        run(["chroot", merged, "chown", "-R", f"{image.ADMIN_USER}:{image.ADMIN_USER}",
+             f"/home/{image.ADMIN_USER}/.ssh"])
+        (merged / "etc/hostname").write_text(name + "\n", encoding="utf-8")
+        (merged / "etc/hosts").write_text(
+            f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost\n",
+            encoding="utf-8")
+        if profile.packages:
+            stage = merged / "tmp/avm-lab"
+            stage.mkdir(exist_ok=True)
+            for key in profile.packages:
+                shutil.copy2(debs[key], stage / debs[key].name)
+            run(["chroot", merged, "dpkg", "-i",
+                 *[f"/tmp/avm-lab/{debs[k].name}" for k in profile.packages]])
+            shutil.rmtree(stage)
+        if profile.sshd_down:
+            (merged / "etc/systemd/system/ssh.service").symlink_to("/dev/null")
+        if profile.dpkg_interrupted:
+            # What dpkg leaves when it is killed mid-run: a journal entry it has not folded in.
+            # apt then refuses to work until `dpkg --configure -a` is run.
+            updates = merged / "var/lib/dpkg/updates"
+            (updates / "0000").write_text(
+                "Package: klnagent64\nStatus: install ok half-configured\n"
+                f"Version: {packages.STAND_INS['klnagent64'].version}\n", encoding="utf-8")
+        netns, veth = f"{self.prefix}{index:02d}", f"avm{self.name[:6]}{index:02d}"
+        run(["ip", "netns", "add", netns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["ip", "link", "set", veth, "master", self.bridge, "up"])
+        run(["ip", "-n", netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev",
+             "eth0"])
+        run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        argv = ["systemd-nspawn", "-D", str(merged), "--boot", "--register=no", "--keep-unit",
+                f"--network-namespace-path=/run/netns/{netns}", f"--machine={name}",
+                "--console=passive", "--link-journal=no", "--resolv-conf=off",
+                "--timezone=off"]
+        if profile.small_fs_path:
+            argv.append(f"--tmpfs={profile.small_fs_path}:size={profile.small_fs_mb}m,mode=0755")
+        logf = (hdir / "console.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603
+            argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+        host = LabHost(name=name, address=address, profile=profile.name, netns=netns, veth=veth,
+                       pid=proc.pid, sshd_down=profile.sshd_down)
+        return host, f"{pub[0]} {pub[1]}"
+
+    def _wait_ready(self, info: LabInfo) -> None:
+        deadline = time.monotonic() + SSH_WAIT_S
+        pending = {h.name: h for h in info.hosts}
+        while pending and time.monotonic() < deadline:
+            for name, h in list(pending.items()):
+                if h.pid is None or not _pid_alive(h.pid):
+                    raise LabError(f"lab host {name} stopped while booting; see "
+                                   f"{self.dir}/hosts/{name}/console.log")
+                if h.sshd_down:
+                    done = self.exec(h, ["systemctl", "is-active", "--quiet", "kesl.service"],
+                                     check=False).returncode == 0
+                else:
+                    try:
+                        code, _, _ = ssh.run(info.target(h), "systemctl is-system-running --wait",
+                                             timeout=60)
+                        done = code in (0, 1)  # running or degraded: boot has finished
+                    except ssh.SSHError:
+                        done = False
+                if done:
+                    del pending[name]
+            if pending:
+                time.sleep(1)
+        if pending:
+            raise LabError(f"lab hosts not ready after {SSH_WAIT_S:.0f}s: "
+                           f"{', '.join(sorted(pending))}; see their console.log in {self.dir}")
+
+    def _inventory(self, info: LabInfo, key_file: Path) -> str:
+        url = f"http://{self.gateway}:{HTTP_PORT}"
+        data = {
+            "all": {
+                "vars": {
+                    "ansible_user": info.user,
+                    "ansible_become": True,
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "ansible_ssh_private_key_file": info.key_file,
+                    "ansible_ssh_common_args": (
+                        f"-o UserKnownHostsFile={info.known_hosts} -o StrictHostKeyChecking=yes"
+                    ),
+                    "avmigrate_apt_repository_url": f"{url}/debian",
+                    "avmigrate_apt_repository_suite": "./",
+                    "avmigrate_apt_key_file": str(key_file),
+                    "avmigrate_signature_url": f"{url}/clamav",
+                    "avmigrate_signature_files": ["daily.cud"],
+                },
+                "children": {
+                    "lab": {"hosts": {h.name: {"ansible_host": h.address} for h in info.hosts}}
+                },
+            }
+        }
+        header = (f"# Written by `avmigrate lab up` for lab {self.name!r}; rewritten at each up.\n"
+                  "# Host keys are checked against the lab's known_hosts.\n")
+        return header + yaml.safe_dump(data, sort_keys=False)
+
+    # ---- using -------------------------------------------------------------------------
+    def exec(self, host: LabHost, argv: list[str], check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a host without SSH (for hosts whose sshd is down)."""
+        if host.pid is None or not _pid_alive(host.pid):
+            raise LabError(f"lab host {host.name} is not running")
+        init = _container_init(host.pid)
+        if init is None:
+            raise LabError(f"lab host {host.name} has no init process yet")
+        return run(["nsenter", "-t", str(init), "-m", "-u", "-i", "-n", "-p", "--", *argv],
+                   check=check, timeout=timeout)
+
+    # ---- taking down -------------------------------------------------------------------
+    def down(self, log: list[str]) -> None:
+        """Remove every process, mount, namespace, link and file of this lab. Idempotent."""
+        if os.geteuid() != 0:
+            raise LabError("`lab down` needs root")
+        hosts_dir = self.dir / "hosts"
+        pids = _pids_using(hosts_dir)
+        with contextlib.suppress(LabError):
+            info = self.info()
+            pids |= {h.pid for h in info.hosts if h.pid}
+            if info.http_pid:
+                pids.add(info.http_pid)
+        pids |= _pids_cmdline_contains(f"--bind {self.gateway} --directory {self.dir}")
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        for mnt in sorted(_mounts_under(self.dir), key=len, reverse=True):
+            run(["umount", "-l", mnt], check=False)
+        netns = run(["ip", "netns", "list"], check=False).stdout.split("\n")
+        for line in netns:
+            ns = line.split(" ")[0]
+            if ns.startswith(self.prefix):
+                run(["ip", "netns", "delete", ns], check=False)
+        links = run(["ip", "-o", "link", "show"], check=False).stdout.splitlines()
+        for line in links:
+            parts = line.split(":")
+            if len(parts) > 1:
+                ifname = parts[1].strip().split("@")[0]
+                if ifname == self.bridge or ifname.startswith(f"avm{self.name[:6]}"):
+                    run(["ip", "link", "delete", ifname], check=False)
+        if self.dir.exists():
+            shutil.rmtree(self.dir / "hosts", ignore_errors=True)
+            for f in ("lab.json", "inventory.yml", "known_hosts"):
+                (self.dir / f).unlink(missing_ok=True)
+            shutil.rmtree(self.dir / "www", ignore_errors=True)
+        if pids:
+            log.append(f"lab {self.name}: stopped {len(pids)} processes and cleaned up")
+
+    def leftovers(self) -> list[str]:
+        """What of this lab still exists on the machine (empty after a clean `down`)."""
+        found = [f"process {p}" for p in _pids_using(self.dir / "hosts")]
+        found += [f"mount {m}" for m in _mounts_under(self.dir)]
+        found += [f"netns {line.split(' ')[0]}" for line in
+                  run(["ip", "netns", "list"], check=False).stdout.splitlines()
+                  if line.startswith(self.prefix)]
+        for line in run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
+            parts = line.split(":")
+            ifname = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+            if ifname == self.bridge or ifname.startswith(f"avm{self.name[:6]}"):
+                found.append(f"link {ifname}")
+        return found
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _proc_cmdlines() -> dict[int, str]:
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                out[int(p.name)] = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+            except OSError:
+                continue
+    return out
+
+
+def _pids_using(hosts_dir: Path) -> set[int]:
+    """systemd-nspawn processes whose root directory lies under hosts_dir."""
+    needle = f"-D {hosts_dir}/"
+    return {pid for pid, cmd in _proc_cmdlines().items()
+            if cmd.startswith("systemd-nspawn ") and needle in cmd}
+
+
+def _pids_cmdline_contains(text: str) -> set[int]:
+    return {pid for pid, cmd in _proc_cmdlines().items() if text in cmd}
+
+
+def _container_init(nspawn_pid: int) -> int | None:
+    """The container's PID 1 (systemd), a descendant of the systemd-nspawn process."""
+    children: dict[int, list[int]] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(p.name))
+    queue = list(children.get(nspawn_pid, []))
+    while queue:
+        pid = queue.pop(0)
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "systemd":
+            return pid
+        queue.extend(children.get(pid, []))
+    return None
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    out = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 1 and parts[1].startswith(prefix):
+            out.append(parts[1])
+    return out

@@ -1,0 +1,113 @@
+"""Lab scenario files: which products and faults each lab host gets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import ScenarioError
+from orchestrator.lab.packages import STAND_INS
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one lab host carries and which fault it has."""
+
+    name: str
+    packages: tuple[str, ...]
+    small_fs_path: str | None = None
+    small_fs_mb: int = 0
+    sshd_down: bool = False
+    dpkg_interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fleet mix: profiles for the special hosts, a default for the rest."""
+
+    source: str
+    default: Profile
+    special: tuple[Profile, ...]
+
+    def assign(self, count: int) -> list[Profile]:
+        if count < len(self.special):
+            raise ScenarioError(
+                f"scenario {self.source} has {len(self.special)} special hosts; "
+                f"use --hosts {len(self.special)} or more"
+            )
+        return [self.default] * (count - len(self.special)) + list(self.special)
+
+
+def _profile(name: str, raw: Any, source: str) -> Profile:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{source}: profile {name!r} must be a mapping")
+    unknown = set(raw) - {"packages", "small_fs", "sshd", "dpkg"}
+    if unknown:
+        raise ScenarioError(f"{source}: profile {name!r} has unknown keys {sorted(unknown)}")
+    packages = tuple(raw.get("packages") or ())
+    for pkg in packages:
+        if pkg not in STAND_INS:
+            raise ScenarioError(
+                f"{source}: profile {name!r} names package {pkg!r}; "
+                f"known: {', '.join(sorted(STAND_INS))}"
+            )
+    if sum(1 for p in packages if STAND_INS[p].package == "kesl") > 1:
+        raise ScenarioError(f"{source}: profile {name!r} installs two KESL builds; pick one")
+    small = raw.get("small_fs")
+    if small is not None and not (isinstance(small, dict) and "path" in small):
+        raise ScenarioError(f"{source}: profile {name!r}: small_fs needs path and size_mb")
+    sshd = raw.get("sshd", "up")
+    dpkg = raw.get("dpkg", "ok")
+    if sshd not in ("up", "down"):
+        raise ScenarioError(f"{source}: profile {name!r}: sshd must be up or down")
+    if dpkg not in ("ok", "interrupted"):
+        raise ScenarioError(f"{source}: profile {name!r}: dpkg must be ok or interrupted")
+    return Profile(
+        name=name,
+        packages=packages,
+        small_fs_path=str(small["path"]) if small else None,
+        small_fs_mb=int(small.get("size_mb", 8)) if small else 0,
+        sshd_down=sshd == "down",
+        dpkg_interrupted=dpkg == "interrupted",
+    )
+
+
+def load(path: Path | None) -> Scenario:
+    if path is None:
+        text = resources.files("orchestrator.lab").joinpath("scenarios/default.yml").read_text(
+            encoding="utf-8")
+        source = "default scenario"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from exc
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ScenarioError(f"{source}{where}: not valid YAML; fix the syntax") from exc
+    if not isinstance(data, dict) or "profiles" not in data or "default" not in data:
+        raise ScenarioError(f"{source}: needs `default`, `profiles` and optionally `special`")
+    profiles_raw = data["profiles"]
+    if not isinstance(profiles_raw, dict):
+        raise ScenarioError(f"{source}: `profiles` must be a mapping of name to profile")
+    profiles = {name: _profile(name, raw, source) for name, raw in profiles_raw.items()}
+
+    def pick(name: Any) -> Profile:
+        if name not in profiles:
+            raise ScenarioError(f"{source}: unknown profile {name!r}; defined: "
+                                f"{', '.join(sorted(profiles))}")
+        return profiles[name]
+
+    return Scenario(
+        source=source,
+        default=pick(data["default"]),
+        special=tuple(pick(n) for n in data.get("special") or ()),
+    )

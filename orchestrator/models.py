@@ -1,0 +1,237 @@
+"""Host states, the transitions allowed between them, and the records passed between layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class HostState(str, Enum):
+    """Where one host stands in its migration. Stored by value in the state database."""
+
+    PENDING = "pending"  # in the inventory; nothing learned or done yet
+    UNREACHABLE = "unreachable"  # SSH failed at discovery; nothing done, banned product as found
+    CLEAN = "clean"  # no banned product found: nothing to migrate
+    BLOCKED = "blocked"  # preflight refused it (disk, package manager, platform); untouched
+    INSTALLING = "installing"  # intent committed: replacement install under way
+    INSTALL_FAILED = "install_failed"  # replacement did not install or verify; banned still on
+    VERIFIED = "verified"  # replacement verified (daemon answers, EICAR detected); banned still on
+    REMOVING = "removing"  # intent committed: banned product being stopped and purged
+    REMOVE_FAILED = "remove_failed"  # removal or final check failed; replacement was verified
+    MIGRATED = "migrated"  # banned product gone, replacement verified after removal
+    UNPROTECTED = "unprotected"  # banned product gone and replacement not verified: an alarm
+
+    @property
+    def is_final_success(self) -> bool:
+        return self in (HostState.MIGRATED, HostState.CLEAN)
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (HostState.INSTALL_FAILED, HostState.REMOVE_FAILED, HostState.UNPROTECTED)
+
+    @property
+    def is_intent(self) -> bool:
+        """States committed before a step that changes the host; seen at start they mean a crash."""
+        return self in (HostState.INSTALLING, HostState.REMOVING)
+
+
+_ANY_PROBE_RESULT = {
+    HostState.UNREACHABLE,
+    HostState.CLEAN,
+    HostState.BLOCKED,
+    HostState.VERIFIED,
+    HostState.MIGRATED,
+    HostState.INSTALL_FAILED,
+    HostState.REMOVE_FAILED,
+    HostState.UNPROTECTED,
+    HostState.PENDING,
+}
+
+# Allowed moves. Discovery may re-classify a host from any settled state (it only reads the host);
+# the two intent states may only be left for the outcome of their own step, or for what a
+# read-only re-probe finds after a crash.
+ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
+    HostState.PENDING: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+    HostState.UNREACHABLE: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+    HostState.CLEAN: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+    HostState.BLOCKED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+    HostState.INSTALL_FAILED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+    HostState.INSTALLING: frozenset(_ANY_PROBE_RESULT),
+    HostState.VERIFIED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
+    HostState.REMOVING: frozenset(_ANY_PROBE_RESULT),
+    HostState.REMOVE_FAILED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
+    HostState.MIGRATED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING}),
+    HostState.UNPROTECTED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+}
+
+
+def transition_allowed(src: HostState, dst: HostState) -> bool:
+    return dst in ALLOWED_TRANSITIONS[src]
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    """A host as the inventory names it, with its merged variables (never templated by us)."""
+
+    name: str
+    groups: tuple[str, ...]
+    vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def address(self) -> str:
+        return str(self.vars.get("ansible_host", self.name))
+
+
+@dataclass(frozen=True)
+class BannedFinding:
+    """One banned product found on a host by discovery."""
+
+    product: str
+    version: str | None
+    signatures_date: str | None
+    packages: tuple[str, ...]
+    services_active: tuple[str, ...]
+    processes: int
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What discovery read off a host. Never written to the host."""
+
+    os_family: str
+    distribution: str
+    distribution_version: str
+    banned: tuple[BannedFinding, ...]
+    replacement_installed: bool
+    replacement_active: bool
+    free_mb: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    package_manager_ok: bool = True
+    package_manager_problem: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "os_family": self.os_family,
+            "distribution": self.distribution,
+            "distribution_version": self.distribution_version,
+            "banned": [b.__dict__ | {"packages": list(b.packages),
+                                     "services_active": list(b.services_active)}
+                       for b in self.banned],
+            "replacement_installed": self.replacement_installed,
+            "replacement_active": self.replacement_active,
+            "free_mb": dict(self.free_mb),
+            "package_manager_ok": self.package_manager_ok,
+            "package_manager_problem": self.package_manager_problem,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostFacts:
+        return cls(
+            os_family=str(data.get("os_family", "")),
+            distribution=str(data.get("distribution", "")),
+            distribution_version=str(data.get("distribution_version", "")),
+            banned=tuple(
+                BannedFinding(
+                    product=str(b["product"]),
+                    version=b.get("version"),
+                    signatures_date=b.get("signatures_date"),
+                    packages=tuple(b.get("packages", ())),
+                    services_active=tuple(b.get("services_active", ())),
+                    processes=int(b.get("processes", 0)),
+                )
+                for b in data.get("banned", ())
+            ),
+            replacement_installed=bool(data.get("replacement_installed", False)),
+            replacement_active=bool(data.get("replacement_active", False)),
+            free_mb={str(k): int(v) for k, v in dict(data.get("free_mb", {})).items()},
+            package_manager_ok=bool(data.get("package_manager_ok", True)),
+            package_manager_problem=str(data.get("package_manager_problem", "")),
+        )
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """The state database's view of one host."""
+
+    name: str
+    state: HostState
+    reason: str
+    strategy: str | None
+    wave: int | None
+    facts: HostFacts | None
+    updated_at: float
+    protection_stopped_at: float | None
+    replacement_verified_at: float | None
+
+    @property
+    def gap_seconds(self) -> float | None:
+        """Time from the banned product's protection stopping to the replacement verified.
+
+        Zero when the replacement was verified before the banned product was touched
+        (make-before-break); None while the banned product has not been stopped.
+        """
+        if self.protection_stopped_at is None:
+            return None
+        if self.replacement_verified_at is None:
+            return None
+        return max(0.0, self.replacement_verified_at - self.protection_stopped_at)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One committed change of a host's state."""
+
+    host: str
+    from_state: HostState
+    to_state: HostState
+    at: float
+    run_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wave:
+    """A group of hosts migrated together; wave 0 is the canary."""
+
+    number: int
+    hosts: tuple[str, ...]
+
+    @property
+    def is_canary(self) -> bool:
+        return self.number == 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, before it does it. Pure data: computing it touches no host."""
+
+    created_at: float
+    inventory_digest: str
+    catalogue_digest: str
+    replacement: str
+    strategy: str
+    waves: tuple[Wave, ...]
+    skipped: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(h for w in self.waves for h in w.hosts)
+
+
+class StepOutcome(str, Enum):
+    """How one Ansible step ended for one host, from runner events and stats."""
+
+    OK = "ok"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One host's result of one step (one ansible-runner invocation)."""
+
+    host: str
+    step: str
+    outcome: StepOutcome
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

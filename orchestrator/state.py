@@ -1,0 +1,258 @@
+"""The state store: every host's state and history, written through on every transition.
+
+SQLite now (one file, WAL, one transaction per transition); the `StateStore` protocol is what
+the rest of the code uses, so a PostgreSQL store can stand behind the same interface later.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.errors import StateError
+from orchestrator.models import (
+    HostFacts,
+    HostRecord,
+    HostState,
+    StepResult,
+    Transition,
+    transition_allowed,
+)
+
+
+class StateStore(Protocol):
+    """What the engine, reports and CLI need from a state backend."""
+
+    def begin_run(self, command: str, operator: str, plan_digest: str | None) -> int: ...
+    def finish_run(self, run_id: int, outcome: str) -> None: ...
+    def ensure_hosts(self, names: list[str]) -> None: ...
+    def get(self, name: str) -> HostRecord | None: ...
+    def all(self) -> list[HostRecord]: ...
+    def transition(
+        self, name: str, to: HostState, reason: str, run_id: int | None, *,
+        facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
+        protection_stopped_at: float | None = None,
+        replacement_verified_at: float | None = None,
+    ) -> HostRecord: ...
+    def record_step(self, run_id: int, result: StepResult) -> None: ...
+    def history(self, name: str | None = None) -> list[Transition]: ...
+    def runs(self) -> list[dict[str, object]]: ...
+    def close(self) -> None: ...
+
+
+# Named, ordered schema migrations; each applied once, in its own transaction.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            operator TEXT NOT NULL,
+            command TEXT NOT NULL,
+            plan_digest TEXT,
+            outcome TEXT
+        );
+        CREATE TABLE hosts (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            strategy TEXT,
+            wave INTEGER,
+            facts TEXT,
+            updated_at REAL NOT NULL,
+            protection_stopped_at REAL,
+            replacement_verified_at REAL
+        );
+        CREATE TABLE transitions (
+            id INTEGER PRIMARY KEY,
+            host TEXT NOT NULL REFERENCES hosts(name),
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            at REAL NOT NULL,
+            run_id INTEGER REFERENCES runs(id),
+            reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX transitions_by_host ON transitions(host, id);
+        CREATE TABLE step_results (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            host TEXT NOT NULL,
+            step TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            at REAL NOT NULL
+        );
+    """),
+]
+
+
+class SqliteStore:
+    """StateStore on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists() and not path.is_file():
+            raise StateError(f"state path {path} is not a file; pass --state FILE")
+        if not path.parent.exists():
+            raise StateError(f"directory {path.parent} of state file {path} does not exist")
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {path} is not a usable SQLite database ({exc}); "
+                             "pass another --state or move it aside") from exc
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        done = {r[0] for r in self.db.execute("SELECT name FROM schema_migrations")}
+        known = {name for name, _ in MIGRATIONS}
+        unknown = done - known
+        if unknown:
+            raise StateError(f"state file {self.path} was written by a newer avmigrate "
+                             f"(migrations {sorted(unknown)}); upgrade avmigrate")
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            with self._tx() as cur:
+                for statement in (s.strip() for s in sql.split(";")):
+                    if statement:
+                        cur.execute(statement)
+                cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def begin_run(self, command: str, operator: str, plan_digest: str | None) -> int:
+        with self._tx() as cur:
+            cur.execute("INSERT INTO runs (started_at, operator, command, plan_digest) "
+                        "VALUES (?, ?, ?, ?)", (time.time(), operator, command, plan_digest))
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, outcome: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE runs SET finished_at = ?, outcome = ? WHERE id = ?",
+                        (time.time(), outcome, run_id))
+
+    def ensure_hosts(self, names: list[str]) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            cur.executemany(
+                "INSERT OR IGNORE INTO hosts (name, state, updated_at) VALUES (?, ?, ?)",
+                [(n, HostState.PENDING.value, now) for n in names])
+
+    @staticmethod
+    def _record(row: sqlite3.Row | tuple[object, ...]) -> HostRecord:
+        name, state, reason, strategy, wave, facts, updated, stopped, verified = row
+        return HostRecord(
+            name=str(name), state=HostState(state), reason=str(reason),
+            strategy=None if strategy is None else str(strategy),
+            wave=None if wave is None else int(str(wave)),
+            facts=HostFacts.from_json(json.loads(str(facts))) if facts else None,
+            updated_at=float(str(updated)),
+            protection_stopped_at=None if stopped is None else float(str(stopped)),
+            replacement_verified_at=None if verified is None else float(str(verified)),
+        )
+
+    _COLS = ("name, state, reason, strategy, wave, facts, updated_at, protection_stopped_at, "
+             "replacement_verified_at")
+
+    def get(self, name: str) -> HostRecord | None:
+        row = self.db.execute(f"SELECT {self._COLS} FROM hosts WHERE name = ?",  # noqa: S608
+                              (name,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def all(self) -> list[HostRecord]:
+        rows = self.db.execute(f"SELECT {self._COLS} FROM hosts ORDER BY name")  # noqa: S608
+        return [self._record(r) for r in rows]
+
+    def transition(
+        self, name: str, to: HostState, reason: str, run_id: int | None, *,
+        facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
+        protection_stopped_at: float | None = None,
+        replacement_verified_at: float | None = None,
+    ) -> HostRecord:
+        now = time.time()
+        with self._tx() as cur:
+            row = cur.execute("SELECT state FROM hosts WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise StateError(f"host {name!r} is not in the state; run discover first")
+            src = HostState(row[0])
+            if src != to and not transition_allowed(src, to):
+                raise StateError(f"{name}: refusing transition {src.value} -> {to.value}")
+            sets = ["state = ?", "reason = ?", "updated_at = ?"]
+            args: list[object] = [to.value, reason, now]
+            if facts is not None:
+                sets.append("facts = ?")
+                args.append(json.dumps(facts.to_json(), sort_keys=True))
+            if strategy is not None:
+                sets.append("strategy = ?")
+                args.append(strategy)
+            if wave is not None:
+                sets.append("wave = ?")
+                args.append(wave)
+            if protection_stopped_at is not None:
+                sets.append("protection_stopped_at = ?")
+                args.append(protection_stopped_at)
+            if replacement_verified_at is not None:
+                sets.append("replacement_verified_at = ?")
+                args.append(replacement_verified_at)
+            cur.execute(f"UPDATE hosts SET {', '.join(sets)} WHERE name = ?",  # noqa: S608
+                        [*args, name])
+            if src != to:
+                cur.execute("INSERT INTO transitions (host, from_state, to_state, at, run_id, "
+                            "reason) VALUES (?, ?, ?, ?, ?, ?)",
+                            (name, src.value, to.value, now, run_id, reason))
+        record = self.get(name)
+        assert record is not None  # noqa: S101 - just written in this process
+        return record
+
+    def record_step(self, run_id: int, result: StepResult) -> None:
+        with self._tx() as cur:
+            cur.execute("INSERT INTO step_results (run_id, host, step, outcome, message, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (run_id, result.host, result.step, result.outcome.value,
+                         result.message[:2000], time.time()))
+
+    def history(self, name: str | None = None) -> list[Transition]:
+        sql = "SELECT host, from_state, to_state, at, run_id, reason FROM transitions"
+        rows = (self.db.execute(sql + " WHERE host = ? ORDER BY id", (name,)) if name
+                else self.db.execute(sql + " ORDER BY id"))
+        return [Transition(host=r[0], from_state=HostState(r[1]), to_state=HostState(r[2]),
+                           at=float(r[3]), run_id=r[4], reason=r[5]) for r in rows]
+
+    def runs(self) -> list[dict[str, object]]:
+        rows = self.db.execute("SELECT id, started_at, finished_at, operator, command, "
+                               "plan_digest, outcome FROM runs ORDER BY id")
+        keys = ("id", "started_at", "finished_at", "operator", "command", "plan_digest",
+                "outcome")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def integrity_ok(self) -> bool:
+        return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_store(url: str) -> SqliteStore:
+    """Open the state named by --state / AVMIGRATE_STATE (a SQLite file path for now)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        raise StateError("PostgreSQL state is not available in this version; use a file path")
+    return SqliteStore(Path(url))

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator import catalogue
+from orchestrator.errors import CatalogueError
+
+
+def raw() -> dict[str, Any]:
+    data = yaml.safe_load((Path(catalogue.__file__).parent / "data/catalogue.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_builtin_catalogue_loads() -> None:
+    cat = catalogue.load()
+    assert set(cat.banned) == {"kesl", "klnagent64"}
+    assert cat.replacement("clamav")["id"] == "clamav"
+    assert cat.coexists("clamav", ["kesl", "klnagent64"])
+    assert not cat.coexists("clamav", ["something-else"])
+    assert len(cat.digest) == 64
+
+
+def _mutated(fn: Any) -> dict[str, Any]:
+    data = copy.deepcopy(raw())
+    fn(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(version=2), "version: must be 1"),
+        (lambda d: d["banned"]["kesl"].pop("remove"), "banned.kesl: missing keys ['remove']"),
+        (lambda d: d["banned"]["kesl"]["remove"].update(leftovers=["/"]),
+         "is not a safe absolute path"),
+        (lambda d: d["banned"]["kesl"]["remove"].update(leftovers=["/opt/../etc"]),
+         "is not a safe absolute path"),
+        (lambda d: d["banned"]["kesl"]["detect"].update(packages="kesl"),
+         "banned.kesl.detect.packages: must be a list"),
+        (lambda d: d["replacements"]["clamav"].update(coexists_with=["ghost"]),
+         "'ghost' is not a banned product"),
+        (lambda d: d["replacements"]["clamav"].update(colour="red"), "unknown keys ['colour']"),
+    ],
+)
+def test_bad_catalogue_entries_are_refused(mutate: Any, message: str) -> None:
+    with pytest.raises(CatalogueError, match=message.replace("[", r"\[").replace("]", r"\]")
+                       .replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        catalogue.parse(_mutated(mutate), "test")
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "c.yml"
+    f.write_text("version: 1\nbanned: [\n")
+    with pytest.raises(CatalogueError, match=r"c\.yml:3: not valid YAML"):
+        catalogue.load(f)

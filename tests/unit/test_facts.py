@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from orchestrator import catalogue, facts
+
+# What discover.yml reported for a lab host with KESL 12 and the Network Agent (trimmed).
+REPORT = {
+    "os_family": "Debian",
+    "distribution": "Debian",
+    "distribution_version": "12.11",
+    "packages": [[{"name": "kesl", "version": "12.1.0.1297"}],
+                 [{"name": "klnagent64", "version": "14.2.0.26967"}]],
+    "services": [{"name": "kesl.service", "state": "running"},
+                 {"name": "kesl-supervisor.service", "state": "running"},
+                 {"name": "klnagent64.service", "state": "stopped"}],
+    "paths": [["/opt/kaspersky/kesl", True], ["/var/opt/kaspersky/kesl", True],
+              ["/opt/kaspersky/klnagent64", True], ["/var/opt/kaspersky/klnagent64", False]],
+    "processes": [["kesl", "2"], ["klnagent64", "0"]],
+    "info": [["kesl", "Name:   Kaspersky Endpoint Security 12.1 for Linux\n"
+                      "Version:                               12.1.0.1297\n"
+                      "Last release of databases:             2024-09-27 21:04:00\n"],
+             ["klnagent64", "Network Agent version: 14.2.0.26967\n"]],
+    "free": [["/var/cache/apt/archives",
+              "Filesystem 1048576-blocks Used Available Capacity Mounted on\n"
+              "tmpfs 8 0 8 0% /var/cache/apt/archives"],
+             ["/var/lib", "Filesystem 1048576-blocks Used Available Capacity Mounted on\n"
+                          "overlay 258020 22735 81163 22% /"]],
+    "dpkg_journal": [],
+    "dpkg_audit": "",
+    "locks": ["/run/host/incoming"],
+}
+
+
+@pytest.fixture(scope="module")
+def cat() -> catalogue.Catalogue:
+    return catalogue.load()
+
+
+def test_discovery_finds_both_products_with_versions(cat: catalogue.Catalogue) -> None:
+    f = facts.parse_discovery(REPORT, cat, "clamav")
+    by_id = {b.product: b for b in f.banned}
+    assert set(by_id) == {"kesl", "klnagent64"}
+    assert by_id["kesl"].version == "12.1.0.1297"
+    assert by_id["kesl"].signatures_date == "2024-09-27 21:04:00"
+    assert by_id["kesl"].services_active == ("kesl.service", "kesl-supervisor.service")
+    assert by_id["kesl"].processes == 2
+    assert by_id["klnagent64"].version == "14.2.0.26967"
+    assert by_id["klnagent64"].services_active == ()
+    assert f.free_mb == {"/var/cache/apt/archives": 8, "/var/lib": 81163}
+    assert not f.replacement_installed
+    assert f.package_manager_ok
+
+
+def test_low_disk_is_a_preflight_problem(cat: catalogue.Catalogue) -> None:
+    f = facts.parse_discovery(REPORT, cat, "clamav")
+    problems = facts.preflight_problems(f, cat, "clamav")
+    assert problems == ["low disk: 8 MiB free at /var/cache/apt/archives, ClamAV needs 40 MiB"]
+
+
+def test_enough_disk_and_healthy_dpkg_has_no_problem(cat: catalogue.Catalogue) -> None:
+    report = dict(REPORT, free=[["/var/cache/apt/archives", "h\nfs 1 0 40 0% /"]])
+    assert facts.preflight_problems(facts.parse_discovery(report, cat, "clamav"), cat,
+                                    "clamav") == []
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"dpkg_journal": ["/var/lib/dpkg/updates/0000"]}, "dpkg was interrupted"),
+        ({"dpkg_audit": "The following packages are only half configured"}, "dpkg --audit"),
+        ({"locks": ["/var/lib/dpkg/lock-frontend"]}, "dpkg lock is held"),
+    ],
+)
+def test_broken_package_manager_is_reported(cat: catalogue.Catalogue, change: dict[str, object],
+                                            needle: str) -> None:
+    f = facts.parse_discovery(dict(REPORT, **change), cat, "clamav")
+    assert not f.package_manager_ok
+    assert needle in f.package_manager_problem
+    assert any("broken package state" in p for p in facts.preflight_problems(f, cat, "clamav"))
+
+
+def test_clean_host_has_no_banned_product(cat: catalogue.Catalogue) -> None:
+    report = dict(REPORT, packages=[], services=[], paths=[], processes=[], info=[])
+    assert facts.parse_discovery(report, cat, "clamav").banned == ()
+
+
+def test_other_platform_has_no_replacement(cat: catalogue.Catalogue) -> None:
+    f = facts.parse_discovery(dict(REPORT, os_family="Windows",
+                                   free=[]), cat, "clamav")
+    assert facts.preflight_problems(f, cat, "clamav") == ["no ClamAV for platform Windows"]
+
+
+NOW = datetime(2026, 11, 27, 19, 0, tzinfo=UTC)
+
+
+def test_signature_age_from_daemon_version() -> None:
+    age = facts.signature_age_days("ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026", NOW)
+    assert age is not None
+    assert 0 < age < 0.1
+    assert facts.signature_age_days("garbage", NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("report", "problem"),
+    [
+        ({"daemon": "ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026", "scan": "/tmp/x: Eicar FOUND"},
+         None),
+        ({"daemon": "ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026", "scan": "/tmp/x: OK"},
+         "the daemon did not report the EICAR test file"),
+        ({"daemon": "ClamAV 1.4.6/1/Fri Sep 27 18:36:06 2024", "scan": "/tmp/x: Eicar FOUND"},
+         "signatures are 791 days old (limit 7)"),
+        ({"daemon": "", "scan": "/tmp/x: Eicar FOUND"}, "cannot read the signature date"),
+    ],
+)
+def test_verification_problem(cat: catalogue.Catalogue, report: dict[str, str],
+                              problem: str | None) -> None:
+    got = facts.verification_problem(report, cat, "clamav", NOW)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.startswith(problem)
