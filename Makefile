@@ -51,7 +51,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(BIN)/ruff check orchestrator tests
 	$(BIN)/mypy
-	cd playbooks && ../$(BIN)/ansible-lint --profile production --offline .
+	cd playbooks && PATH=$(abspath $(BIN)):$$PATH ansible-lint --profile production --offline .
 
 unit: venv
 	$(BIN)/pytest -m "not lab"

@@ -35,9 +35,9 @@ class Catalogue:
         try:
             return {**self.replacements[rid], "id": rid}
         except KeyError:
-            raise CatalogueError(
-                f"{self.source}: no replacement {rid!r}; known: {', '.join(sorted(self.replacements))}"
-            ) from None
+            known = ", ".join(sorted(self.replacements))
+            raise CatalogueError(f"{self.source}: no replacement {rid!r}; known: {known}"
+                                 ) from None
 
     def coexists(self, rid: str, banned_ids: list[str]) -> bool:
         allowed = set(self.replacements[rid].get("coexists_with", ()))

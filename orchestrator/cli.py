@@ -52,7 +52,7 @@ def boundary(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("avmigrate: interrupted; state is saved, run the command again to resume")
             sys.exit(130)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the boundary: log it, say where, exit 70
             fd, path = tempfile.mkstemp(prefix="avmigrate-crash-", suffix=".log")
             with os.fdopen(fd, "w") as fh:
                 fh.write(traceback.format_exc())
@@ -358,3 +358,7 @@ def lab_down(lab_name: str) -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

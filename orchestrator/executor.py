@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -92,6 +93,8 @@ class RunnerExecutor:
     def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
         import ansible_runner  # noqa: PLC0415  (slow import, only when a step runs)
 
+        _ensure_ansible_on_path()
+
         self.config.artifacts_dir.mkdir(parents=True, exist_ok=True)
         pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=self.config.artifacts_dir))
         inventory = {"all": {"hosts": {
@@ -163,6 +166,14 @@ class RunnerExecutor:
             for sub in ("env", "inventory", "tmp"):
                 shutil.rmtree(pdd / sub, ignore_errors=True)
         status = getattr(runner, "status", "unknown")
+        if not results and names:
+            # Not one host answered or failed: Ansible itself did not run. Touch no host state.
+            stdout = pdd / "artifacts"
+            first = ""
+            for f in sorted(stdout.glob("*/stdout")):
+                first = f.read_text(encoding="utf-8", errors="replace").strip()[:300]
+            raise ExecutionError(f"{request.step}: Ansible did not run (runner status {status}): "
+                                 f"{first or 'no output'}; see {stdout}")
         for h in sorted(names - set(results)):
             emit(StepResult(h, request.step, StepOutcome.FAILED,
                             f"no result from Ansible (runner status {status}); "
@@ -175,6 +186,15 @@ class RunnerExecutor:
                       key=lambda d: d.stat().st_mtime)
         for old in dirs[: max(0, len(dirs) - self.config.keep_runs)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _ensure_ansible_on_path() -> None:
+    """ansible-runner starts `ansible-playbook` by name: find the one beside our Python."""
+    if shutil.which("ansible-playbook") is None:
+        bindir = str(Path(sys.executable).parent)
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+        if shutil.which("ansible-playbook") is None:
+            raise ExecutionError("ansible-playbook is not installed; run `make venv`")
 
 
 def default_artifacts_dir(state_path: str) -> Path:

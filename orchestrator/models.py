@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class HostState(str, Enum):
+class HostState(StrEnum):
     """Where one host stands in its migration. Stored by value in the state database."""
 
     PENDING = "pending"  # in the inventory; nothing learned or done yet
@@ -60,7 +60,8 @@ ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
     HostState.INSTALLING: frozenset(_ANY_PROBE_RESULT),
     HostState.VERIFIED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
     HostState.REMOVING: frozenset(_ANY_PROBE_RESULT),
-    HostState.REMOVE_FAILED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
+    HostState.REMOVE_FAILED: frozenset(
+        _ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
     HostState.MIGRATED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING}),
     HostState.UNPROTECTED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
 }
@@ -218,7 +219,7 @@ class Plan:
         return tuple(h for w in self.waves for h in w.hosts)
 
 
-class StepOutcome(str, Enum):
+class StepOutcome(StrEnum):
     """How one Ansible step ended for one host, from runner events and stats."""
 
     OK = "ok"

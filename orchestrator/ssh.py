@@ -63,7 +63,7 @@ def run(target: SSHTarget, command: str, timeout: float = 60.0) -> tuple[int, st
         out = stdout.read().decode(errors="replace")
         err = stderr.read().decode(errors="replace")
         return stdout.channel.recv_exit_status(), out, err
-    except (paramiko.SSHException, socket.timeout) as exc:
+    except (TimeoutError, paramiko.SSHException) as exc:
         raise SSHError(f"{target.address}: {exc}") from exc
     finally:
         client.close()

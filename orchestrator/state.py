@@ -161,7 +161,7 @@ class SqliteStore:
     def _record(row: sqlite3.Row | tuple[object, ...]) -> HostRecord:
         name, state, reason, strategy, wave, facts, updated, stopped, verified = row
         return HostRecord(
-            name=str(name), state=HostState(state), reason=str(reason),
+            name=str(name), state=HostState(str(state)), reason=str(reason),
             strategy=None if strategy is None else str(strategy),
             wave=None if wave is None else int(str(wave)),
             facts=HostFacts.from_json(json.loads(str(facts))) if facts else None,

@@ -1,4 +1,4 @@
-"""The lab's base image: one debootstrap of Debian 12, cached outside the clone, keyed by content."""
+"""The lab's base image: one debootstrap of Debian 12, cached outside the clone by content."""
 
 from __future__ import annotations
 
@@ -49,10 +49,8 @@ def debian_mirror() -> str:
     sources_d = Path("/etc/apt/sources.list.d")
     for path in sorted(sources_d.glob("*.sources")) if sources_d.is_dir() else []:
         for stanza in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
-            fields = dict(
-                (m.group(1).lower(), m.group(2).strip())
-                for m in re.finditer(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M)
-            )
+            fields = {m.group(1).lower(): m.group(2).strip()
+                      for m in re.finditer(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M)}
             suites = fields.get("suites", "").split()
             if SUITE in suites and "security" not in fields.get("uris", ""):
                 candidates.extend(fields.get("uris", "").split())

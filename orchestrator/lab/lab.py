@@ -192,7 +192,7 @@ class Lab:
 
     def _http(self, www: Path) -> int:
         logf = (self.dir / "http.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", self.gateway,
              "--directory", str(www)],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
@@ -261,7 +261,7 @@ class Lab:
         if profile.small_fs_path:
             argv.append(f"--tmpfs={profile.small_fs_path}:size={profile.small_fs_mb}m,mode=0755")
         logf = (hdir / "console.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         host = LabHost(name=name, address=address, profile=profile.name, netns=netns, veth=veth,
                        pid=proc.pid, sshd_down=profile.sshd_down)
@@ -392,7 +392,7 @@ class Lab:
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -194,7 +194,7 @@ def build(out_dir: Path) -> dict[str, Path]:
                 "Maintainer: avmigrate lab <lab@avmigrate.invalid>\nSection: non-free/misc\n"
                 "Priority: optional\nDepends: systemd\n"
                 f"Description: {s.product_name} (avmigrate lab stand-in)\n"
-                " Built by the avmigrate lab; behaves like the vendor package for migration tests.\n"
+                " Built by the avmigrate lab; behaves like the vendor package.\n"
             ))
             _write(root / "DEBIAN/postinst", _POSTINST.format(dirs=dirs, extra=extra, units=units),
                    0o755)

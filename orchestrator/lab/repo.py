@@ -20,7 +20,10 @@ from orchestrator.lab.sh import run
 
 REPLACEMENT_PACKAGES = ("clamav-daemon", "clamav-freshclam", "clamdscan")
 # The EICAR test file, kept encoded so that this repository itself holds no test virus.
-EICAR_B64 = "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
+EICAR_B64 = (
+    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJE"
+    "LUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
+)
 SIGNATURE_NAME = "Avmigrate.Lab.EICAR"
 KEY_UID = "avmigrate lab repository <lab@avmigrate.invalid>"
 
@@ -101,8 +104,8 @@ def build_signatures(out_dir: Path) -> Path:
     (work / "COPYING").write_text("avmigrate lab signatures, for testing only\n",
                                   encoding="utf-8")
     # sigtool asks for a version number and a builder name on its standard input.
-    run(["sh", "-c", 'cd "$1" && printf "1\\navmigrate-lab\\n" | sigtool --build=daily.cud --unsigned',
-         "sh", work])
+    build = 'cd "$1" && printf "1\\navmigrate-lab\\n" | sigtool --build=daily.cud --unsigned'
+    run(["sh", "-c", build, "sh", work])
     (work / "daily.cud").rename(target)
     shutil.rmtree(work, ignore_errors=True)
     return target

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from orchestrator import reports
+from orchestrator.cli import cli
+from orchestrator.models import Plan, Wave
+from orchestrator.state import SqliteStore
+
+
+def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((prefix + name, cmd))
+        if isinstance(cmd, click.Group):
+            out.extend(all_commands(cmd, prefix + name + " "))
+    return out
+
+
+@pytest.mark.parametrize(("name", "cmd"), all_commands(cli))
+def test_every_command_has_help(name: str, cmd: click.Command) -> None:
+    assert cmd.help, f"{name} has no help text"
+    result = CliRunner().invoke(cli, [*name.split(), "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def one_line_error(result: object) -> str:
+    output = getattr(result, "output", "")
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_missing_inventory_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "discover", "-i",
+                                      str(tmp_path / "nope.ini")])
+    assert result.exit_code == 2
+    assert "inventory" in one_line_error(result)
+    assert "does not exist" in result.output
+
+
+def test_unreadable_state_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"garbage" * 200)
+    result = CliRunner().invoke(cli, ["--state", str(bad), "status"])
+    assert result.exit_code == 2
+    assert "not a usable SQLite database" in one_line_error(result)
+
+
+def test_status_without_state_says_what_to_do(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "none.db"), "status"])
+    assert result.exit_code == 2
+    assert "run `avmigrate discover`" in one_line_error(result)
+
+
+def test_empty_inventory_is_refused(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("[web]\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
+                                      "--no-discover"])
+    assert result.exit_code == 2
+    assert "has no hosts" in one_line_error(result)
+
+
+def test_plan_without_discovery_writes_plan_files(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("[web]\n" + "".join(f"w{i} ansible_host=192.0.2.{i}\n" for i in range(1, 8)))
+    out = tmp_path / "plan"
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
+                                      "--no-discover", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "plan.json").read_text())
+    assert [len(w["hosts"]) for w in data["waves"]] == [1, 2, 4]
+    plan = reports.load_plan(out / "plan.json")
+    assert len(plan.hosts) == 7
+    assert "Canary wave" in (out / "plan.md").read_text()
+
+
+def test_tampered_plan_is_refused(tmp_path: Path) -> None:
+    plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break", (Wave(0, ("h1",)),))
+    data = reports.plan_to_json(plan)
+    data["waves"][0]["hosts"].append("intruder")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--plan", str(path), "--yes"])
+    assert result.exit_code == 2
+    assert "edited after it was made" in one_line_error(result)
+
+
+def test_plan_for_another_inventory_is_refused(tmp_path: Path) -> None:
+    plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break", (Wave(0, ("h1",)),))
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(reports.plan_to_json(plan)))
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--plan", str(path), "--yes"])
+    assert result.exit_code == 2
+    assert "inventory changed" in one_line_error(result)
+
+
+def test_run_without_yes_and_without_terminal_refuses(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1 ansible_host=192.0.2.1\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv)])
+    assert result.exit_code == 2
+    assert "--yes" in one_line_error(result)
+    store = SqliteStore(tmp_path / "s.db")
+    assert store.runs() == []  # nothing was started
+
+
+def test_report_formats_from_state(tmp_path: Path) -> None:
+    state = tmp_path / "s.db"
+    store = SqliteStore(state)
+    store.ensure_hosts(["h1"])
+    store.close()
+    for fmt, needle in (("md", "# avmigrate migration report"), ("csv", "host,state"),
+                        ("json", '"hosts"')):
+        result = CliRunner().invoke(cli, ["--state", str(state), "report", "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert needle in result.output
+
+
+def test_lab_name_is_validated() -> None:
+    result = CliRunner().invoke(cli, ["lab", "status", "--lab", "bad name!"])
+    assert result.exit_code == 7
+    assert "lab name" in one_line_error(result)
