@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.errors import CatalogueError
+from orchestrator.yamlfile import load_yaml
 
 _BANNED_KEYS = {"name", "vendor", "platforms", "detect", "remove"}
 _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
@@ -102,20 +100,6 @@ def parse(data: Any, source: str) -> Catalogue:
 
 
 def load(path: Path | None = None) -> Catalogue:
-    if path is None:
-        text = resources.files("orchestrator").joinpath("data/catalogue.yml").read_text(
-            encoding="utf-8")
-        source = "built-in catalogue"
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CatalogueError(f"cannot read catalogue {path}: {exc.strerror}") from exc
-        source = str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise CatalogueError(f"{source}{where}: not valid YAML; fix the syntax") from exc
+    data, source = load_yaml(path, ("orchestrator", "data/catalogue.yml", "built-in catalogue"),
+                             CatalogueError)
     return parse(data, source)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.errors import ScenarioError
 from orchestrator.lab.packages import STAND_INS
+from orchestrator.yamlfile import load_yaml
 
 
 @dataclass(frozen=True)
@@ -77,22 +75,8 @@ def _profile(name: str, raw: Any, source: str) -> Profile:
 
 
 def load(path: Path | None) -> Scenario:
-    if path is None:
-        text = resources.files("orchestrator.lab").joinpath("scenarios/default.yml").read_text(
-            encoding="utf-8")
-        source = "default scenario"
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from exc
-        source = str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ScenarioError(f"{source}{where}: not valid YAML; fix the syntax") from exc
+    data, source = load_yaml(
+        path, ("orchestrator.lab", "scenarios/default.yml", "default scenario"), ScenarioError)
     if not isinstance(data, dict) or "profiles" not in data or "default" not in data:
         raise ScenarioError(f"{source}: needs `default`, `profiles` and optionally `special`")
     profiles_raw = data["profiles"]

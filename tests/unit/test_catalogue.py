@@ -59,3 +59,18 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
     f.write_text("version: 1\nbanned: [\n")
     with pytest.raises(CatalogueError, match=r"c\.yml:3: not valid YAML"):
         catalogue.load(f)
+
+
+def test_scenario_errors_name_the_problem(tmp_path: Path) -> None:
+    from orchestrator.errors import ScenarioError  # noqa: PLC0415
+    from orchestrator.lab import scenario  # noqa: PLC0415
+
+    assert len(scenario.load(None).assign(12)) == 12
+    with pytest.raises(ScenarioError, match="use --hosts 7 or more"):
+        scenario.load(None).assign(3)
+    bad = tmp_path / "s.yml"
+    bad.write_text("default: x\nprofiles: {x: {packages: [kesl99]}}\n")
+    with pytest.raises(ScenarioError, match="names package 'kesl99'"):
+        scenario.load(bad)
+    with pytest.raises(ScenarioError, match="cannot read"):
+        scenario.load(tmp_path / "missing.yml")
