@@ -95,8 +95,10 @@ class RunnerExecutor:
 
         _ensure_ansible_on_path()
 
-        self.config.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=self.config.artifacts_dir))
+        # Absolute: ansible-runner works from its own directory, a relative path breaks there.
+        artifacts = self.config.artifacts_dir.resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=artifacts))
         inventory = {"all": {"hosts": {
             h.name: {**h.vars, **request.host_vars.get(h.name, {})} for h in request.hosts
         }}}
@@ -182,7 +184,7 @@ class RunnerExecutor:
         return results
 
     def _rotate(self) -> None:
-        dirs = sorted((d for d in self.config.artifacts_dir.iterdir() if d.is_dir()),
+        dirs = sorted((d for d in self.config.artifacts_dir.resolve().iterdir() if d.is_dir()),
                       key=lambda d: d.stat().st_mtime)
         for old in dirs[: max(0, len(dirs) - self.config.keep_runs)]:
             shutil.rmtree(old, ignore_errors=True)

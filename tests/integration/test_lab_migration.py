@@ -51,7 +51,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, AVMIGRATE_STATE=str(workdir / "state.db"))
+    # A relative state path, as a sysadmin types it: artifacts then land beside it.
+    env = dict(os.environ, AVMIGRATE_STATE="state.db")
     return subprocess.run([*AVMIGRATE, *args], capture_output=True, text=True, env=env,
                           cwd=workdir, timeout=1500, check=False)
 
@@ -86,6 +87,11 @@ def test_lab_hosts_are_real_and_carry_kaspersky(lab: LabInfo) -> None:
         assert out.strip() in ("running", "degraded"), (host.name, out)
         code, out = sh(lab, host, "id -un; sudo -n true && echo sudo-ok")
         assert out.split() == ["avadmin", "sudo-ok"]
+        # Lab traffic stays on the lab bridge: no route anywhere else.
+        code, out = sh(lab, host, "ip -4 route show")
+        assert out.strip().splitlines() == [
+            f"{host.address.rsplit('.', 1)[0]}.0/24 dev eth0 proto kernel scope link "
+            f"src {host.address}"], out
         if host.profile in ("kesl12_agent", "kesl11_agent", "low_disk", "broken_dpkg"):
             code, out = sh(lab, host, "/opt/kaspersky/kesl/bin/kesl-control --app-info")
             assert code == 0

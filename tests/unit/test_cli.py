@@ -135,3 +135,11 @@ def test_lab_name_is_validated() -> None:
     result = CliRunner().invoke(cli, ["lab", "status", "--lab", "bad name!"])
     assert result.exit_code == 7
     assert "lab name" in one_line_error(result)
+
+
+def test_lab_status_without_a_lab_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    monkeypatch.setenv("AVMIGRATE_LAB_ROOT", str(tmp_path))
+    result = CliRunner().invoke(cli, ["lab", "status", "--lab", "nolab"])
+    assert result.exit_code == 7
+    assert "run `avmigrate lab up` first" in one_line_error(result)
