@@ -10,41 +10,24 @@ from orchestrator.catalogue import Catalogue
 from orchestrator.models import BannedFinding, HostFacts
 
 
-def _pairs(value: Any) -> list[tuple[str, Any]]:
-    out = []
-    for item in value or ():
-        if isinstance(item, list | tuple) and len(item) == 2:
-            out.append((str(item[0]), item[1]))
-    return out
-
-
 def info_field(text: str, field: str) -> str | None:
     """The value of a `Field: value` line of a product's info command, if present."""
     m = re.search(rf"^\s*{re.escape(field)}\s*:\s*(.+?)\s*$", text or "", re.M)
     return m.group(1) if m else None
 
 
-def parse_free_mb(df_output: str) -> int | None:
-    """Available MiB from `df -P -m PATH` output (last line, fourth column)."""
-    lines = [ln for ln in (df_output or "").splitlines() if ln.strip()]
-    if len(lines) < 2:
-        return None
-    cols = lines[-1].split()
-    try:
-        return int(cols[3])
-    except (IndexError, ValueError):
-        return None
+def _mapping(value: Any) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: str) -> HostFacts:
-    packages = {str(p[0]["name"]) if isinstance(p, list) else str(p["name"])
-                for p in report.get("packages", ()) if p}
-    running = {str(s["name"]) for s in report.get("services", ())
-               if isinstance(s, dict) and s.get("state") == "running"}
-    paths = {k for k, v in _pairs(report.get("paths")) if v is True or v == "True"}
-    processes = {k: int(v or 0) for k, v in _pairs(report.get("processes"))
-                 if str(v or "0").strip().isdigit()}
-    info = dict(_pairs(report.get("info")))
+    """HostFacts from the `avmigrate_probe` module's report."""
+    packages = set(_mapping(report.get("packages")))
+    running = {k for k, v in _mapping(report.get("services")).items() if v == "active"}
+    paths = {k for k, v in _mapping(report.get("paths")).items() if v is True}
+    processes = {k: int(v) for k, v in _mapping(report.get("processes")).items()
+                 if isinstance(v, int)}
+    info = _mapping(report.get("info"))
     found = []
     for bid, entry in catalogue.banned.items():
         detect = entry["detect"]
@@ -62,17 +45,13 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
         found.append(BannedFinding(product=bid, version=version, signatures_date=sig,
                                    packages=pkgs, services_active=svcs, processes=nproc))
     repl = catalogue.replacements[replacement]
-    free = {}
-    for path, out in _pairs(report.get("free")):
-        mb = parse_free_mb(str(out))
-        if mb is not None:
-            free[path] = mb
+    free = {k: int(v) for k, v in _mapping(report.get("free_mb")).items() if isinstance(v, int)}
     problems = []
     if report.get("dpkg_journal"):
         problems.append("dpkg was interrupted")
     if str(report.get("dpkg_audit", "")).strip():
         problems.append("dpkg --audit reports problems")
-    if any("/var/lib/dpkg/lock" in str(line) for line in report.get("locks", ())):
+    if report.get("dpkg_locks"):
         problems.append("the dpkg lock is held")
     return HostFacts(
         os_family=str(report.get("os_family", "")),

@@ -144,6 +144,15 @@ class Lab:
             raise LabError("--hosts must be between 1 and 200")
         plan = scenario.load(scenario_file).assign(count)
         self.down(log)  # whatever an earlier lab of this name left behind
+        _raise_inotify_limits(log)
+        try:
+            return self._up(plan, log)
+        except BaseException:
+            # Nothing half-done: a lab that did not come up is taken down again.
+            self.down(log)
+            raise
+
+    def _up(self, plan: list[scenario.Profile], log: list[str]) -> LabInfo:
         self.dir.mkdir(parents=True, exist_ok=True)
         rootfs = image.ensure_image(log)
         debs = packages.build(image.cache_root() / "standins")
@@ -387,6 +396,24 @@ class Lab:
             if ifname == self.bridge or ifname.startswith(f"avm{self.name[:6]}"):
                 found.append(f"link {ifname}")
         return found
+
+
+# Each booted host runs its own systemd, which takes several inotify instances; the kernel's
+# default of 128 per user stops the twentieth host or so ("Too many open files").
+INOTIFY_MINIMUM = {"max_user_instances": 4096, "max_user_watches": 524288}
+
+
+def _raise_inotify_limits(log: list[str]) -> None:
+    for name, minimum in INOTIFY_MINIMUM.items():
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            current = int(path.read_text().strip())
+            if current < minimum:
+                path.write_text(f"{minimum}\n")
+                log.append(f"raised fs.inotify.{name} from {current} to {minimum}")
+        except (OSError, ValueError) as exc:
+            raise LabError(f"cannot raise fs.inotify.{name} to {minimum} ({exc}); "
+                           f"set it with sysctl and retry") from exc
 
 
 def _atomic_write(path: Path, text: str) -> None:

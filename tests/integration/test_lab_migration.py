@@ -18,6 +18,8 @@ import pytest
 from orchestrator import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
 from orchestrator.lab.repo import EICAR_B64
+from orchestrator.models import HostState
+from orchestrator.state import SqliteStore
 
 pytestmark = pytest.mark.lab
 
@@ -181,6 +183,25 @@ def test_second_run_changes_nothing(lab: LabInfo, workdir: Path) -> None:
         h: r["state"] for h, r in before_states.items()}
     for host in lab.hosts:
         assert snapshot(lab, host) == before[host.name], host.name
+
+
+def test_interrupted_removal_is_resumed_safely(lab: LabInfo, workdir: Path) -> None:
+    # As if the last run had died after purging Kaspersky but before recording it: the next
+    # run re-verifies the replacement, re-runs the (idempotent) removal and proves the result.
+    host = by_profile(lab, "kesl12_agent")[0]
+    store = SqliteStore(workdir / "state.db")
+    store.transition(host.name, HostState.REMOVE_FAILED, "test: removal interrupted", None)
+    store.close()
+    run = cli(workdir, "run", "-i", lab.inventory, "--yes")
+    assert run.returncode == 3, run.stdout + run.stderr
+    row = status(workdir)[host.name]
+    assert row["state"] == "migrated", row
+    assert row["gap_seconds"] == 0
+    assert sh(lab, host, "systemctl is-active clamav-daemon")[1].strip() == "active"
+    assert sh(lab, host, "pgrep -f /opt/kaspersky/")[0] == 1
+    history = SqliteStore(workdir / "state.db").history(host.name)
+    assert [t.to_state for t in history[-4:]] == [
+        HostState.INSTALLING, HostState.VERIFIED, HostState.REMOVING, HostState.MIGRATED]
 
 
 def test_lab_down_leaves_nothing_and_up_cleans_an_unclean_stop(lab: LabInfo) -> None:

@@ -6,31 +6,25 @@ import pytest
 
 from orchestrator import catalogue, facts
 
-# What discover.yml reported for a lab host with KESL 12 and the Network Agent (trimmed).
+# What avmigrate_probe reported for a lab host with KESL 12 and the Network Agent (trimmed).
 REPORT = {
     "os_family": "Debian",
     "distribution": "Debian",
     "distribution_version": "12.11",
-    "packages": [[{"name": "kesl", "version": "12.1.0.1297"}],
-                 [{"name": "klnagent64", "version": "14.2.0.26967"}]],
-    "services": [{"name": "kesl.service", "state": "running"},
-                 {"name": "kesl-supervisor.service", "state": "running"},
-                 {"name": "klnagent64.service", "state": "stopped"}],
-    "paths": [["/opt/kaspersky/kesl", True], ["/var/opt/kaspersky/kesl", True],
-              ["/opt/kaspersky/klnagent64", True], ["/var/opt/kaspersky/klnagent64", False]],
-    "processes": [["kesl", "2"], ["klnagent64", "0"]],
-    "info": [["kesl", "Name:   Kaspersky Endpoint Security 12.1 for Linux\n"
-                      "Version:                               12.1.0.1297\n"
-                      "Last release of databases:             2024-09-27 21:04:00\n"],
-             ["klnagent64", "Network Agent version: 14.2.0.26967\n"]],
-    "free": [["/var/cache/apt/archives",
-              "Filesystem 1048576-blocks Used Available Capacity Mounted on\n"
-              "tmpfs 8 0 8 0% /var/cache/apt/archives"],
-             ["/var/lib", "Filesystem 1048576-blocks Used Available Capacity Mounted on\n"
-                          "overlay 258020 22735 81163 22% /"]],
+    "packages": {"kesl": "12.1.0.1297", "klnagent64": "14.2.0.26967"},
+    "services": {"kesl.service": "active", "kesl-supervisor.service": "active",
+                 "klnagent64.service": "inactive", "clamav-daemon.service": "inactive"},
+    "paths": {"/opt/kaspersky/kesl": True, "/var/opt/kaspersky/kesl": True,
+              "/opt/kaspersky/klnagent64": True, "/var/opt/kaspersky/klnagent64": False},
+    "processes": {"kesl": 2, "klnagent64": 0},
+    "info": {"kesl": "Name:   Kaspersky Endpoint Security 12.1 for Linux\n"
+                     "Version:                               12.1.0.1297\n"
+                     "Last release of databases:             2024-09-27 21:04:00\n",
+             "klnagent64": "Network Agent version: 14.2.0.26967\n"},
+    "free_mb": {"/var/cache/apt/archives": 8, "/var/lib": 81163},
     "dpkg_journal": [],
     "dpkg_audit": "",
-    "locks": ["/run/host/incoming"],
+    "dpkg_locks": [],
 }
 
 
@@ -61,7 +55,7 @@ def test_low_disk_is_a_preflight_problem(cat: catalogue.Catalogue) -> None:
 
 
 def test_enough_disk_and_healthy_dpkg_has_no_problem(cat: catalogue.Catalogue) -> None:
-    report = dict(REPORT, free=[["/var/cache/apt/archives", "h\nfs 1 0 40 0% /"]])
+    report = dict(REPORT, free_mb={"/var/cache/apt/archives": 40})
     assert facts.preflight_problems(facts.parse_discovery(report, cat, "clamav"), cat,
                                     "clamav") == []
 
@@ -69,9 +63,9 @@ def test_enough_disk_and_healthy_dpkg_has_no_problem(cat: catalogue.Catalogue) -
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"dpkg_journal": ["/var/lib/dpkg/updates/0000"]}, "dpkg was interrupted"),
+        ({"dpkg_journal": ["0000"]}, "dpkg was interrupted"),
         ({"dpkg_audit": "The following packages are only half configured"}, "dpkg --audit"),
-        ({"locks": ["/var/lib/dpkg/lock-frontend"]}, "dpkg lock is held"),
+        ({"dpkg_locks": ["/var/lib/dpkg/lock-frontend"]}, "dpkg lock is held"),
     ],
 )
 def test_broken_package_manager_is_reported(cat: catalogue.Catalogue, change: dict[str, object],
@@ -83,13 +77,12 @@ def test_broken_package_manager_is_reported(cat: catalogue.Catalogue, change: di
 
 
 def test_clean_host_has_no_banned_product(cat: catalogue.Catalogue) -> None:
-    report = dict(REPORT, packages=[], services=[], paths=[], processes=[], info=[])
+    report = dict(REPORT, packages={}, services={}, paths={}, processes={}, info={})
     assert facts.parse_discovery(report, cat, "clamav").banned == ()
 
 
 def test_other_platform_has_no_replacement(cat: catalogue.Catalogue) -> None:
-    f = facts.parse_discovery(dict(REPORT, os_family="Windows",
-                                   free=[]), cat, "clamav")
+    f = facts.parse_discovery(dict(REPORT, os_family="Windows", free_mb={}), cat, "clamav")
     assert facts.preflight_problems(f, cat, "clamav") == ["no ClamAV for platform Windows"]
 
 

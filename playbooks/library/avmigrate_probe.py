@@ -1,0 +1,174 @@
+#!/usr/bin/python
+"""Ansible module: read, in one pass, what avmigrate needs to know about a host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: avmigrate_probe
+short_description: Read banned products, the replacement and host health in one pass
+description:
+  - Reads installed packages, unit states, paths, processes, product info commands,
+    free space, and package manager health for the products named in the arguments.
+  - Never changes the host; supports check mode.
+options:
+  banned:
+    description: Catalogue entries of the banned products, by id (their C(detect) part is used).
+    type: dict
+    required: true
+  replacement:
+    description: Catalogue entry of the replacement (packages, services, requirements).
+    type: dict
+    required: true
+author: avmigrate
+"""
+
+RETURN = r"""
+avmigrate_report:
+  description: Raw observations; the orchestrator interprets them.
+  type: dict
+  returned: always
+"""
+
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def _run(argv):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, "", str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def os_release():
+    data = {}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.strip().partition("=")
+                data[key] = value.strip('"')
+    except OSError:
+        pass
+    ids = (data.get("ID", "") + " " + data.get("ID_LIKE", "")).split()
+    family = "Debian" if "debian" in ids else (data.get("ID", "") or "unknown").capitalize()
+    version = data.get("VERSION_ID", "")
+    try:
+        with open("/etc/debian_version", encoding="utf-8") as fh:
+            version = fh.read().strip() or version
+    except OSError:
+        pass
+    return family, data.get("NAME", "").split(" ")[0] or "unknown", version
+
+
+def packages(names):
+    if not names:
+        return {}
+    _, out, _ = _run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Status}\n",
+                      *names])
+    found = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[2] not in ("not-installed", "config-files"):
+            found[parts[0]] = parts[1]
+    return found
+
+
+def services(names):
+    if not names:
+        return {}
+    _, out, _ = _run(["systemctl", "is-active", *names])
+    states = out.splitlines()
+    return {n: (states[i] if i < len(states) else "unknown") for i, n in enumerate(names)}
+
+
+def process_counts(patterns):
+    me = os.getpid()
+    cmdlines = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdlines.append(fh.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return {pid_id: sum(1 for c in cmdlines if pattern in c)
+            for pid_id, pattern in patterns.items()}
+
+
+def free_mb(paths):
+    out = {}
+    for path in paths:
+        probe = path
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        try:
+            st = os.statvfs(probe or "/")
+        except OSError:
+            continue
+        out[path] = st.f_bavail * st.f_frsize // MIB
+    return out
+
+
+def dpkg_health():
+    updates = "/var/lib/dpkg/updates"
+    try:
+        journal = sorted(f for f in os.listdir(updates) if re.fullmatch(r"[0-9]+", f))
+    except OSError:
+        journal = []
+    _, audit, _ = _run(["dpkg", "--audit"])
+    _, locks, _ = _run(["lslocks", "--noheadings", "--raw", "--output", "PATH"])
+    held = [p for p in locks.splitlines() if p.startswith("/var/lib/dpkg/lock")]
+    return journal, audit.strip(), held
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={"banned": {"type": "dict", "required": True},
+                       "replacement": {"type": "dict", "required": True}},
+        supports_check_mode=True,
+    )
+    banned = module.params["banned"]
+    repl = module.params["replacement"]
+    want_pkgs, want_units, want_paths, patterns, info = [], [], [], {}, {}
+    for bid, entry in banned.items():
+        detect = entry["detect"]
+        want_pkgs += detect.get("packages", [])
+        want_units += detect.get("services", [])
+        want_paths += detect.get("paths", [])
+        patterns[bid] = detect["process_pattern"]
+    want_pkgs += repl.get("packages", [])
+    want_units += repl.get("services", [])
+    for bid, entry in banned.items():
+        cmd = entry["detect"].get("info_command")
+        if cmd and os.path.exists(cmd[0]):
+            _, out, _ = _run(cmd)
+            info[bid] = out
+    family, distribution, version = os_release()
+    journal, audit, held = dpkg_health()
+    report = {
+        "os_family": family,
+        "distribution": distribution,
+        "distribution_version": version,
+        "packages": packages(sorted(set(want_pkgs))),
+        "services": services(sorted(set(want_units))),
+        "paths": {p: os.path.exists(p) for p in sorted(set(want_paths))},
+        "processes": process_counts(patterns),
+        "info": info,
+        "free_mb": free_mb(list(repl.get("requirements", {}).get("free_mb", {}))),
+        "dpkg_journal": journal,
+        "dpkg_audit": audit,
+        "dpkg_locks": held,
+    }
+    module.exit_json(changed=False, avmigrate_report=report)
+
+
+if __name__ == "__main__":
+    main()
