@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,10 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import __version__, catalogue, inventory, planner, reports
-from orchestrator.engine import Engine, exit_code_for
-from orchestrator.errors import Aborted, AvmigrateError, PlanError
+from orchestrator.engine import STRATEGIES, Engine, RunPolicy, exit_code_for
+from orchestrator.errors import Aborted, AvmigrateError, PlanError, UsageError
 from orchestrator.executor import ExecConfig, RunnerExecutor, default_artifacts_dir
-from orchestrator.models import HostRecord
+from orchestrator.lease import LeaseKeeper
+from orchestrator.models import HostRecord, HostState
 from orchestrator.state import SqliteStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,11 +82,16 @@ class Context:
     def catalogue(self) -> catalogue.Catalogue:
         return catalogue.load(self.catalogue_path)
 
-    def engine(self, inv: inventory.Inventory, replacement: str, forks: int) -> Engine:
+    def engine(self, inv: inventory.Inventory, replacement: str, forks: int,
+               policy: RunPolicy | None = None) -> Engine:
         cfg = ExecConfig(artifacts_dir=default_artifacts_dir(self.state_url), forks=forks,
                          verbosity=self.verbose)
         return Engine(self.store(), RunnerExecutor(cfg), self.catalogue(), inv, replacement,
-                      log=lambda m: err.print(m, markup=False))
+                      log=lambda m: err.print(m, markup=False), policy=policy)
+
+    def lease(self) -> LeaseKeeper:
+        """One operator at a time: every command that changes hosts or their state holds it."""
+        return LeaseKeeper(self.store(), lambda: open_store(self.state_url), operator_name())
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -148,10 +156,11 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
     """Probe every host read-only: banned products, replacement, disk and package health."""
     inv = inventory.load(inventory_path)
     engine = obj.engine(inv, replacement, forks)
-    run_id = obj.store().begin_run("discover", operator_name(), None)
-    engine.run_id = run_id
-    engine.discover(list(inv.names()))
-    obj.store().finish_run(run_id, "done")
+    with obj.lease():
+        run_id = obj.store().begin_run("discover", operator_name(), None)
+        engine.run_id = run_id
+        engine.discover(list(inv.names()))
+        obj.store().finish_run(run_id, "done")
     records = _records(obj.store(), inv.names())
     if as_json:
         out.print_json(json.dumps([reports.host_row(r) for r in records]))
@@ -181,10 +190,11 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int, out_d
     cat.replacement(replacement)
     if not no_discover:
         engine = obj.engine(inv, replacement, forks)
-        run_id = obj.store().begin_run("plan", operator_name(), None)
-        engine.run_id = run_id
-        engine.discover(list(inv.names()))
-        obj.store().finish_run(run_id, "done")
+        with obj.lease():
+            run_id = obj.store().begin_run("plan", operator_name(), None)
+            engine.run_id = run_id
+            engine.discover(list(inv.names()))
+            obj.store().finish_run(run_id, "done")
     records = {r.name: r for r in _records(obj.store(), inv.names())}
     the_plan = planner.make_plan(inv, cat, replacement, records, canary=canary, growth=growth)
     reports.write_atomic(out_dir / "plan.json",
@@ -204,10 +214,23 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int, out_d
               help="Execute this plan file exactly (from `avmigrate plan`).")
 @click.option("--yes", "-y", is_flag=True, envvar="AVMIGRATE_YES",
               help="Do not ask for confirmation (env AVMIGRATE_YES).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+              help="auto: make-before-break where the catalogue says the products coexist, "
+                   "else swap.")
+@click.option("--max-unprotected", default=1, show_default=True, type=int,
+              help="Protection budget: hosts that may be without protection at once (swap).")
+@click.option("--max-failed-percent", default=0.0, show_default=True, type=float,
+              help="Wave gate: stop when more than this percent of a wave failed "
+                   "(unreachable counts as failed).")
+@click.option("--soak", "soak_seconds", default=0.0, show_default=True, type=float,
+              help="Seconds to wait after each wave, then re-verify it, before the next.")
+@click.option("--require-approval", is_flag=True,
+              help="Every wave after the canary needs `avmigrate approve` (needs --plan).")
 @pass_ctx
 @boundary
 def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
-        plan_path: Path | None, yes: bool) -> None:
+        plan_path: Path | None, yes: bool, strategy: str, max_unprotected: int,
+        max_failed_percent: float, soak_seconds: float, require_approval: bool) -> None:
     """Migrate the hosts: install and verify the replacement, then remove the banned product."""
     inv = inventory.load(inventory_path)
     cat = obj.catalogue()
@@ -220,29 +243,110 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
             raise PlanError(f"the catalogue changed since plan {plan_path} was made; "
                             "make a new plan")
         replacement = the_plan.replacement
-    engine = obj.engine(inv, replacement, forks)
+    elif require_approval:
+        raise UsageError("--require-approval needs --plan: approvals are given for a plan")
+    policy = RunPolicy(strategy=strategy, max_unprotected=max_unprotected,
+                       max_failed_percent=max_failed_percent, soak_seconds=soak_seconds,
+                       require_approval=require_approval,
+                       plan_key=planner.plan_key(the_plan) if plan_path is not None else "")
+    engine = obj.engine(inv, replacement, forks, policy)
     store = obj.store()
     if not yes:
         if not sys.stdin.isatty():
             raise Aborted("not confirmed: pass --yes to run without a terminal", exit_code=2)
         click.confirm(f"Migrate up to {len(inv.hosts)} host(s) to {replacement}?", abort=True)
-    run_id = store.begin_run("run", operator_name(),
-                             None if plan_path is None else str(plan_path))
-    engine.run_id = run_id
     t0 = time.monotonic()
-    err.print(f"discovering {len(inv.hosts)} host(s)")
-    engine.discover(list(inv.names()))
-    if plan_path is None:
-        records = {r.name: r for r in _records(store, inv.names())}
-        the_plan = planner.make_plan(inv, cat, replacement, records)
-    summary = engine.run(the_plan)
-    store.finish_run(run_id, f"exit {summary.exit_code}")
+    with obj.lease(), interrupts(engine):
+        run_id = store.begin_run("run", operator_name(),
+                                 None if plan_path is None else str(plan_path))
+        engine.run_id = run_id
+        err.print(f"discovering {len(inv.hosts)} host(s)")
+        engine.discover(list(inv.names()))
+        if plan_path is None:
+            records = {r.name: r for r in _records(store, inv.names())}
+            the_plan = planner.make_plan(inv, cat, replacement, records)
+        summary = engine.run(the_plan)
+        store.finish_run(run_id, f"exit {summary.exit_code}")
     print_status(_records(store, inv.names()))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     out.print(f"run {run_id} finished in {time.monotonic() - t0:.0f}s: {counts}")
     if summary.stopped_early:
         out.print(f"[red]{summary.stopped_early}[/]")
     sys.exit(summary.exit_code)
+
+
+@contextlib.contextmanager
+def interrupts(engine: Engine) -> Iterator[None]:
+    """First Ctrl-C: start no new step. Second: abort the running one."""
+    count = 0
+
+    def handler(signum: int, frame: object) -> None:
+        del signum, frame
+        nonlocal count
+        count += 1
+        if count == 1:
+            engine.stop.set()
+            err.print("stopping: running steps finish and are recorded; Ctrl-C again to abort")
+        else:
+            executor = engine.executor
+            if isinstance(executor, RunnerExecutor):
+                executor.cancel.set()
+            err.print("aborting the running step")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@cli.command()
+@INVENTORY
+@REPLACEMENT
+@FORKS
+@click.option("--yes", "-y", is_flag=True, envvar="AVMIGRATE_YES",
+              help="Do not ask for confirmation (env AVMIGRATE_YES).")
+@pass_ctx
+@boundary
+def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
+              yes: bool) -> None:
+    """Bring unprotected hosts back under protection: install and verify the replacement."""
+    inv = inventory.load(inventory_path)
+    store = obj.store()
+    names = [r.name for r in _records(store, inv.names()) if r.state == HostState.UNPROTECTED]
+    if not names:
+        out.print("no unprotected host: nothing to remediate")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Aborted("not confirmed: pass --yes to remediate without a terminal",
+                          exit_code=2)
+        click.confirm(f"Install and verify {replacement} on {', '.join(names)}?", abort=True)
+    engine = obj.engine(inv, replacement, forks)
+    with obj.lease(), interrupts(engine):
+        run_id = store.begin_run("remediate", operator_name(), None)
+        engine.run_id = run_id
+        engine.remediate(names)
+        records = _records(store, inv.names())
+        store.finish_run(run_id, f"exit {exit_code_for(records)}")
+    print_status([r for r in records if r.name in names])
+    sys.exit(exit_code_for([r for r in records if r.name in names]))
+
+
+@cli.command()
+@click.option("--wave", "wave_number", required=True, type=click.IntRange(1),
+              help="The wave to approve (the canary, wave 0, needs none).")
+@click.option("--plan", "plan_path", required=True, type=click.Path(path_type=Path),
+              help="The plan file the approval is for.")
+@pass_ctx
+@boundary
+def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
+    """Approve a wave of a plan; `run --require-approval` starts no unapproved wave."""
+    the_plan = reports.load_plan(plan_path)
+    if wave_number >= len(the_plan.waves):
+        raise UsageError(f"plan {plan_path} has waves 0 to {len(the_plan.waves) - 1}")
+    obj.store().add_approval(planner.plan_key(the_plan), wave_number, operator_name())
+    out.print(f"wave {wave_number} of {plan_path} approved by {operator_name()}")
 
 
 @cli.command()

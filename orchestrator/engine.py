@@ -1,34 +1,64 @@
 """Discover and migrate hosts wave by wave, committing every host's state before the next step.
 
-Order per wave (make-before-break): preflight, install, verify, remove, final verify. The banned
-product is never touched on a host whose replacement has not just been verified, and an intent
-(INSTALLING, REMOVING) is committed before each step that changes a host.
+make-before-break (products coexist): preflight, install, verify, remove, final verify; the
+banned product is touched only on a host whose replacement was verified in this run.
+swap (they cannot): preflight, stage, then in batches no larger than the protection budget:
+remove, install from the staged files, verify, once more if needed, else UNPROTECTED.
+An intent (INSTALLING, STAGING, REMOVING, SWAPPING) is committed before each step that changes
+a host; a later run re-probes such hosts read-only before doing anything to them.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator import classify
 from orchestrator import facts as factlib
 from orchestrator.catalogue import Catalogue
+from orchestrator.classify import MAKE_BEFORE_BREAK, SWAP
+from orchestrator.errors import UsageError
 from orchestrator.executor import Executor, StepRequest
 from orchestrator.inventory import Inventory
 from orchestrator.lab.repo import EICAR_B64
-from orchestrator.models import HostRecord, HostState, Plan, StepOutcome, StepResult
+from orchestrator.models import (
+    RESTARTABLE,
+    HostRecord,
+    HostState,
+    Plan,
+    StepOutcome,
+    StepResult,
+)
 from orchestrator.planner import strategy_for
 from orchestrator.state import StateStore
 
 Log = Callable[[str], None]
+STRATEGIES = ("auto", MAKE_BEFORE_BREAK, SWAP)
 
-# States from which a run (re)starts a host's migration; others are settled or need a human.
-ACTIONABLE = {
-    HostState.PENDING, HostState.INSTALLING, HostState.INSTALL_FAILED, HostState.VERIFIED,
-    HostState.REMOVING, HostState.REMOVE_FAILED,
-}
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How a run may proceed: strategy, protection budget and wave gates."""
+
+    strategy: str = "auto"
+    max_unprotected: int = 1
+    max_failed_percent: float = 0.0
+    soak_seconds: float = 0.0
+    require_approval: bool = False
+    plan_key: str = ""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+        if self.max_unprotected < 1:
+            raise UsageError("--max-unprotected must be at least 1: a swap needs one host "
+                             "without protection for the length of its install")
+        if not 0 <= self.max_failed_percent <= 100:
+            raise UsageError("--max-failed-percent must be between 0 and 100")
 
 
 @dataclass(frozen=True)
@@ -38,6 +68,10 @@ class RunSummary:
     counts: dict[str, int]
     exit_code: int
     stopped_early: str | None
+
+
+class _Stopped(Exception):
+    """The operator asked to stop: no new step starts."""
 
 
 def exit_code_for(records: list[HostRecord]) -> int:
@@ -57,14 +91,17 @@ class Engine:
     """Drives steps through an Executor and writes every outcome to a StateStore."""
 
     def __init__(self, store: StateStore, executor: Executor, catalogue: Catalogue,
-                 inventory: Inventory, replacement: str, log: Log) -> None:
+                 inventory: Inventory, replacement: str, log: Log,
+                 policy: RunPolicy | None = None) -> None:
         self.store = store
         self.executor = executor
         self.catalogue = catalogue
         self.inventory = inventory
         self.replacement = replacement
         self.log = log
+        self.policy = policy or RunPolicy()
         self.run_id: int | None = None
+        self.stop = threading.Event()  # set by the first Ctrl-C
 
     # ---- plumbing ----------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
@@ -73,6 +110,10 @@ class Engine:
             "avmigrate_replacement": self.catalogue.replacement(self.replacement),
             "avmigrate_eicar_b64": EICAR_B64,
         }
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped
 
     def _step(self, step: str, playbook: str, names: list[str],
               host_vars: dict[str, dict[str, Any]] | None = None,
@@ -100,81 +141,114 @@ class Engine:
     def _move(self, name: str, to: HostState, reason: str, **fields: Any) -> HostRecord:
         return self.store.transition(name, to, reason, self.run_id, **fields)
 
+    def _record(self, name: str) -> HostRecord:
+        record = self.store.get(name)
+        if record is None:  # pragma: no cover - every host is ensured at discovery
+            raise UsageError(f"host {name} is not in the state; run discover")
+        return record
+
+    def strategy_of(self, record: HostRecord) -> str:
+        if self.policy.strategy != "auto":
+            return self.policy.strategy
+        if record.facts is None:
+            return MAKE_BEFORE_BREAK
+        return strategy_for(record.facts, self.catalogue, self.replacement)
+
+    def window_count(self) -> int:
+        return sum(1 for r in self.store.all() if classify.in_window(r))
+
+    def unprotected(self) -> list[str]:
+        return [r.name for r in self.store.all() if r.state == HostState.UNPROTECTED]
+
     # ---- discovery ---------------------------------------------------------------------
     def discover(self, names: list[str]) -> dict[str, HostRecord]:
-        """Read-only probe of hosts; classify each from what it really has now."""
+        """Read-only probe of hosts; settle each from what it really has now."""
         self.store.ensure_hosts(names)
         out: dict[str, HostRecord] = {}
 
-        def classify(result: StepResult) -> None:
-            prior = self.store.get(result.host)
-            assert prior is not None  # noqa: S101 - ensure_hosts above
-            if result.outcome == StepOutcome.UNREACHABLE:
-                out[result.host] = self._move(result.host, HostState.UNREACHABLE,
-                                              f"unreachable: {result.message}")
-                return
-            if result.outcome == StepOutcome.FAILED:
-                out[result.host] = self._move(result.host, HostState.BLOCKED,
-                                              f"discovery failed: {result.message}")
-                return
-            facts = factlib.parse_discovery(result.data, self.catalogue, self.replacement)
-            strategy = strategy_for(facts, self.catalogue, self.replacement)
-            if not facts.banned:
-                if prior.state in (HostState.PENDING, HostState.UNREACHABLE, HostState.BLOCKED,
-                                   HostState.CLEAN):
-                    to, why = HostState.CLEAN, "no banned product found"
-                else:  # we were migrating it: the run finishes and proves it
-                    to, why = prior.state, prior.reason
-                out[result.host] = self._move(result.host, to, why, facts=facts)
-                return
-            found = ", ".join(f"{b.product} {b.version or ''}".strip() for b in facts.banned)
-            problems = factlib.preflight_problems(facts, self.catalogue, self.replacement)
-            if problems:
-                out[result.host] = self._move(result.host, HostState.BLOCKED,
-                                              "; ".join(problems), facts=facts,
-                                              strategy=strategy)
-            elif prior.state.is_intent:  # a run died mid-step: what we just read is the truth
-                settled = (HostState.INSTALL_FAILED if prior.state == HostState.INSTALLING
-                           else HostState.REMOVE_FAILED)
-                out[result.host] = self._move(
-                    result.host, settled, f"interrupted while {prior.state.value}; re-probed: "
-                    f"found {found}", facts=facts, strategy=strategy)
-            elif prior.state in ACTIONABLE - {HostState.PENDING}:
-                out[result.host] = self._move(result.host, prior.state, prior.reason,
-                                              facts=facts, strategy=strategy)
-            else:
-                out[result.host] = self._move(result.host, HostState.PENDING, f"found {found}",
-                                              facts=facts, strategy=strategy)
+        def settle(result: StepResult) -> None:
+            prior = self._record(result.host)
+            facts = problems = None
+            if result.outcome == StepOutcome.OK:
+                facts = factlib.parse_discovery(result.data, self.catalogue, self.replacement)
+                problems = factlib.preflight_problems(facts, self.catalogue, self.replacement)
+            to, why = classify.settle(prior, result.outcome, result.message, facts,
+                                      problems or [])
+            extra: dict[str, Any] = {}
+            if facts is not None:
+                extra["facts"] = facts
+                if facts.banned:
+                    extra["strategy"] = strategy_for(facts, self.catalogue, self.replacement)
+            out[result.host] = self._move(result.host, to, why, **extra)
 
-        self._step("discover", "discover.yml", names, on_result=classify)
+        self._step("discover", "discover.yml", names, on_result=settle)
         return out
 
     # ---- migration ---------------------------------------------------------------------
     def run(self, plan: Plan) -> RunSummary:
         stopped: str | None = None
-        for wave in plan.waves:
-            todo = [n for n in wave.hosts
-                    if (r := self.store.get(n)) is not None and r.state in ACTIONABLE]
-            if not todo:
-                continue
-            label = "canary wave" if wave.is_canary else f"wave {wave.number}"
-            self.log(f"{label}: {len(todo)} host(s): {', '.join(todo)}")
-            self.migrate_wave(todo, wave.number)
-            failed = [n for n in todo if (r := self.store.get(n)) is not None
-                      and r.state.is_failure]
-            if failed:
-                stopped = (f"{label} had {len(failed)} failed host(s) ({', '.join(failed)}); "
-                           "later waves were not started. Fix them, then run again.")
-                self.log(stopped)
-                break
-        records = [r for n in self.inventory.names() if (r := self.store.get(n)) is not None]
+        approvals = (self.store.approvals(self.policy.plan_key)
+                     if self.policy.require_approval else {})
+        try:
+            for index, wave in enumerate(plan.waves):
+                label = "canary wave" if wave.is_canary else f"wave {wave.number}"
+                self._check_stop()
+                if self.policy.require_approval and not wave.is_canary and (
+                        wave.number not in approvals):
+                    stopped = (f"{label} needs approval: `avmigrate approve --wave "
+                               f"{wave.number} --plan PLAN`, then run again")
+                    break
+                if (bad := self.unprotected()):
+                    stopped = (f"UNPROTECTED hosts: {', '.join(bad)}; no further removals "
+                               "start. Run `avmigrate remediate`, then run again")
+                    break
+                todo = [n for n in wave.hosts if self._record(n).state in RESTARTABLE]
+                if todo:
+                    self.log(f"{label}: {len(todo)} host(s): {', '.join(todo)}")
+                    self.migrate_wave(todo, wave.number)
+                stopped = self._gate(label, wave.hosts)
+                if stopped:
+                    break
+                if self.policy.soak_seconds > 0 and index < len(plan.waves) - 1:
+                    self._soak(label, list(wave.hosts))
+                    stopped = self._gate(label, wave.hosts)
+                    if stopped:
+                        break
+        except _Stopped:
+            stopped = ("stopped by the operator: no new step was started; "
+                       "run again to resume")
+            for r in self.store.all():
+                if r.state in (HostState.INSTALLING, HostState.STAGING):
+                    self._move(r.name, HostState.INTERRUPTED,
+                               f"stopped by the operator during {r.state.value}; "
+                               "banned product untouched")
+        if stopped:
+            self.log(stopped)
+        records = [rec for n in self.inventory.names() if (rec := self.store.get(n)) is not None]
         counts: dict[str, int] = {}
-        for r in records:
-            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        for rec in records:
+            counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         return RunSummary(counts=counts, exit_code=exit_code_for(records), stopped_early=stopped)
 
+    def _gate(self, label: str, hosts: tuple[str, ...]) -> str | None:
+        states = {n: self._record(n).state for n in hosts}
+        return classify.wave_gate(label, states, self.policy.max_failed_percent)
+
+    def _soak(self, label: str, hosts: list[str]) -> None:
+        self.log(f"{label}: soaking {self.policy.soak_seconds:.0f}s before the next wave")
+        if self.stop.wait(self.policy.soak_seconds):
+            raise _Stopped
+        migrated = [n for n in hosts if self._record(n).state == HostState.MIGRATED]
+        results = self._step("soak-verify", "verify.yml", migrated)
+        for n in migrated:
+            problem = self._proof_problem(results[n])
+            if problem is not None:
+                self._move(n, HostState.UNPROTECTED,
+                           f"UNPROTECTED: replacement failed its check after the soak ({problem})")
+
     def migrate_wave(self, names: list[str], wave: int) -> None:
-        # 1. Preflight, read-only: a refused host stays exactly as it was.
+        self._check_stop()
+        # Preflight, read-only: a refused host stays exactly as it was.
         pre = self._step("preflight", "preflight.yml", names)
         ready = []
         for n in names:
@@ -185,31 +259,50 @@ class Engine:
                 self._move(n, HostState.BLOCKED, f"preflight: {r.message}")
             else:
                 ready.append(n)
-        # 2. Install, with the intent committed first.
-        for n in ready:
-            self._move(n, HostState.INSTALLING, f"installing {self.replacement}", wave=wave)
-        inst = self._step("install", "install.yml", ready)
+        mbb = [n for n in ready if self.strategy_of(self._record(n)) == MAKE_BEFORE_BREAK]
+        swap = [n for n in ready if n not in mbb]
+        self._make_before_break(mbb, wave)
+        self._swap(swap, wave)
+
+    # ---- make-before-break ---------------------------------------------------------------
+    def _make_before_break(self, names: list[str], wave: int) -> None:
+        if not names:
+            return
+        self._check_stop()
+        for n in names:
+            self._move(n, HostState.INSTALLING, f"installing {self.replacement}", wave=wave,
+                       strategy=MAKE_BEFORE_BREAK)
+        inst = self._step("install", "install.yml", names)
         installed = []
-        for n in ready:
+        for n in names:
             r = inst[n]
             if r.outcome == StepOutcome.OK:
                 installed.append(n)
             else:
                 self._move(n, HostState.INSTALL_FAILED,
                            f"install {r.outcome.value}: {r.message}; banned product untouched")
-        # 3. Verify protection: daemon answers and detects EICAR.
-        verified = self._verify(installed, HostState.INSTALL_FAILED, "verify")
-        # 4. Remove the banned product, only where the replacement was just verified.
-        host_vars = {}
+        self._check_stop()
+        results = self._step("verify", "verify.yml", installed)
+        verified = []
+        for n in installed:
+            problem = self._proof_problem(results[n])
+            if problem is None:
+                self._move(n, HostState.VERIFIED, "replacement verified: daemon answers, "
+                           "EICAR detected", replacement_verified_at=time.time())
+                verified.append(n)
+            else:
+                self._move(n, HostState.INSTALL_FAILED,
+                           f"verification failed: {problem}; banned product untouched")
+        self._check_stop()
         now = time.time()
+        host_vars = {}
         for n in verified:
-            record = self.store.get(n)
-            ids = [b.product for b in (record.facts.banned if record and record.facts else ())]
+            ids = self._banned_ids(n)
             host_vars[n] = {"avmigrate_remove_ids": ids}
             self._move(n, HostState.REMOVING, f"removing {', '.join(ids) or 'leftovers'}",
                        protection_stopped_at=now)
+        # From here the removal and its proof run to the end, even if a stop is requested.
         rem = self._step("remove", "remove.yml", verified, host_vars)
-        # 5. Final verify on every host whose banned product was touched.
         final = self._step("final-verify", "verify.yml", verified)
         for n in verified:
             removal, proof = rem[n], final[n]
@@ -225,22 +318,109 @@ class Engine:
             else:
                 self._move(n, HostState.MIGRATED, "banned product removed; replacement verified")
 
+    # ---- swap ----------------------------------------------------------------------------
+    def _swap(self, names: list[str], wave: int) -> None:
+        if not names:
+            return
+        self._check_stop()
+        for n in names:
+            self._move(n, HostState.STAGING, f"staging {self.replacement}", wave=wave,
+                       strategy=SWAP)
+        stage = self._step("stage", "stage.yml", names)
+        queue = []
+        for n in names:
+            r = stage[n]
+            if r.outcome == StepOutcome.OK:
+                self._move(n, HostState.STAGED, "replacement staged and checked; banned "
+                           "product still protecting")
+                queue.append(n)
+            else:
+                self._move(n, HostState.INSTALL_FAILED,
+                           f"staging {r.outcome.value}: {r.message}; banned product untouched")
+        while queue:
+            self._check_stop()
+            if (bad := self.unprotected()):
+                self.log(f"UNPROTECTED: {', '.join(bad)}; no further removals start")
+                return
+            slots = self.policy.max_unprotected - self.window_count()
+            if slots <= 0:
+                self.log("protection budget used up by hosts from an earlier run; "
+                         "no further removals start")
+                return
+            batch, queue = queue[:slots], queue[slots:]
+            self._swap_batch(batch)
+
+    def _swap_batch(self, batch: list[str]) -> None:
+        now = time.time()
+        host_vars = {}
+        for n in batch:
+            ids = self._banned_ids(n)
+            host_vars[n] = {"avmigrate_remove_ids": ids}
+            self._move(n, HostState.REMOVING, f"swap: removing {', '.join(ids)}",
+                       protection_stopped_at=now)
+        # The batch runs to the end even if a stop is requested: it must not stay unprotected.
+        rem = self._step("remove", "remove.yml", batch, host_vars)
+        for n in batch:
+            r = rem[n]
+            why = ("banned product removed" if r.outcome == StepOutcome.OK
+                   else f"removal {r.outcome.value}: {r.message}")
+            self._move(n, HostState.SWAPPING, f"{why}; installing from the stage")
+        left = batch
+        for attempt in (1, 2):
+            inst = self._step(f"install-staged#{attempt}", "install_staged.yml", left)
+            tried = [n for n in left if inst[n].outcome == StepOutcome.OK]
+            proof = self._step(f"verify#{attempt}", "verify.yml", tried)
+            failed = []
+            for n in left:
+                problem = (self._proof_problem(proof[n]) if n in proof
+                           else f"{inst[n].outcome.value}: {inst[n].message}")
+                if problem is None:
+                    if rem[n].outcome == StepOutcome.OK:
+                        self._move(n, HostState.MIGRATED, "swapped: banned product removed; "
+                                   "replacement verified", replacement_verified_at=time.time())
+                    else:
+                        self._move(n, HostState.REMOVE_FAILED,
+                                   f"removal {rem[n].outcome.value}: {rem[n].message}; "
+                                   "replacement verified", replacement_verified_at=time.time())
+                else:
+                    failed.append((n, problem))
+            left = [n for n, _ in failed]
+            if not left:
+                return
+            if attempt == 2:
+                for n, problem in failed:
+                    self._move(n, HostState.UNPROTECTED,
+                               f"UNPROTECTED: replacement failed after removal, twice from the "
+                               f"staged files ({problem}); run `avmigrate remediate`")
+                    self.log(f"!!! {n} is UNPROTECTED: {problem}")
+
+    # ---- remediation ---------------------------------------------------------------------
+    def remediate(self, names: list[str]) -> None:
+        """Unprotected hosts: install the replacement (stage first, else the repository)."""
+        for n in names:
+            self._move(n, HostState.SWAPPING, "remediating: installing the replacement")
+        inst = self._step("remediate-install", "install.yml", names)
+        ok = [n for n in names if inst[n].outcome == StepOutcome.OK]
+        proof = self._step("remediate-verify", "verify.yml", ok)
+        for n in names:
+            problem = (self._proof_problem(proof[n]) if n in proof
+                       else f"{inst[n].outcome.value}: {inst[n].message}")
+            if problem is None:
+                self._move(n, HostState.MIGRATED, "remediated: replacement verified",
+                           replacement_verified_at=time.time())
+            else:
+                self._move(n, HostState.UNPROTECTED, f"UNPROTECTED: remediation failed "
+                           f"({problem})")
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _banned_ids(self, name: str) -> list[str]:
+        record = self._record(name)
+        if record.facts is not None and record.facts.banned:
+            return [b.product for b in record.facts.banned]
+        return list(self.catalogue.banned)
+
     def _proof_problem(self, result: StepResult) -> str | None:
         if result.outcome != StepOutcome.OK:
             return f"{result.outcome.value}: {result.message}"
         return factlib.verification_problem(result.data, self.catalogue, self.replacement,
                                             datetime.now(UTC))
-
-    def _verify(self, names: list[str], fail_state: HostState, step: str) -> list[str]:
-        results = self._step(step, "verify.yml", names)
-        ok = []
-        for n in names:
-            problem = self._proof_problem(results[n])
-            if problem is None:
-                self._move(n, HostState.VERIFIED, "replacement verified: daemon answers, "
-                           "EICAR detected", replacement_verified_at=time.time())
-                ok.append(n)
-            else:
-                self._move(n, fail_state, f"verification failed: {problem}; "
-                           "banned product untouched")
-        return ok

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from orchestrator.errors import ExecutionError
+from orchestrator.errors import Aborted, ExecutionError
 from orchestrator.models import InventoryHost, StepOutcome, StepResult
 
 PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
@@ -168,6 +168,9 @@ class RunnerExecutor:
             for sub in ("env", "inventory", "tmp"):
                 shutil.rmtree(pdd / sub, ignore_errors=True)
         status = getattr(runner, "status", "unknown")
+        if self.cancel.is_set():
+            raise Aborted(f"aborted during {request.step}; hosts caught mid-step keep their "
+                          "intent and are re-probed by the next run")
         if not results and names:
             # Not one host answered or failed: Ansible itself did not run. Touch no host state.
             stdout = pdd / "artifacts"

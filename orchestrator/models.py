@@ -10,17 +10,21 @@ from typing import Any
 class HostState(StrEnum):
     """Where one host stands in its migration. Stored by value in the state database."""
 
-    PENDING = "pending"  # in the inventory; nothing learned or done yet
-    UNREACHABLE = "unreachable"  # SSH failed at discovery; nothing done, banned product as found
+    PENDING = "pending"  # has a banned product; nothing done yet
+    UNREACHABLE = "unreachable"  # SSH failed; nothing done, banned product as found
     CLEAN = "clean"  # no banned product found: nothing to migrate
     BLOCKED = "blocked"  # preflight refused it (disk, package manager, platform); untouched
-    INSTALLING = "installing"  # intent committed: replacement install under way
-    INSTALL_FAILED = "install_failed"  # replacement did not install or verify; banned still on
-    VERIFIED = "verified"  # replacement verified (daemon answers, EICAR detected); banned still on
-    REMOVING = "removing"  # intent committed: banned product being stopped and purged
-    REMOVE_FAILED = "remove_failed"  # removal or final check failed; replacement was verified
+    INSTALLING = "installing"  # intent (make-before-break): replacement install under way
+    INSTALL_FAILED = "install_failed"  # replacement did not install, stage or verify; banned on
+    VERIFIED = "verified"  # replacement verified (daemon answers, EICAR detected); banned on
+    STAGING = "staging"  # intent (swap): replacement packages and signatures being staged
+    STAGED = "staged"  # swap: staged files on the host and checked; banned product still on
+    REMOVING = "removing"  # intent: banned product being stopped and purged
+    SWAPPING = "swapping"  # intent (swap): banned removed, replacement installing from stage
+    REMOVE_FAILED = "remove_failed"  # removal failed; the replacement was verified and protects
+    INTERRUPTED = "interrupted"  # a run stopped or died mid-migration; re-probed, will resume
     MIGRATED = "migrated"  # banned product gone, replacement verified after removal
-    UNPROTECTED = "unprotected"  # banned product gone and replacement not verified: an alarm
+    UNPROTECTED = "unprotected"  # neither product verified protecting: an alarm
 
     @property
     def is_final_success(self) -> bool:
@@ -32,38 +36,44 @@ class HostState(StrEnum):
 
     @property
     def is_intent(self) -> bool:
-        """States committed before a step that changes the host; seen at start they mean a crash."""
-        return self in (HostState.INSTALLING, HostState.REMOVING)
+        """Committed before a step that changes the host; seen at start they mean a crash."""
+        return self in INTENTS
 
 
-_ANY_PROBE_RESULT = {
-    HostState.UNREACHABLE,
-    HostState.CLEAN,
-    HostState.BLOCKED,
-    HostState.VERIFIED,
-    HostState.MIGRATED,
-    HostState.INSTALL_FAILED,
-    HostState.REMOVE_FAILED,
-    HostState.UNPROTECTED,
-    HostState.PENDING,
+INTENTS = frozenset({HostState.INSTALLING, HostState.STAGING, HostState.REMOVING,
+                     HostState.SWAPPING})
+
+# What a read-only discovery may conclude about a host, whatever it was before.
+DISCOVERY_RESULTS = frozenset({
+    HostState.PENDING, HostState.UNREACHABLE, HostState.CLEAN, HostState.BLOCKED,
+    HostState.INTERRUPTED, HostState.UNPROTECTED,
+})
+
+# States from which a host's migration (re)starts at its first step.
+RESTARTABLE = frozenset({
+    HostState.PENDING, HostState.INSTALL_FAILED, HostState.VERIFIED, HostState.STAGED,
+    HostState.REMOVE_FAILED, HostState.INTERRUPTED,
+})
+_START = frozenset({HostState.INSTALLING, HostState.STAGING})
+
+# Allowed moves besides DISCOVERY_RESULTS. The safety rule is in this table: REMOVING is
+# entered only from VERIFIED (make-before-break: replacement verified in this run) or STAGED
+# (swap: replacement staged on the host in this run).
+_STEPS: dict[HostState, frozenset[HostState]] = {
+    HostState.INSTALLING: frozenset({HostState.VERIFIED, HostState.INSTALL_FAILED}),
+    HostState.STAGING: frozenset({HostState.STAGED, HostState.INSTALL_FAILED}),
+    HostState.VERIFIED: frozenset({HostState.REMOVING}),
+    HostState.STAGED: frozenset({HostState.REMOVING}),
+    HostState.REMOVING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED,
+                                   HostState.SWAPPING}),
+    HostState.SWAPPING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED}),
+    HostState.UNPROTECTED: frozenset({HostState.SWAPPING}),  # remediation
 }
 
-# Allowed moves. Discovery may re-classify a host from any settled state (it only reads the host);
-# the two intent states may only be left for the outcome of their own step, or for what a
-# read-only re-probe finds after a crash.
 ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    HostState.PENDING: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
-    HostState.UNREACHABLE: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
-    HostState.CLEAN: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
-    HostState.BLOCKED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
-    HostState.INSTALL_FAILED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
-    HostState.INSTALLING: frozenset(_ANY_PROBE_RESULT),
-    HostState.VERIFIED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
-    HostState.REMOVING: frozenset(_ANY_PROBE_RESULT),
-    HostState.REMOVE_FAILED: frozenset(
-        _ANY_PROBE_RESULT | {HostState.REMOVING, HostState.INSTALLING}),
-    HostState.MIGRATED: frozenset(_ANY_PROBE_RESULT | {HostState.REMOVING}),
-    HostState.UNPROTECTED: frozenset(_ANY_PROBE_RESULT | {HostState.INSTALLING}),
+    state: frozenset(DISCOVERY_RESULTS | _STEPS.get(state, frozenset())
+                     | (_START if state in RESTARTABLE else frozenset()))
+    for state in HostState
 }
 
 

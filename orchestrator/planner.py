@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 
@@ -38,7 +40,19 @@ def skip_reason(record: HostRecord | None) -> str | None:
         return "clean: no banned product found"
     if record.state == HostState.MIGRATED:
         return "already migrated"
+    # Known problems are held back, not planned: a wave's gate then measures new failures.
+    if record.state == HostState.UNREACHABLE:
+        return f"held back: {record.reason}"
+    if record.state == HostState.BLOCKED:
+        return f"held back: {record.reason}"
     return None
+
+
+def plan_key(plan: Plan) -> str:
+    """What approvals are given for: the waves and what they were planned from."""
+    blob = json.dumps([plan.inventory_digest, plan.catalogue_digest, plan.replacement,
+                       [list(w.hosts) for w in plan.waves]])
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,

@@ -7,10 +7,13 @@ the rest of the code uses, so a PostgreSQL store can stand behind the same inter
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +45,44 @@ class StateStore(Protocol):
     def record_step(self, run_id: int, result: StepResult) -> None: ...
     def history(self, name: str | None = None) -> list[Transition]: ...
     def runs(self) -> list[dict[str, object]]: ...
+    def acquire_lease(self, holder: LeaseHolder, ttl: float) -> int: ...
+    def renew_lease(self, epoch: int, ttl: float) -> None: ...
+    def release_lease(self, epoch: int) -> None: ...
+    def lease(self) -> Lease | None: ...
+    def add_approval(self, plan_hash: str, wave: int, operator: str) -> None: ...
+    def approvals(self, plan_hash: str) -> dict[int, tuple[str, float]]: ...
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who wants to run: enough to name them to a second operator."""
+
+    user: str
+    hostname: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The one-operator lease on a state; the epoch fences a holder that lost it."""
+
+    holder: LeaseHolder
+    since: float
+    expires: float
+    epoch: int
+
+
+class LeaseHeld(StateError):
+    """Another run holds the state."""
+
+    exit_code = 8
+
+
+class Fenced(StateError):
+    """This run lost its lease (it expired and another run took it); it must stop writing."""
+
+    exit_code = 8
 
 
 # Named, ordered schema migrations; each applied once, in its own transaction.
@@ -88,7 +128,36 @@ MIGRATIONS: list[tuple[str, str]] = [
             at REAL NOT NULL
         );
     """),
+    ("0002_lease_and_approvals", """
+        CREATE TABLE lease (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            holder_user TEXT,
+            holder_host TEXT,
+            holder_pid INTEGER,
+            since REAL,
+            expires REAL,
+            epoch INTEGER NOT NULL
+        );
+        INSERT INTO lease (id, epoch) VALUES (1, 0);
+        CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY,
+            plan_hash TEXT NOT NULL,
+            wave INTEGER NOT NULL,
+            operator TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+    """),
 ]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class SqliteStore:
@@ -96,6 +165,7 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.fence_epoch: int | None = None
         if path.exists() and not path.is_file():
             raise StateError(f"state path {path} is not a file; pass --state FILE")
         if not path.parent.exists():
@@ -129,10 +199,12 @@ class SqliteStore:
                 cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, fenced: bool = True) -> Iterator[sqlite3.Cursor]:
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            if fenced:
+                self._check_fence(cur)
             yield cur
         except BaseException:
             cur.execute("ROLLBACK")
@@ -243,6 +315,77 @@ class SqliteStore:
         keys = ("id", "started_at", "finished_at", "operator", "command", "plan_digest",
                 "outcome")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # ---- one operator at a time ----------------------------------------------------------
+    def _check_fence(self, cur: sqlite3.Cursor) -> None:
+        """Inside a write transaction: refuse the write if this run no longer holds the lease."""
+        if self.fence_epoch is None:
+            return
+        row = cur.execute("SELECT epoch FROM lease WHERE id = 1").fetchone()
+        if row is None or int(row[0]) != self.fence_epoch:
+            raise Fenced("this run lost its lease to another run; it stopped writing. "
+                         "See `avmigrate status`")
+
+    def lease(self) -> Lease | None:
+        row = self.db.execute("SELECT holder_user, holder_host, holder_pid, since, expires, "
+                              "epoch FROM lease WHERE id = 1").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Lease(LeaseHolder(str(row[0]), str(row[1]), int(row[2])), float(row[3]),
+                     float(row[4]), int(row[5]))
+
+    def acquire_lease(self, holder: LeaseHolder, ttl: float) -> int:
+        """Take the lease or raise LeaseHeld naming its holder; returns the new epoch.
+
+        A lease is taken over once it has expired, or at once when its holder ran on this
+        machine and that process is gone (a killed run cannot renew it anyway).
+        """
+        now = time.time()
+        with self._tx(fenced=False) as cur:
+            row = cur.execute("SELECT holder_user, holder_host, holder_pid, since, expires, "
+                              "epoch FROM lease WHERE id = 1").fetchone()
+            user, host, pid, since, expires, epoch = row
+            if user is not None and float(expires) > now:
+                dead_here = host == socket.gethostname() and not _pid_alive(int(pid))
+                mine = host == holder.hostname and int(pid) == holder.pid
+                if not (dead_here or mine):
+                    started = time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                            time.gmtime(float(since)))
+                    raise LeaseHeld(
+                        f"another run holds this state: {user} on {host}, pid {pid}, since "
+                        f"{started} (lease expires in {float(expires) - now:.0f}s); wait for "
+                        "it to finish or stop it")
+            new_epoch = int(epoch) + 1
+            cur.execute("UPDATE lease SET holder_user = ?, holder_host = ?, holder_pid = ?, "
+                        "since = ?, expires = ?, epoch = ? WHERE id = 1",
+                        (holder.user, holder.hostname, holder.pid, now, now + ttl, new_epoch))
+        self.fence_epoch = new_epoch
+        return new_epoch
+
+    def renew_lease(self, epoch: int, ttl: float) -> None:
+        with self._tx(fenced=False) as cur:
+            updated = cur.execute("UPDATE lease SET expires = ? WHERE id = 1 AND epoch = ?",
+                                  (time.time() + ttl, epoch)).rowcount
+            if updated != 1:
+                raise Fenced("this run lost its lease to another run; it stopped writing")
+
+    def release_lease(self, epoch: int) -> None:
+        with self._tx(fenced=False) as cur:
+            cur.execute("UPDATE lease SET holder_user = NULL, holder_host = NULL, "
+                        "holder_pid = NULL, since = NULL, expires = NULL "
+                        "WHERE id = 1 AND epoch = ?", (epoch,))
+        self.fence_epoch = None
+
+    # ---- approvals -------------------------------------------------------------------------
+    def add_approval(self, plan_hash: str, wave: int, operator: str) -> None:
+        with self._tx(fenced=False) as cur:
+            cur.execute("INSERT INTO approvals (plan_hash, wave, operator, at) "
+                        "VALUES (?, ?, ?, ?)", (plan_hash, wave, operator, time.time()))
+
+    def approvals(self, plan_hash: str) -> dict[int, tuple[str, float]]:
+        rows = self.db.execute("SELECT wave, operator, at FROM approvals WHERE plan_hash = ? "
+                               "ORDER BY id", (plan_hash,))
+        return {int(w): (str(o), float(a)) for w, o, a in rows}
 
     def integrity_ok(self) -> bool:
         return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

@@ -48,9 +48,12 @@ def test_plan_puts_every_host_in_exactly_one_wave_and_skips_clean() -> None:
     plan = planner.make_plan(inv(20), cat, "clamav", records, now=1.0)
     assert plan.waves[0].is_canary
     assert len(plan.waves[0].hosts) == 1
-    assert sorted(plan.hosts) == sorted(f"h{i:03d}" for i in range(2, 20))
+    assert sorted(plan.hosts) == sorted(f"h{i:03d}" for i in range(3, 20))
     assert len(set(plan.hosts)) == len(plan.hosts)
-    assert plan.skipped == {"h000": "clean: no banned product found", "h001": "already migrated"}
+    assert plan.skipped == {"h000": "clean: no banned product found", "h001": "already migrated",
+                            "h002": "held back: "}
+    assert planner.plan_key(plan) == planner.plan_key(
+        planner.make_plan(inv(20), cat, "clamav", records, now=2.0))
     assert plan.catalogue_digest == cat.digest
 
 

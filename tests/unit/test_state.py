@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,14 @@ from orchestrator.models import (
     StepOutcome,
     StepResult,
 )
-from orchestrator.state import MIGRATIONS, SqliteStore, open_store
+from orchestrator.state import (
+    MIGRATIONS,
+    Fenced,
+    LeaseHeld,
+    LeaseHolder,
+    SqliteStore,
+    open_store,
+)
 
 
 @pytest.fixture
@@ -73,11 +83,20 @@ def test_forbidden_transition_is_refused_and_nothing_written(store: SqliteStore)
     assert store.history("a") == []
 
 
-def test_removal_needs_verified_replacement() -> None:
+def test_removal_needs_verified_or_staged_replacement() -> None:
     # The safety rule as a property of the table: REMOVING is entered only from VERIFIED
-    # (this run's proof), or from a removal that was itself entered that way.
+    # (make-before-break) or STAGED (swap).
     sources = {s for s, targets in ALLOWED_TRANSITIONS.items() if HostState.REMOVING in targets}
-    assert sources == {HostState.VERIFIED, HostState.REMOVE_FAILED, HostState.MIGRATED}
+    assert sources == {HostState.VERIFIED, HostState.STAGED}
+
+
+def test_discovery_never_claims_a_host_migrated_or_verified() -> None:
+    # Only a step that proved it (EICAR detected by the running daemon) may say so.
+    for src, targets in ALLOWED_TRANSITIONS.items():
+        if HostState.MIGRATED in targets:
+            assert src in (HostState.REMOVING, HostState.SWAPPING), src
+        if HostState.VERIFIED in targets:
+            assert src == HostState.INSTALLING, src
 
 
 def test_same_state_updates_facts_without_transition(store: SqliteStore) -> None:
@@ -128,3 +147,53 @@ def test_missing_directory_and_postgres_url(tmp_path: Path) -> None:
         open_store(str(tmp_path / "nope" / "s.db"))
     with pytest.raises(StateError, match="PostgreSQL"):
         open_store("postgresql://localhost/x")
+
+
+def test_lease_refuses_a_second_operator_and_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    me = LeaseHolder("alice", socket.gethostname(), os.getpid())
+    epoch = first.acquire_lease(me, ttl=60)
+    other = LeaseHolder("bob", "elsewhere", 4242)
+    with pytest.raises(LeaseHeld, match=rf"alice on {socket.gethostname()}, pid {os.getpid()}"):
+        second.acquire_lease(other, ttl=60)
+    first.release_lease(epoch)
+    assert second.acquire_lease(other, ttl=60) == epoch + 1
+
+
+def test_expired_lease_is_taken_over_and_the_stale_holder_is_fenced(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    stale, fresh = SqliteStore(path), SqliteStore(path)
+    stale.ensure_hosts(["a"])
+    stale.acquire_lease(LeaseHolder("alice", "host-a", 1), ttl=0.01)
+    time.sleep(0.05)
+    fresh.acquire_lease(LeaseHolder("bob", "host-b", 2), ttl=60)
+    with pytest.raises(Fenced):
+        stale.transition("a", HostState.CLEAN, "late write", None)
+    with pytest.raises(Fenced):
+        stale.renew_lease(1, ttl=60)
+    rec = fresh.get("a")
+    assert rec is not None
+    assert rec.state == HostState.PENDING  # the fenced write left nothing behind
+    fresh.transition("a", HostState.CLEAN, "ok", None)
+
+
+def test_lease_of_a_dead_local_process_is_taken_at_once(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    store = SqliteStore(tmp_path / "s.db")
+    store.acquire_lease(LeaseHolder("alice", socket.gethostname(), proc.pid), ttl=600)
+    epoch = store.acquire_lease(LeaseHolder("bob", socket.gethostname(), os.getpid()), ttl=60)
+    lease = store.lease()
+    assert lease is not None
+    assert lease.holder.user == "bob"
+    assert lease.epoch == epoch
+
+
+def test_approvals_are_recorded_per_plan(store: SqliteStore) -> None:
+    store.add_approval("p1", 2, "carol")
+    assert set(store.approvals("p1")) == {2}
+    assert store.approvals("p1")[2][0] == "carol"
+    assert store.approvals("p2") == {}
