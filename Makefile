@@ -10,7 +10,7 @@ LAB_ROOT ?= /var/lib/avmigrate/labs
 DEB_PACKAGES := debootstrap systemd-container dpkg-dev apt-utils gnupg iproute2 clamav \
                 openssh-client python3-venv util-linux
 
-.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean
+.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean stress
 
 ## make demo: install what is needed, build a 12-host lab, discover, plan, run, show results.
 demo: deps venv
@@ -58,6 +58,14 @@ unit: venv
 
 lab-test: deps venv
 	$(BIN)/pytest -m lab
+
+## make stress: SIGKILL the orchestrator at 100 random moments of lab migrations and resume
+## each time (KILLS=N to change; SEED=S for another sequence). About a minute per ten kills.
+KILLS ?= 100
+SEED ?= 20241
+stress: deps venv
+	AVMIGRATE_KILLS=$(KILLS) AVMIGRATE_KILL_SEED=$(SEED) $(BIN)/pytest -s -p no:cacheprovider \
+	  tests/integration/test_faults.py -k killed
 
 lab-down: venv
 	$(BIN)/avmigrate lab down --lab $(LAB)

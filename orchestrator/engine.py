@@ -190,6 +190,7 @@ class Engine:
         approvals = (self.store.approvals(self.policy.plan_key)
                      if self.policy.require_approval else {})
         try:
+            self._restore_protection()
             for index, wave in enumerate(plan.waves):
                 label = "canary wave" if wave.is_canary else f"wave {wave.number}"
                 self._check_stop()
@@ -229,6 +230,19 @@ class Engine:
         for rec in records:
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         return RunSummary(counts=counts, exit_code=exit_code_for(records), stopped_early=stopped)
+
+    def _restore_protection(self) -> None:
+        """Before anything else, give unprotected hosts their replacement back.
+
+        A host is unprotected after a failed swap, or when a run died inside its swap window.
+        Installing and verifying the replacement is always safe, so a run tries that first;
+        hosts it cannot fix keep every further removal from starting.
+        """
+        names = [n for n in self.inventory.names()
+                 if self._record(n).state == HostState.UNPROTECTED]
+        if names:
+            self.log(f"restoring protection first: {', '.join(names)}")
+            self.remediate(names)
 
     def _gate(self, label: str, hosts: tuple[str, ...]) -> str | None:
         states = {n: self._record(n).state for n in hosts}
@@ -307,7 +321,13 @@ class Engine:
         for n in verified:
             removal, proof = rem[n], final[n]
             problem = self._proof_problem(proof)
-            if problem is not None:
+            if proof.outcome == StepOutcome.UNREACHABLE:
+                # Its replacement was verified just before removal began; what happened since
+                # is unknown, so the next run re-probes it before anything else.
+                self._move(n, HostState.REMOVE_FAILED,
+                           f"unreachable during removal ({proof.message}); replacement was "
+                           "verified before removal began")
+            elif problem is not None:
                 self._move(n, HostState.UNPROTECTED,
                            f"UNPROTECTED: replacement failed its final check ({problem}) "
                            f"after removal {removal.outcome.value}")

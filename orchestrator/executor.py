@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -75,13 +76,17 @@ class RunnerExecutor:
         self.config = config
         self.cancel = threading.Event()
 
-    def _envvars(self, pdd: Path) -> dict[str, str]:
+    def _envvars(self, pdd: Path, control_dir: Path) -> dict[str, str]:
         return {
             # ansible-runner turns host key checking off unless told otherwise: keep it on.
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_ROLES_PATH": str(self.config.playbook_dir / "roles"),
             "ANSIBLE_PIPELINING": "True",
-            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+            # Connection sharing within one step only, and dead peers noticed in seconds: a
+            # master left from before a network cut would hang every later connection.
+            "ANSIBLE_SSH_ARGS": ("-o ControlMaster=auto -o ControlPersist=30s "
+                                 "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
             "ANSIBLE_TIMEOUT": "15",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -105,6 +110,8 @@ class RunnerExecutor:
         inv_path = pdd / "inventory" / "hosts.yml"
         inv_path.parent.mkdir()
         inv_path.write_text(yaml.safe_dump(inventory, sort_keys=True), encoding="utf-8")
+        # Short, so that socket paths stay under the 108-byte limit.
+        control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
         names = {h.name for h in request.hosts}
         results: dict[str, StepResult] = {}
         reports: dict[str, dict[str, Any]] = {}
@@ -151,7 +158,7 @@ class RunnerExecutor:
                 playbook=str(self.config.playbook_dir / request.playbook),
                 inventory=str(inv_path),
                 extravars=request.extravars,
-                envvars=self._envvars(pdd),
+                envvars=self._envvars(pdd, control_dir),
                 forks=self.config.forks,
                 verbosity=self.config.verbosity or None,
                 quiet=True,
@@ -167,6 +174,7 @@ class RunnerExecutor:
             # keep only runner's artifacts (status, rc, stdout, failure events).
             for sub in ("env", "inventory", "tmp"):
                 shutil.rmtree(pdd / sub, ignore_errors=True)
+            _close_masters(control_dir)
         status = getattr(runner, "status", "unknown")
         if self.cancel.is_set():
             raise Aborted(f"aborted during {request.step}; hosts caught mid-step keep their "
@@ -191,6 +199,15 @@ class RunnerExecutor:
                       key=lambda d: d.stat().st_mtime)
         for old in dirs[: max(0, len(dirs) - self.config.keep_runs)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _close_masters(control_dir: Path) -> None:
+    """Stop this step's ssh connection masters and remove their directory."""
+    for sock in control_dir.glob("*"):
+        if sock.is_socket():
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "avm-control"],
+                           capture_output=True, timeout=10, check=False)
+    shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def _ensure_ansible_on_path() -> None:

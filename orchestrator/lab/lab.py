@@ -341,6 +341,37 @@ class Lab:
         return run(["nsenter", "-t", str(init), "-m", "-u", "-i", "-n", "-p", "--", *argv],
                    check=check, timeout=timeout)
 
+    # ---- faults, for tests --------------------------------------------------------------
+    def power_off(self, host: LabHost) -> None:
+        """Pull the plug: kill the host's container at once, no shutdown."""
+        if host.pid is not None:
+            # Killing PID 1 of the container ends its whole PID namespace; killing only
+            # systemd-nspawn would leave the container running.
+            init = _container_init(host.pid)
+            if init is not None:
+                _signal(init, signal.SIGKILL)
+            _signal(host.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _pid_alive(host.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def cut_network(self, host: LabHost) -> None:
+        run(["ip", "link", "set", host.veth, "down"])
+
+    def restore_network(self, host: LabHost) -> None:
+        run(["ip", "link", "set", host.veth, "up"])
+
+    def kill_sshd(self, host: LabHost) -> None:
+        """sshd dies and stays dead (masked for this boot), sessions included."""
+        self.exec(host, ["systemctl", "mask", "--runtime", "--now", "ssh.service"], check=False)
+        self.exec(host, ["pkill", "-KILL", "-x", "sshd"], check=False)
+
+    def protection(self, host: LabHost, units: tuple[str, ...]) -> dict[str, bool]:
+        """Which of these units are active on the host, read without SSH."""
+        result = self.exec(host, ["systemctl", "is-active", *units], check=False, timeout=20)
+        states = result.stdout.split()
+        return {u: i < len(states) and states[i] == "active" for i, u in enumerate(units)}
+
     # ---- taking down -------------------------------------------------------------------
     def down(self, log: list[str]) -> None:
         """Remove every process, mount, namespace, link and file of this lab. Idempotent."""

@@ -143,3 +143,56 @@ def test_lab_status_without_a_lab_is_one_line(tmp_path: Path, monkeypatch: pytes
     result = CliRunner().invoke(cli, ["lab", "status", "--lab", "nolab"])
     assert result.exit_code == 7
     assert "run `avmigrate lab up` first" in one_line_error(result)
+
+
+def test_second_operator_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    from orchestrator.state import LeaseHolder  # noqa: PLC0415
+
+    state = tmp_path / "s.db"
+    store = SqliteStore(state)
+    store.acquire_lease(LeaseHolder("alice", "ops-box-7", 4242), ttl=600)
+    store.close()
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1 ansible_host=192.0.2.1\n")
+    result = CliRunner().invoke(cli, ["--state", str(state), "run", "-i", str(inv), "--yes"])
+    assert result.exit_code == 8
+    line = one_line_error(result)
+    assert "alice on ops-box-7, pid 4242" in line
+    assert SqliteStore(state).runs() == []  # refused before anything started
+
+
+def test_approve_records_the_operator_for_the_plan(tmp_path: Path) -> None:
+    from orchestrator import planner  # noqa: PLC0415
+
+    plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break",
+                (Wave(0, ("h1",)), Wave(1, ("h2", "h3"))))
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(reports.plan_to_json(plan)))
+    state = tmp_path / "s.db"
+    result = CliRunner().invoke(cli, ["--state", str(state), "approve", "--wave", "1",
+                                      "--plan", str(path)])
+    assert result.exit_code == 0, result.output
+    approvals = SqliteStore(state).approvals(planner.plan_key(plan))
+    assert set(approvals) == {1}
+    bad = CliRunner().invoke(cli, ["--state", str(state), "approve", "--wave", "5",
+                                   "--plan", str(path)])
+    assert bad.exit_code == 2
+    assert "has waves 0 to 1" in one_line_error(bad)
+
+
+def test_require_approval_needs_a_plan(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--yes", "--require-approval"])
+    assert result.exit_code == 2
+    assert "needs --plan" in one_line_error(result)
+
+
+def test_zero_budget_is_refused(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--yes", "--max-unprotected", "0"])
+    assert result.exit_code == 2
+    assert "--max-unprotected must be at least 1" in one_line_error(result)

@@ -1,0 +1,283 @@
+"""Faults on real lab hosts: the orchestrator killed, hosts powered off, cut off, full.
+
+After each: no more than K hosts were ever without protection (from the committed record and
+from sampling the hosts during the run), no committed state was lost, the affected host is
+reported for what it is, and the other hosts finish.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import ssh
+from orchestrator.lab.lab import Lab, LabHost, LabInfo
+from orchestrator.lab.repo import EICAR_B64
+from orchestrator.models import HostState
+from orchestrator.state import SqliteStore
+
+from .faults import Sampler, max_windows_from_record, power_loss, start_run
+
+pytestmark = pytest.mark.lab
+
+LAB = "fault"
+HERE = Path(__file__).parent
+K = 1
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    the_lab = Lab(LAB)
+    yield the_lab
+    the_lab.down([])
+    assert the_lab.leftovers() == []
+
+
+def up(lab: Lab, hosts: int, scenario: str = "fleet_kesl.yml") -> LabInfo:
+    return lab.up(hosts, HERE / scenario, [])
+
+
+def state_of(workdir: Path, host: str) -> str | None:
+    db = workdir / "state.db"
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT state FROM hosts WHERE name = ?", (host,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
+def wait_state(workdir: Path, host: str, states: set[str], proc: subprocess.Popen[str],
+               timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = state_of(workdir, host)
+        if s in states:
+            return s
+        if proc.poll() is not None:
+            pytest.fail(f"run ended (exit {proc.returncode}) before {host} reached {states}; "
+                        f"last state {s}; see {workdir / 'runs.log'}")
+        time.sleep(0.2)
+    pytest.fail(f"{host} did not reach {states} in {timeout}s")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 900) -> int:
+    return proc.wait(timeout=timeout)
+
+
+def check_migrated(info: LabInfo, host: LabHost) -> None:
+    target = info.target(host)
+    _, out, _ = ssh.run(target, "dpkg-query -W -f '${Status}' kesl klnagent64")
+    assert "install ok installed" not in out, host.name
+    assert ssh.run(target, "pgrep -f /opt/kaspersky/")[0] == 1, host.name
+    _, out, _ = ssh.run(target, f"echo {EICAR_B64} | base64 -d > /tmp/e.test; clamdscan "
+                                "--fdpass --no-summary /tmp/e.test; echo rc=$?; rm -f /tmp/e.test")
+    assert "FOUND" in out and "rc=1" in out, (host.name, out)
+
+
+def check_record(workdir: Path, budget: int) -> SqliteStore:
+    store = SqliteStore(workdir / "state.db")
+    assert store.integrity_ok()
+    assert max_windows_from_record(store) <= budget
+    return store
+
+
+def test_swap_stays_within_the_protection_budget(lab: Lab, workdir: Path) -> None:
+    info = up(lab, 3)
+    with Sampler(lab, info) as sampler:
+        proc = start_run(workdir, info.inventory, "--strategy", "swap",
+                         "--max-unprotected", str(K))
+        assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    assert sampler.samples > 20
+    assert sampler.max_unprotected <= K, sampler.seen
+    assert sampler.seen, "the sampler never saw a swap window: it proves nothing"
+    store = check_record(workdir, K)
+    for r in store.all():
+        assert r.state == HostState.MIGRATED
+        assert r.strategy == "swap"
+        assert r.gap_seconds is not None and r.gap_seconds > 0
+    for host in info.hosts:
+        check_migrated(info, host)
+
+
+def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) -> None:
+    kills_wanted = int(os.environ.get("AVMIGRATE_KILLS", "10"))
+    rng = random.Random(int(os.environ.get("AVMIGRATE_KILL_SEED", "20241")))
+    kills = generations = 0
+    info = up(lab, 3)
+    with Sampler(lab, info) as sampler:
+        while kills < kills_wanted:
+            committed = ([t.__dict__ for t in SqliteStore(workdir / "state.db").history()]
+                         if (workdir / "state.db").exists() else [])
+            strategy = rng.choice(["swap", "swap", "make-before-break"])
+            proc = start_run(workdir, info.inventory, "--strategy", strategy,
+                             "--max-unprotected", str(K))
+            try:
+                proc.wait(timeout=rng.uniform(2.0, 45.0))
+            except subprocess.TimeoutExpired:
+                power_loss(proc)
+                kills += 1
+            store = check_record(workdir, K)
+            after = [t.__dict__ for t in store.history()]
+            assert after[: len(committed)] == committed, "a committed transition was lost"
+            store.close()
+            if proc.returncode == 0:  # this generation is done: check it, start another
+                generations += 1
+                for host in info.hosts:
+                    check_migrated(info, host)
+                (workdir / "state.db").unlink()
+                info = up(lab, 3)
+                sampler.info = info
+        proc = start_run(workdir, info.inventory, "--max-unprotected", str(K))
+        assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    for host in info.hosts:
+        check_migrated(info, host)
+    check_record(workdir, K)
+    assert sampler.max_unprotected <= K, sampler.seen
+    print(f"{kills} kills over {generations + 1} lab generations; "
+          f"{sampler.samples} samples, at most {sampler.max_unprotected} unprotected")
+
+
+def test_host_powered_off_mid_install(lab: Lab, workdir: Path) -> None:
+    info = up(lab, 3)
+    victim = info.hosts[1]
+    proc = start_run(workdir, info.inventory)
+    wait_state(workdir, victim.name, {"installing"}, proc)
+    time.sleep(1.0)
+    lab.power_off(victim)
+    assert finish(proc) in (3, 4)
+    store = check_record(workdir, K)
+    rec = store.get(victim.name)
+    assert rec is not None
+    assert rec.state == HostState.INSTALL_FAILED, rec
+    assert "unreachable" in rec.reason
+    for host in (info.hosts[0], info.hosts[2]):
+        r = store.get(host.name)
+        assert r is not None and r.state == HostState.MIGRATED, r
+        check_migrated(info, host)
+
+
+def test_network_cut_mid_removal_then_restored(lab: Lab, workdir: Path) -> None:
+    info = up(lab, 2)
+    victim = info.hosts[1]
+    proc = start_run(workdir, info.inventory)
+    wait_state(workdir, victim.name, {"removing"}, proc)
+    lab.cut_network(victim)
+    assert finish(proc) == 4
+    store = check_record(workdir, K)
+    rec = store.get(victim.name)
+    assert rec is not None
+    assert rec.state == HostState.REMOVE_FAILED, rec
+    assert "unreachable" in rec.reason
+    # The replacement was verified before removal began: the host still has it running.
+    assert lab.protection(victim, ("clamav-daemon.service",))["clamav-daemon.service"]
+    lab.restore_network(victim)
+    proc = start_run(workdir, info.inventory)
+    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    check_record(workdir, K)
+    for host in info.hosts:
+        check_migrated(info, host)
+
+
+def test_sshd_killed_mid_swap_is_unprotected_stops_removals_then_recovers(
+        lab: Lab, workdir: Path) -> None:
+    info = up(lab, 3)
+    victim = info.hosts[1]  # wave 1, first of its batch with a budget of 1
+    proc = start_run(workdir, info.inventory, "--strategy", "swap", "--max-unprotected", "1")
+    wait_state(workdir, victim.name, {"swapping"}, proc)
+    lab.kill_sshd(victim)
+    assert finish(proc) == 5  # an unprotected host: the loudest exit code
+    store = check_record(workdir, K)
+    rec = store.get(victim.name)
+    assert rec is not None
+    assert rec.state == HostState.UNPROTECTED, rec
+    other = store.get(info.hosts[2].name)
+    assert other is not None
+    assert other.state in (HostState.STAGED, HostState.PENDING), other  # no removal started
+    assert lab.protection(info.hosts[2], ("kesl.service",))["kesl.service"]
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "status"], cwd=workdir, capture_output=True,
+        text=True, env=dict(os.environ, AVMIGRATE_STATE="state.db"), check=False)
+    assert status.returncode == 5
+    assert "unprotected" in status.stdout
+    # sshd back: the next run restores protection first, then finishes the fleet.
+    lab.exec(victim, ["systemctl", "unmask", "--runtime", "ssh.service"])
+    lab.exec(victim, ["systemctl", "start", "ssh.service"])
+    proc = start_run(workdir, info.inventory, "--strategy", "swap", "--max-unprotected", "1")
+    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    check_record(workdir, K)
+    for host in info.hosts:
+        check_migrated(info, host)
+
+
+def test_disk_filled_mid_install_leaves_kaspersky_running(lab: Lab, workdir: Path) -> None:
+    info = up(lab, 2, "fleet_small_disk.yml")
+    victim = info.hosts[1]
+    proc = start_run(workdir, info.inventory)
+    wait_state(workdir, victim.name, {"installing"}, proc)
+    lab.exec(victim, ["dd", "if=/dev/zero", "of=/var/cache/apt/archives/filler", "bs=1M",
+                      "count=64"], check=False)
+    assert finish(proc) == 4
+    store = check_record(workdir, K)
+    rec = store.get(victim.name)
+    assert rec is not None
+    assert rec.state == HostState.INSTALL_FAILED, rec
+    assert "banned product untouched" in rec.reason
+    assert lab.protection(victim, ("kesl.service",))["kesl.service"]
+    first = store.get(info.hosts[0].name)
+    assert first is not None and first.state == HostState.MIGRATED
+
+
+def test_ctrl_c_once_finishes_the_step_twice_aborts_and_both_resume(lab: Lab,
+                                                                     workdir: Path) -> None:
+    info = up(lab, 3)
+    first = info.hosts[0]
+    # Once: the install under way ends and is recorded; no further step starts.
+    proc = start_run(workdir, info.inventory)
+    wait_state(workdir, first.name, {"installing"}, proc)
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc) == 3
+    store = check_record(workdir, K)
+    rec = store.get(first.name)
+    assert rec is not None
+    assert rec.state == HostState.INTERRUPTED, rec
+    assert "stopped by the operator" in rec.reason
+    assert lab.protection(first, ("kesl.service",))["kesl.service"]  # never touched
+    store.close()
+    # Twice: the running step is aborted; its hosts keep their intent for the next run.
+    proc = start_run(workdir, info.inventory)
+    wait_state(workdir, first.name, {"installing"}, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc) == 130
+    store = check_record(workdir, K)
+    rec = store.get(first.name)
+    assert rec is not None
+    assert rec.state == HostState.INSTALLING, rec
+    store.close()
+    proc = start_run(workdir, info.inventory)
+    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    history = [t.to_state for t in SqliteStore(workdir / "state.db").history(first.name)]
+    assert HostState.INTERRUPTED in history
+    for host in info.hosts:
+        check_migrated(info, host)
