@@ -39,16 +39,28 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+SAMPLERS: list[Sampler] = []
+
+
 @pytest.fixture
 def lab() -> Iterator[Lab]:
+    """A fresh fault lab per test; every lab it brings up is sampled while the test runs."""
     the_lab = Lab(LAB)
     yield the_lab
+    for sampler in SAMPLERS:
+        sampler.__exit__()
+    seen = [(s.max_unprotected, s.seen) for s in SAMPLERS]
+    SAMPLERS.clear()
     the_lab.down([])
     assert the_lab.leftovers() == []
+    for peak, moments in seen:
+        assert peak <= K, f"sampled more than {K} unprotected hosts at once: {moments}"
 
 
 def up(lab: Lab, hosts: int, scenario: str = "fleet_kesl.yml") -> LabInfo:
-    return lab.up(hosts, HERE / scenario, [])
+    info = lab.up(hosts, HERE / scenario, [])
+    SAMPLERS.append(Sampler(lab, info).__enter__())
+    return info
 
 
 def state_of(workdir: Path, host: str) -> str | None:
@@ -103,10 +115,9 @@ def check_record(workdir: Path, budget: int) -> SqliteStore:
 
 def test_swap_stays_within_the_protection_budget(lab: Lab, workdir: Path) -> None:
     info = up(lab, 3)
-    with Sampler(lab, info) as sampler:
-        proc = start_run(workdir, info.inventory, "--strategy", "swap",
-                         "--max-unprotected", str(K))
-        assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    sampler = SAMPLERS[-1]
+    proc = start_run(workdir, info.inventory, "--strategy", "swap", "--max-unprotected", str(K))
+    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
     assert sampler.samples > 20
     assert sampler.max_unprotected <= K, sampler.seen
     assert sampler.seen, "the sampler never saw a swap window: it proves nothing"
@@ -124,37 +135,38 @@ def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) 
     rng = random.Random(int(os.environ.get("AVMIGRATE_KILL_SEED", "20241")))
     kills = generations = 0
     info = up(lab, 3)
-    with Sampler(lab, info) as sampler:
-        while kills < kills_wanted:
-            committed = ([t.__dict__ for t in SqliteStore(workdir / "state.db").history()]
-                         if (workdir / "state.db").exists() else [])
-            strategy = rng.choice(["swap", "swap", "make-before-break"])
-            proc = start_run(workdir, info.inventory, "--strategy", strategy,
-                             "--max-unprotected", str(K))
-            try:
-                proc.wait(timeout=rng.uniform(2.0, 45.0))
-            except subprocess.TimeoutExpired:
-                power_loss(proc)
-                kills += 1
-            store = check_record(workdir, K)
-            after = [t.__dict__ for t in store.history()]
-            assert after[: len(committed)] == committed, "a committed transition was lost"
-            store.close()
-            if proc.returncode == 0:  # this generation is done: check it, start another
-                generations += 1
-                for host in info.hosts:
-                    check_migrated(info, host)
-                (workdir / "state.db").unlink()
-                info = up(lab, 3)
-                sampler.info = info
-        proc = start_run(workdir, info.inventory, "--max-unprotected", str(K))
-        assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
+    while kills < kills_wanted:
+        committed = ([t.__dict__ for t in SqliteStore(workdir / "state.db").history()]
+                     if (workdir / "state.db").exists() else [])
+        strategy = rng.choice(["swap", "swap", "make-before-break"])
+        proc = start_run(workdir, info.inventory, "--strategy", strategy,
+                         "--max-unprotected", str(K))
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 45.0))
+        except subprocess.TimeoutExpired:
+            power_loss(proc)
+            kills += 1
+        store = check_record(workdir, K)
+        after = [t.__dict__ for t in store.history()]
+        assert after[: len(committed)] == committed, "a committed transition was lost"
+        store.close()
+        if proc.returncode == 0:  # this generation is done: check it, start another
+            generations += 1
+            for host in info.hosts:
+                check_migrated(info, host)
+            for suffix in ("", "-wal", "-shm"):
+                (workdir / f"state.db{suffix}").unlink(missing_ok=True)
+            info = up(lab, 3)
+    proc = start_run(workdir, info.inventory, "--max-unprotected", str(K))
+    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
     for host in info.hosts:
         check_migrated(info, host)
     check_record(workdir, K)
-    assert sampler.max_unprotected <= K, sampler.seen
+    samples = sum(s.samples for s in SAMPLERS)
+    peak = max(s.max_unprotected for s in SAMPLERS)
+    assert peak <= K
     print(f"{kills} kills over {generations + 1} lab generations; "
-          f"{sampler.samples} samples, at most {sampler.max_unprotected} unprotected")
+          f"{samples} samples, at most {peak} unprotected at once")
 
 
 def test_host_powered_off_mid_install(lab: Lab, workdir: Path) -> None:
