@@ -1,0 +1,179 @@
+"""The engine's decisions (budget, gates, approvals, unprotected hosts) against a simulated
+fleet. Ansible is not involved here: the lab tests run the same engine on real hosts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import catalogue, planner
+from orchestrator.engine import Engine, RunPolicy
+from orchestrator.executor import ResultCallback, StepRequest
+from orchestrator.inventory import Inventory, digest_of
+from orchestrator.models import HostState, InventoryHost, StepOutcome, StepResult
+from orchestrator.state import SqliteStore
+
+from ..integration.faults import max_windows_from_record
+
+DAEMON = datetime.now(UTC).strftime("ClamAV 1.4.6/1/%a %b %d %H:%M:%S %Y")
+
+
+@dataclass
+class SimHost:
+    kesl: bool = True
+    clamav: bool = False
+    staged: bool = False
+
+
+@dataclass
+class SimFleet:
+    """An Executor over simulated hosts; `fail` maps a step name to hosts where it fails."""
+
+    hosts: dict[str, SimHost]
+    fail: dict[str, set[str]] = field(default_factory=dict)
+    calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+
+    def run_step(self, request: StepRequest, on_result: ResultCallback
+                 ) -> dict[str, StepResult]:
+        names = tuple(h.name for h in request.hosts)
+        self.calls.append((request.step, names))
+        out = {}
+        for name in names:
+            host = self.hosts[name]
+            step = request.step.split("#")[0]
+            if name in self.fail.get(step, set()):
+                result = StepResult(name, request.step, StepOutcome.FAILED, f"{step} broke")
+            else:
+                result = StepResult(name, request.step, StepOutcome.OK, "",
+                                    self._apply(step, host))
+            out[name] = result
+            on_result(result)
+        return out
+
+    @staticmethod
+    def _apply(step: str, host: SimHost) -> dict[str, Any]:
+        if step in ("install", "remediate-install"):
+            host.clamav = True
+        elif step == "stage":
+            host.staged = True
+        elif step == "install-staged":
+            host.clamav = host.staged
+        elif step == "remove":
+            host.kesl = False
+        elif step in ("verify", "final-verify", "soak-verify", "remediate-verify"):
+            return {"daemon": DAEMON, "scan": "/tmp/x: Eicar FOUND" if host.clamav else "none"}
+        elif step == "discover":
+            return {
+                "os_family": "Debian",
+                "packages": ({"kesl": "12.1.0.1297"} if host.kesl else {})
+                | ({"clamav-daemon": "1", "clamav-freshclam": "1", "clamdscan": "1"}
+                   if host.clamav else {}),
+                "services": {"kesl.service": "active" if host.kesl else "inactive",
+                             "clamav-daemon.service": "active" if host.clamav else "inactive"},
+                "paths": {}, "processes": {}, "info": {}, "free_mb": {},
+                "dpkg_journal": [], "dpkg_audit": "", "dpkg_locks": [],
+            }
+        return {}
+
+
+def setup(tmp_path: Path, n: int, policy: RunPolicy, fail: dict[str, set[str]] | None = None
+          ) -> tuple[Engine, SimFleet, SqliteStore, Inventory]:
+    hosts = tuple(InventoryHost(f"h{i}", ("all",), {}) for i in range(n))
+    inv = Inventory("sim", hosts, digest_of(hosts))
+    fleet = SimFleet({h.name: SimHost() for h in hosts}, fail or {})
+    store = SqliteStore(tmp_path / "s.db")
+    engine = Engine(store, fleet, catalogue.load(), inv, "clamav", log=lambda _m: None,
+                    policy=policy)
+    engine.discover(list(inv.names()))
+    return engine, fleet, store, inv
+
+
+def plan_for(engine: Engine, store: SqliteStore, inv: Inventory, growth: float = 2.0
+             ) -> Any:
+    return planner.make_plan(inv, engine.catalogue, "clamav", {r.name: r for r in store.all()},
+                             growth=growth)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3])
+def test_swap_batches_never_exceed_the_budget(tmp_path: Path, budget: int) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 7, RunPolicy(strategy="swap",
+                                                             max_unprotected=budget))
+    summary = engine.run(plan_for(engine, store, inv))
+    assert summary.exit_code == 0
+    assert all(r.state == HostState.MIGRATED for r in store.all())
+    removals = [names for step, names in fleet.calls if step == "remove"]
+    assert removals
+    assert max(len(b) for b in removals) <= budget
+    assert max_windows_from_record(store) <= budget
+    assert all(not h.kesl and h.clamav for h in fleet.hosts.values())
+
+
+def test_make_before_break_removes_only_after_verification(tmp_path: Path) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(), fail={"verify": {"h1"}})
+    engine.run(plan_for(engine, store, inv, growth=10))
+    h1 = store.get("h1")
+    assert h1 is not None
+    assert h1.state == HostState.INSTALL_FAILED
+    assert fleet.hosts["h1"].kesl  # never touched
+    assert all("h1" not in names for step, names in fleet.calls if step == "remove")
+
+
+def test_failed_swap_install_is_unprotected_and_stops_removals(tmp_path: Path) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 4, RunPolicy(strategy="swap"),
+                                      fail={"install-staged": {"h0"}})
+    summary = engine.run(plan_for(engine, store, inv))
+    assert summary.exit_code == 5
+    h0 = store.get("h0")
+    assert h0 is not None and h0.state == HostState.UNPROTECTED
+    attempts = [names for step, names in fleet.calls if step.startswith("install-staged")]
+    assert attempts == [("h0",), ("h0",)]  # retried once from the stage
+    assert [names for step, names in fleet.calls if step == "remove"] == [("h0",)]
+    assert all(fleet.hosts[h].kesl for h in ("h1", "h2", "h3"))
+
+
+def test_next_run_restores_protection_first(tmp_path: Path) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(strategy="swap"),
+                                      fail={"install-staged": {"h0"}})
+    engine.run(plan_for(engine, store, inv))
+    fleet.fail.clear()
+    engine.discover(list(inv.names()))
+    summary = engine.run(plan_for(engine, store, inv))
+    assert summary.exit_code == 0
+    assert any(step == "remediate-install" for step, _ in fleet.calls)
+    assert all(r.state == HostState.MIGRATED for r in store.all())
+
+
+def test_gate_stops_the_next_wave(tmp_path: Path) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 7, RunPolicy(max_failed_percent=0),
+                                      fail={"install": {"h0"}})
+    summary = engine.run(plan_for(engine, store, inv))
+    assert summary.stopped_early is not None
+    assert "canary wave had 1 of 1 hosts fail" in summary.stopped_early
+    assert {names for step, names in fleet.calls if step == "preflight"} == {("h0",)}
+
+
+def test_unapproved_wave_does_not_start(tmp_path: Path) -> None:
+    engine, _, store, inv = setup(tmp_path, 3, RunPolicy(require_approval=True,
+                                                             plan_key="k"))
+    summary = engine.run(plan_for(engine, store, inv))
+    assert summary.stopped_early is not None
+    assert "wave 1 needs approval" in summary.stopped_early
+    assert [r.state for r in store.all()].count(HostState.MIGRATED) == 1  # the canary only
+    store.add_approval("k", 1, "carol")
+    engine.policy = RunPolicy(require_approval=True, plan_key="k")
+    assert engine.run(plan_for(engine, store, inv)).exit_code == 0
+
+
+def test_soak_reverifies_and_catches_a_replacement_that_stopped(tmp_path: Path) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(soak_seconds=0.01))
+    fleet.fail = {"soak-verify": {"h0"}}
+    summary = engine.run(plan_for(engine, store, inv))
+    assert summary.exit_code == 5
+    h0 = store.get("h0")
+    assert h0 is not None and h0.state == HostState.UNPROTECTED
+    assert "after the soak" in h0.reason
+    assert summary.stopped_early is not None  # the gate stopped the next wave
