@@ -177,7 +177,9 @@ class Engine:
             extra: dict[str, Any] = {}
             if facts is not None:
                 extra["facts"] = facts
-                if facts.banned:
+                # The recommendation, for hosts not under way: a host mid-migration keeps the
+                # strategy it is being migrated with (its protection window depends on it).
+                if facts.banned and to in (HostState.PENDING, HostState.BLOCKED):
                     extra["strategy"] = strategy_for(facts, self.catalogue, self.replacement)
             out[result.host] = self._move(result.host, to, why, **extra)
 

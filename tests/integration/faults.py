@@ -101,12 +101,12 @@ def max_windows_from_record(store: SqliteStore) -> int:
     """Largest number of hosts at once between banned product stopped and replacement verified,
     from the committed transitions (a window opens on entering a swap removal, SWAPPING or
     UNPROTECTED, and closes on entering any other state)."""
-    strategy = {r.name: r.strategy for r in store.all()}
     events: list[tuple[float, int]] = []
     open_since: dict[str, bool] = {}
     for t in store.history():
+        # A swap removal says so in its reason (the host's strategy may differ run to run).
         opening = t.to_state in (HostState.SWAPPING, HostState.UNPROTECTED) or (
-            t.to_state == HostState.REMOVING and strategy.get(t.host) == SWAP)
+            t.to_state == HostState.REMOVING and t.reason.startswith(f"{SWAP}:"))
         was_open = open_since.get(t.host, False)
         if opening and not was_open:
             events.append((t.at, +1))
