@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -189,9 +190,11 @@ def test_interrupted_removal_is_resumed_safely(lab: LabInfo, workdir: Path) -> N
     # As if the last run had died after purging Kaspersky but before recording it: the next
     # run re-verifies the replacement, re-runs the (idempotent) removal and proves the result.
     host = by_profile(lab, "kesl12_agent")[0]
-    store = SqliteStore(workdir / "state.db")
-    store.transition(host.name, HostState.REMOVE_FAILED, "test: removal interrupted", None)
-    store.close()
+    # The state as a run that died mid-removal leaves it: its last commit was the intent.
+    db = sqlite3.connect(str(workdir / "state.db"))
+    db.execute("UPDATE hosts SET state = 'removing' WHERE name = ?", (host.name,))
+    db.commit()
+    db.close()
     run = cli(workdir, "run", "-i", lab.inventory, "--yes")
     assert run.returncode == 3, run.stdout + run.stderr
     row = status(workdir)[host.name]
@@ -200,8 +203,11 @@ def test_interrupted_removal_is_resumed_safely(lab: LabInfo, workdir: Path) -> N
     assert sh(lab, host, "systemctl is-active clamav-daemon")[1].strip() == "active"
     assert sh(lab, host, "pgrep -f /opt/kaspersky/")[0] == 1
     history = SqliteStore(workdir / "state.db").history(host.name)
-    assert [t.to_state for t in history[-4:]] == [
-        HostState.INSTALLING, HostState.VERIFIED, HostState.REMOVING, HostState.MIGRATED]
+    # Re-probed read-only first, then resumed from the start of its pipeline.
+    assert [t.to_state for t in history[-5:]] == [
+        HostState.INTERRUPTED, HostState.INSTALLING, HostState.VERIFIED, HostState.REMOVING,
+        HostState.MIGRATED]
+    assert "re-probed after removing" in history[-5].reason
 
 
 def test_lab_down_leaves_nothing_and_up_cleans_an_unclean_stop(lab: LabInfo) -> None:
