@@ -7,7 +7,6 @@ the rest of the code uses, so a PostgreSQL store can stand behind the same inter
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -26,6 +25,7 @@ from orchestrator.models import (
     Transition,
     transition_allowed,
 )
+from orchestrator.procs import pid_alive
 
 
 class StateStore(Protocol):
@@ -148,16 +148,6 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
     """),
 ]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SqliteStore:
@@ -346,7 +336,7 @@ class SqliteStore:
                               "epoch FROM lease WHERE id = 1").fetchone()
             user, host, pid, since, expires, epoch = row
             if user is not None and float(expires) > now:
-                dead_here = host == socket.gethostname() and not _pid_alive(int(pid))
+                dead_here = host == socket.gethostname() and not pid_alive(int(pid))
                 mine = host == holder.hostname and int(pid) == holder.pid
                 if not (dead_here or mine):
                     started = time.strftime("%Y-%m-%d %H:%M:%S UTC",

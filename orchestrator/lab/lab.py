@@ -29,6 +29,7 @@ from orchestrator import ssh
 from orchestrator.errors import LabError
 from orchestrator.lab import image, packages, repo, scenario
 from orchestrator.lab.sh import run
+from orchestrator.procs import descendants, pid_alive
 
 HTTP_PORT = 8080
 SSH_WAIT_S = 120.0
@@ -119,7 +120,7 @@ class Lab:
         info = self.info()
         hosts = []
         for h in info.hosts:
-            alive = h.pid is not None and _pid_alive(h.pid)
+            alive = h.pid is not None and pid_alive(h.pid)
             hosts.append({
                 "name": h.name,
                 "address": h.address,
@@ -281,7 +282,7 @@ class Lab:
         pending = {h.name: h for h in info.hosts}
         while pending and time.monotonic() < deadline:
             for name, h in list(pending.items()):
-                if h.pid is None or not _pid_alive(h.pid):
+                if h.pid is None or not pid_alive(h.pid):
                     raise LabError(f"lab host {name} stopped while booting; see "
                                    f"{self.dir}/hosts/{name}/console.log")
                 if h.sshd_down:
@@ -333,7 +334,7 @@ class Lab:
     def exec(self, host: LabHost, argv: list[str], check: bool = True,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a command inside a host without SSH (for hosts whose sshd is down)."""
-        if host.pid is None or not _pid_alive(host.pid):
+        if host.pid is None or not pid_alive(host.pid):
             raise LabError(f"lab host {host.name} is not running")
         init = _container_init(host.pid)
         if init is None:
@@ -352,7 +353,7 @@ class Lab:
                 _signal(init, signal.SIGKILL)
             _signal(host.pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while _pid_alive(host.pid) and time.monotonic() < deadline:
+            while pid_alive(host.pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
 
     def cut_network(self, host: LabHost) -> None:
@@ -388,7 +389,7 @@ class Lab:
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in pids:
             _signal(pid, signal.SIGKILL)
@@ -453,20 +454,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
@@ -497,24 +484,12 @@ def _pids_cmdline_contains(text: str) -> set[int]:
 
 def _container_init(nspawn_pid: int) -> int | None:
     """The container's PID 1 (systemd), a descendant of the systemd-nspawn process."""
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(p.name))
-    queue = list(children.get(nspawn_pid, []))
-    while queue:
-        pid = queue.pop(0)
+    for pid in descendants(nspawn_pid):
         try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                return pid
         except OSError:
             continue
-        if comm == "systemd":
-            return pid
-        queue.extend(children.get(pid, []))
     return None
 
 

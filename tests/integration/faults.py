@@ -15,6 +15,7 @@ from pathlib import Path
 from orchestrator.classify import SWAP
 from orchestrator.lab.lab import Lab, LabInfo
 from orchestrator.models import HostState
+from orchestrator.procs import descendants
 from orchestrator.state import SqliteStore
 
 AVMIGRATE = [sys.executable, "-m", "orchestrator.cli"]
@@ -30,23 +31,6 @@ def start_run(workdir: Path, inventory: str, *args: str) -> subprocess.Popen[str
     return subprocess.Popen([*AVMIGRATE, "run", "-i", inventory, "--yes", *args],
                             cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(p.name))
-    out, queue = [], list(children.get(pid, []))
-    while queue:
-        c = queue.pop()
-        out.append(c)
-        queue.extend(children.get(c, []))
-    return out
 
 
 def power_loss(proc: subprocess.Popen[str]) -> None:
