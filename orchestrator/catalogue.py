@@ -37,6 +37,13 @@ class Catalogue:
             raise CatalogueError(f"{self.source}: no replacement {rid!r}; known: {known}"
                                  ) from None
 
+    def part_digests(self) -> dict[str, str]:
+        """One digest per product entry, to say what changed since a plan."""
+        parts = {f"banned.{k}": v for k, v in self.banned.items()}
+        parts |= {f"replacements.{k}": v for k, v in self.replacements.items()}
+        return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16]
+                for k, v in parts.items()}
+
     def coexists(self, rid: str, banned_ids: list[str]) -> bool:
         allowed = set(self.replacements[rid].get("coexists_with", ()))
         return all(b in allowed for b in banned_ids)

@@ -34,8 +34,18 @@ class StateError(AvmigrateError):
     """The state database cannot be opened, read or migrated."""
 
 
+class PolicyError(AvmigrateError):
+    """A policy file is missing or invalid; the message names the file, the line and the key."""
+
+
 class PlanError(AvmigrateError):
     """A plan file is missing, malformed or does not match the inventory."""
+
+
+class AuditError(AvmigrateError):
+    """The audit log failed verification: an entry was altered, removed or reordered."""
+
+    exit_code = 9
 
 
 class ExecutionError(AvmigrateError):

@@ -30,6 +30,11 @@ class Inventory:
     def names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
 
+    def host_digests(self) -> dict[str, str]:
+        """One digest per host (groups and variables), to say what changed since a plan."""
+        return {h.name: hashlib.sha256(json.dumps([list(h.groups), h.vars], sort_keys=True)
+                                       .encode()).hexdigest()[:16] for h in self.hosts}
+
 
 def _plain(value: Any) -> Any:
     """Ansible's tagged/unsafe wrappers to plain Python, so nothing is ever templated later."""

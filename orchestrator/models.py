@@ -206,6 +206,7 @@ class Wave:
 
     number: int
     hosts: tuple[str, ...]
+    window: str | None = None  # the policy window (inventory group) it may run in; None: any
 
     @property
     def is_canary(self) -> bool:
@@ -223,6 +224,14 @@ class Plan:
     strategy: str
     waves: tuple[Wave, ...]
     skipped: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # The policy the plan was made with; a run of the plan follows it, not the command line.
+    policy: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Per host and per catalogue entry, so that a refused run can say what changed.
+    host_digests: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    catalogue_digests: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # Estimated timeline and deadline verdict; `plan --check` findings. Informative only.
+    estimate: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    checks: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def hosts(self) -> tuple[str, ...]:

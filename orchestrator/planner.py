@@ -1,15 +1,27 @@
-"""Waves: a small canary, then growing rings. Pure: reads facts, never touches a host."""
+"""Waves, their order and their estimated timeline. Pure: reads facts, never touches a host.
+
+Hosts are ordered by the policy (`first` groups, the rest, `last` groups), cut into a canary and
+growing rings, and a wave never mixes maintenance windows. Each wave is then placed at the first
+opening of its window that fits its estimated duration and misses every blackout date; the
+finish is checked against the deadline.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import statistics
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any, ClassVar
 
 from orchestrator.catalogue import Catalogue
 from orchestrator.inventory import Inventory
-from orchestrator.models import HostFacts, HostRecord, HostState, Plan, Wave
+from orchestrator.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
+from orchestrator.policy import Policy
 
 
 def wave_sizes(total: int, canary: int = 1, growth: float = 2.0, max_wave: int = 500
@@ -30,6 +42,13 @@ def wave_sizes(total: int, canary: int = 1, growth: float = 2.0, max_wave: int =
         left -= take
         size = max(size + 1, math.ceil(size * growth))
     return sizes
+
+
+def _size_stream(first: int, growth: float, max_wave: int) -> Any:
+    size = first
+    while True:
+        yield min(size, max_wave)
+        size = max(size + 1, math.ceil(size * growth))
 
 
 def skip_reason(record: HostRecord | None) -> str | None:
@@ -55,10 +74,43 @@ def plan_key(plan: Plan) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def make_waves(inventory: Inventory, todo: list[str], policy: Policy) -> list[Wave]:
+    """Order hosts by the policy and cut them into waves that never mix windows."""
+    position = {n: i for i, n in enumerate(inventory.names())}
+
+    def key(name: str) -> tuple[tuple[int, int], str, int]:
+        groups = inventory.get(name).groups
+        window = policy.window_for(groups)
+        return (policy.rank(groups), window.group if window else "", position[name])
+
+    ordered = sorted(todo, key=key)
+    segments: list[tuple[str | None, list[str]]] = []
+    last_key: tuple[tuple[int, int], str] | None = None
+    for name in ordered:
+        k = key(name)[:2]
+        if k != last_key:
+            window = policy.window_for(inventory.get(name).groups)
+            segments.append((window.group if window else None, []))
+            last_key = k
+        segments[-1][1].append(name)
+    sizes = _size_stream(policy.canary_size(len(ordered)), policy.growth, policy.max_wave)
+    waves: list[Wave] = []
+    for group, names in segments:
+        start = 0
+        while start < len(names):
+            size = next(sizes)
+            waves.append(Wave(number=len(waves), hosts=tuple(names[start:start + size]),
+                              window=group))
+            start += size
+    return waves
+
+
 def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
-              records: dict[str, HostRecord], canary: int = 1, growth: float = 2.0,
+              records: dict[str, HostRecord], policy: Policy | None = None,
+              estimates: Estimates | None = None, forks: int = 10,
               now: float | None = None) -> Plan:
     catalogue.replacement(replacement)  # raises for an unknown id
+    policy = policy or Policy()
     todo, skipped = [], {}
     for host in inventory.hosts:
         reason = skip_reason(records.get(host.name))
@@ -66,21 +118,141 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
             skipped[host.name] = reason
         else:
             todo.append(host.name)
-    waves, start = [], 0
-    for number, size in enumerate(wave_sizes(len(todo), canary, growth)):
-        waves.append(Wave(number=number, hosts=tuple(todo[start:start + size])))
-        start += size
+    created = time.time() if now is None else now
+    waves = make_waves(inventory, todo, policy)
+    strategies = {n: (r.strategy or "make-before-break") for n, r in records.items()}
+    if policy.strategy != "auto":
+        strategies = dict.fromkeys(records, policy.strategy)
+    estimate = schedule(waves, policy, estimates or Estimates.defaults(), forks, strategies,
+                        datetime.fromtimestamp(created, UTC))
     return Plan(
-        created_at=time.time() if now is None else now,
+        created_at=created,
         inventory_digest=inventory.digest,
         catalogue_digest=catalogue.digest,
         replacement=replacement,
-        strategy="make-before-break",
+        strategy=policy.strategy,
         waves=tuple(waves),
         skipped=skipped,
+        policy=policy.to_json(),
+        host_digests=inventory.host_digests(),
+        catalogue_digests=catalogue.part_digests(),
+        estimate=estimate,
     )
 
 
 def strategy_for(facts: HostFacts, catalogue: Catalogue, replacement: str) -> str:
     banned = [b.product for b in facts.banned]
     return "make-before-break" if catalogue.coexists(replacement, banned) else "swap"
+
+
+# ---- estimates ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimates:
+    """Seconds one step takes for a wave (its hosts in parallel), and where that comes from."""
+
+    preflight: float
+    install_verify: float
+    remove_verify: float
+    stage: float
+    swap_window: float
+    measured: dict[str, int]  # step -> how many measurements (0: the stated default)
+
+    DEFAULTS: ClassVar[dict[str, float]] = {
+        "preflight": 15.0, "install_verify": 120.0, "remove_verify": 45.0, "stage": 90.0,
+        "swap_window": 60.0}
+
+    @classmethod
+    def defaults(cls) -> Estimates:
+        return cls(**cls.DEFAULTS, measured=dict.fromkeys(cls.DEFAULTS, 0))
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {step: {"seconds": round(getattr(self, step), 1),
+                       "source": (f"measured: median of {n} earlier step(s) in this state"
+                                  if n else "default (no earlier run measured it)")}
+                for step, n in self.measured.items()}
+
+
+def measure(history: list[Transition]) -> Estimates:
+    """Median durations of earlier steps, from the committed transitions."""
+    spans: dict[str, list[float]] = {k: [] for k in Estimates.DEFAULTS}
+    by_host: dict[str, list[Transition]] = {}
+    for t in history:
+        by_host.setdefault(t.host, []).append(t)
+    for moves in by_host.values():
+        for i, (a, b) in enumerate(pairwise(moves)):
+            d = b.at - a.at
+            if a.to_state == HostState.INSTALLING and b.to_state == HostState.VERIFIED:
+                spans["install_verify"].append(d)
+            elif a.to_state == HostState.STAGING and b.to_state == HostState.STAGED:
+                spans["stage"].append(d)
+            elif (a.to_state == HostState.REMOVING and a.from_state == HostState.VERIFIED
+                  and b.to_state == HostState.MIGRATED):
+                spans["remove_verify"].append(d)
+            elif (a.to_state == HostState.REMOVING and a.from_state == HostState.STAGED
+                  and b.to_state == HostState.SWAPPING and i + 2 < len(moves)
+                  and moves[i + 2].to_state == HostState.MIGRATED):
+                spans["swap_window"].append(moves[i + 2].at - a.at)
+    values = {k: (statistics.median(v) if v else Estimates.DEFAULTS[k])
+              for k, v in spans.items()}
+    return Estimates(**values, measured={k: len(v) for k, v in spans.items()})
+
+
+def wave_seconds(n_mbb: int, n_swap: int, est: Estimates, forks: int, budget: int) -> float:
+    rounds = math.ceil((n_mbb + n_swap) / max(1, forks))
+    total = est.preflight * rounds
+    if n_mbb:
+        total += (est.install_verify + est.remove_verify) * math.ceil(n_mbb / max(1, forks))
+    if n_swap:
+        total += est.stage * math.ceil(n_swap / max(1, forks))
+        total += est.swap_window * math.ceil(n_swap / max(1, budget))
+    return total
+
+
+def schedule(waves: list[Wave], policy: Policy, est: Estimates, forks: int,
+             strategies: dict[str, str], now: datetime) -> dict[str, Any]:
+    """Place each wave at the first opening of its window that fits it; judge the deadline."""
+    rows = []
+    t = now
+    problems = []
+    for w in waves:
+        n_swap = sum(1 for h in w.hosts if strategies.get(h) == "swap")
+        secs = wave_seconds(len(w.hosts) - n_swap, n_swap, est, forks, policy.max_unprotected)
+        window = policy.window_named(w.window)
+        begin = policy.earliest_start(window, t, timedelta(seconds=secs))
+        row: dict[str, Any] = {"wave": w.number, "hosts": len(w.hosts), "window": w.window,
+                               "window_text": window.describe() if window else "any time",
+                               "seconds": round(secs, 1)}
+        if begin is None:
+            row |= {"start": None, "end": None}
+            problems.append(f"wave {w.number} ({secs / 60:.0f} min) fits in no opening of "
+                            f"its window {window.describe() if window else ''}")
+            rows.append(row)
+            continue
+        end = begin + timedelta(seconds=secs)
+        row |= {"start": begin.timestamp(), "end": end.timestamp()}
+        rows.append(row)
+        t = end + timedelta(seconds=policy.soak_seconds)
+    finish = max((r["end"] for r in rows if r["end"] is not None), default=now.timestamp())
+    verdict: dict[str, Any] = {"deadline": None, "finish": finish, "feasible": not problems,
+                               "text": ""}
+    if policy.deadline is not None:
+        deadline = policy.deadline.timestamp()
+        verdict["deadline"] = deadline
+        if problems:
+            verdict["feasible"] = False
+            verdict["text"] = "CANNOT BE MET: " + "; ".join(problems)
+        elif finish > deadline:
+            verdict["feasible"] = False
+            late = timedelta(seconds=round(finish - deadline))
+            verdict["text"] = (f"CANNOT BE MET: the estimated finish is {late} after the "
+                               "deadline; widen the windows, grow waves faster or move the "
+                               "deadline")
+        else:
+            spare = timedelta(seconds=round(deadline - finish))
+            verdict["text"] = f"can be met with {spare} to spare (by the estimate)"
+    elif problems:
+        verdict["text"] = "; ".join(problems)
+    else:
+        verdict["text"] = "no deadline set in the policy"
+    return {"waves": rows, "deadline": verdict, "durations": est.describe(), "forks": forks,
+            "started_from": now.timestamp()}

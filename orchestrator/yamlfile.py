@@ -29,3 +29,33 @@ def load_yaml(path: Path | None, builtin: tuple[str, str, str], error: type[Avmi
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise error(f"{source}{where}: not valid YAML; fix the syntax") from exc
+
+
+def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """Line number (1-based) of every key and list item, by its path, for error messages."""
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                sub = (*path, index)
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        lines[()] = root.start_mark.line + 1
+        walk(root, ())
+    return lines
+
+
+def load_yaml_located(path: Path, error: type[AvmigrateError]
+                      ) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    """Like load_yaml for a user's file, also returning where each key is."""
+    data, _ = load_yaml(path, ("", "", ""), error)
+    return data, key_lines(path.read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from orchestrator.engine import Engine, RunPolicy
 from orchestrator.executor import ResultCallback, StepRequest
 from orchestrator.inventory import Inventory, digest_of
 from orchestrator.models import HostState, InventoryHost, StepOutcome, StepResult
+from orchestrator.policy import Policy
 from orchestrator.state import SqliteStore
 
 from ..integration.faults import max_windows_from_record
@@ -95,7 +96,7 @@ def setup(tmp_path: Path, n: int, policy: RunPolicy, fail: dict[str, set[str]] |
 def plan_for(engine: Engine, store: SqliteStore, inv: Inventory, growth: float = 2.0
              ) -> Any:
     return planner.make_plan(inv, engine.catalogue, "clamav", {r.name: r for r in store.all()},
-                             growth=growth)
+                             Policy(growth=growth))
 
 
 @pytest.mark.parametrize("budget", [1, 2, 3])

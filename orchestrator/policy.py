@@ -1,0 +1,418 @@
+"""The migration policy: waves, ordering, maintenance windows, blackouts, deadline, protection
+budget, gates and approvals. Read from YAML and checked key by key; an error names the file,
+the line and the key. Pure: times are computed, never waited for here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from orchestrator.errors import PolicyError
+from orchestrator.yamlfile import load_yaml_located
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+STRATEGIES = ("auto", "make-before-break", "swap")
+Interval = tuple[datetime, datetime]
+_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A weekly opening: on these weekdays from start to end (end <= start: past midnight)."""
+
+    days: tuple[int, ...]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class Window:
+    """The maintenance window of one inventory group, in its own time zone."""
+
+    group: str
+    timezone: str
+    slots: tuple[Slot, ...]
+
+    def intervals(self, start: datetime, end: datetime) -> list[Interval]:
+        """The window's openings (UTC) that overlap [start, end)."""
+        tz = ZoneInfo(self.timezone)
+        day = start.astimezone(tz).date() - timedelta(days=1)
+        last = end.astimezone(tz).date()
+        found: list[Interval] = []
+        while day <= last:
+            for slot in self.slots:
+                if day.weekday() not in slot.days:
+                    continue
+                closes_on = day if slot.end > slot.start else day + timedelta(days=1)
+                a = datetime.combine(day, slot.start, tz).astimezone(UTC)
+                b = datetime.combine(closes_on, slot.end, tz).astimezone(UTC)
+                if b > start and a < end:
+                    found.append((a, b))
+            day += timedelta(days=1)
+        return _merge(found)
+
+    def describe(self) -> str:
+        parts = []
+        for s in self.slots:
+            days = ",".join(DAYS[d] for d in s.days)
+            parts.append(f"{days} {s.start:%H:%M}-{s.end:%H:%M}")
+        return f"{'; '.join(parts)} ({self.timezone})"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the migration may proceed. The defaults are the command-line defaults."""
+
+    source: str = "defaults"
+    canary: int = 1
+    canary_percent: float | None = None
+    growth: float = 2.0
+    max_wave: int = 500
+    first: tuple[str, ...] = ()
+    last: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    windows: tuple[Window, ...] = ()
+    blackouts: tuple[tuple[date, date], ...] = ()
+    deadline: datetime | None = None
+    strategy: str = "auto"
+    max_unprotected: int = 1
+    max_failed_percent: float = 0.0
+    soak_seconds: float = 0.0
+    require_approval: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    # ---- waves -----------------------------------------------------------------------------
+    def canary_size(self, total: int) -> int:
+        if total <= 0:
+            return 0
+        if self.canary_percent is not None:
+            return max(1, min(total, math.ceil(total * self.canary_percent / 100)))
+        return max(1, min(total, self.canary))
+
+    def rank(self, groups: tuple[str, ...]) -> tuple[int, int]:
+        """Order key of a host: `first` groups, then the rest, then `last` groups (in order)."""
+        for i, g in enumerate(self.last):
+            if g in groups:
+                return (2, i)
+        for i, g in enumerate(self.first):
+            if g in groups:
+                return (0, i)
+        return (1, 0)
+
+    def window_for(self, groups: tuple[str, ...]) -> Window | None:
+        """The first window listed whose group the host is in; None: any time."""
+        for w in self.windows:
+            if w.group in groups:
+                return w
+        return None
+
+    def window_named(self, group: str | None) -> Window | None:
+        for w in self.windows:
+            if w.group == group:
+                return w
+        return None
+
+    # ---- time ------------------------------------------------------------------------------
+    def blackout_intervals(self, start: datetime, end: datetime) -> list[Interval]:
+        tz = ZoneInfo(self.timezone)
+        found = []
+        for a, b in self.blackouts:
+            lo = datetime.combine(a, time(0), tz).astimezone(UTC)
+            hi = datetime.combine(b + timedelta(days=1), time(0), tz).astimezone(UTC)
+            if hi > start and lo < end:
+                found.append((lo, hi))
+        return _merge(found)
+
+    def open_intervals(self, window: Window | None, start: datetime, end: datetime
+                       ) -> list[Interval]:
+        """When a wave of this window may run within [start, end): openings minus blackouts."""
+        base = [(start, end)] if window is None else window.intervals(start, end)
+        return _subtract(base, self.blackout_intervals(start, end))
+
+    def earliest_start(self, window: Window | None, after: datetime, duration: timedelta,
+                       horizon: timedelta = timedelta(days=800)) -> datetime | None:
+        """First moment from `after` at which `duration` fits in one opening; None: never."""
+        for a, b in self.open_intervals(window, after, after + horizon):
+            begin = max(a, after)
+            if begin + duration <= b:
+                return begin
+        return None
+
+    def closed_reason(self, window: Window | None, at: datetime) -> str | None:
+        """Why a wave of this window may not start at `at`, or None when it may."""
+        for a, b in self.blackout_intervals(at, at + timedelta(seconds=1)):
+            if a <= at < b:
+                return f"{at.astimezone(ZoneInfo(self.timezone)):%Y-%m-%d} is a blackout date"
+        if window is None:
+            return None
+        if any(a <= at < b for a, b in window.intervals(at, at + timedelta(seconds=1))):
+            return None
+        nxt = self.earliest_start(window, at, timedelta(0))
+        when = ("never" if nxt is None else
+                f"{nxt.astimezone(ZoneInfo(window.timezone)):%Y-%m-%d %H:%M %Z}")
+        return f"the {window.group} window ({window.describe()}) is closed; it opens {when}"
+
+    # ---- serialisation (a plan carries its policy) -------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, **self.raw}
+
+
+def _merge(intervals: list[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _subtract(base: list[Interval], holes: list[Interval]) -> list[Interval]:
+    out = []
+    for a, b in base:
+        pieces = [(a, b)]
+        for ha, hb in holes:
+            nxt = []
+            for pa, pb in pieces:
+                if hb <= pa or ha >= pb:
+                    nxt.append((pa, pb))
+                    continue
+                if pa < ha:
+                    nxt.append((pa, ha))
+                if hb < pb:
+                    nxt.append((hb, pb))
+            pieces = nxt
+        out.extend(pieces)
+    return out
+
+
+# ---- parsing --------------------------------------------------------------------------------
+_TOP = {"version", "timezone", "deadline", "waves", "order", "windows", "blackout",
+        "protection", "gates", "approvals"}
+
+
+class _Checker:
+    """Turns a problem at a key path into one line: file:line: key: what is wrong."""
+
+    def __init__(self, source: str, lines: dict[tuple[str | int, ...], int]) -> None:
+        self.source = source
+        self.lines = lines
+
+    def fail(self, path: tuple[str | int, ...], problem: str) -> PolicyError:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe, 1)
+        key = ".".join(str(p) for p in path) or "top level"
+        return PolicyError(f"{self.source}:{line}: {key}: {problem}")
+
+    def mapping(self, value: Any, path: tuple[str | int, ...], allowed: set[str]
+                ) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(path, "must be a mapping of keys to values")
+        for key in value:
+            if str(key) not in allowed:
+                raise self.fail((*path, str(key)),
+                                f"unknown key; known keys: {', '.join(sorted(allowed))}")
+        return value
+
+    def number(self, value: Any, path: tuple[str | int, ...], lo: float, hi: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise self.fail(path, f"must be a number from {lo:g} to {hi:g}")
+        return float(value)
+
+    def integer(self, value: Any, path: tuple[str | int, ...], lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(path, f"must be a whole number from {lo} to {hi}")
+        return value
+
+    def names(self, value: Any, path: tuple[str | int, ...]) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(path, "must be a list of inventory group names")
+        return tuple(value)
+
+    def zone(self, value: Any, path: tuple[str | int, ...]) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, "must be a time zone name like America/New_York")
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail(path, f"unknown time zone {value!r}; use a name like "
+                                  "America/New_York or UTC") from None
+        return value
+
+    def clock(self, value: Any, path: tuple[str | int, ...]) -> time:
+        if isinstance(value, int):
+            raise self.fail(path, 'write the time in quotes, like "22:00" (YAML reads '
+                                  "22:00 unquoted as a number)")
+        match = _TIME.match(str(value)) if isinstance(value, str) else None
+        if match is None:
+            raise self.fail(path, 'must be a time of day like "22:00"')
+        return time(int(match.group(1)), int(match.group(2)))
+
+    def day(self, value: Any, path: tuple[str | int, ...]) -> date:
+        if isinstance(value, datetime):
+            raise self.fail(path, "must be a date like 2026-12-24, without a time")
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            raise self.fail(path, "must be a date like 2026-12-24") from None
+
+
+def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None = None
+          ) -> Policy:
+    c = _Checker(source, lines or {})
+    top = c.mapping(data, (), _TOP)
+    if top.get("version", 1) != 1:
+        raise c.fail(("version",), "must be 1")
+    tz = c.zone(top.get("timezone", "UTC"), ("timezone",))
+    kw: dict[str, Any] = {"source": source, "timezone": tz}
+
+    waves = c.mapping(top.get("waves"), ("waves",), {"canary", "growth", "max_size"})
+    if "canary" in waves:
+        canary = waves["canary"]
+        if isinstance(canary, str) and canary.endswith("%"):
+            try:
+                pct = float(canary[:-1])
+            except ValueError:
+                pct = -1.0
+            if not 0 < pct <= 100:
+                raise c.fail(("waves", "canary"), 'a percentage must be like "5%" (0-100)')
+            kw["canary_percent"] = pct
+        else:
+            kw["canary"] = c.integer(canary, ("waves", "canary"), 1, 100000)
+    if "growth" in waves:
+        kw["growth"] = c.number(waves["growth"], ("waves", "growth"), 1.1, 100)
+    if "max_size" in waves:
+        kw["max_wave"] = c.integer(waves["max_size"], ("waves", "max_size"), 1, 100000)
+
+    order = c.mapping(top.get("order"), ("order",), {"first", "last"})
+    kw["first"] = c.names(order.get("first", []), ("order", "first"))
+    kw["last"] = c.names(order.get("last", []), ("order", "last"))
+    both = set(kw["first"]) & set(kw["last"])
+    if both:
+        raise c.fail(("order", "last"), f"{sorted(both)} cannot be both first and last")
+
+    windows = c.mapping(top.get("windows"), ("windows",),
+                        {str(k) for k in (top.get("windows") or {})})
+    parsed = []
+    for group, spec in windows.items():
+        path: tuple[str | int, ...] = ("windows", str(group))
+        body = c.mapping(spec, path, {"timezone", "slots"})
+        wtz = c.zone(body.get("timezone", tz), (*path, "timezone"))
+        slots_raw = body.get("slots")
+        if not isinstance(slots_raw, list) or not slots_raw:
+            raise c.fail((*path, "slots"), "needs at least one slot "
+                                           '({days: [mon, tue], start: "22:00", end: "04:00"})')
+        slots = []
+        for i, slot in enumerate(slots_raw):
+            spath = (*path, "slots", i)
+            s = c.mapping(slot, spath, {"days", "start", "end"})
+            for key in ("days", "start", "end"):
+                if key not in s:
+                    raise c.fail(spath, f"missing key {key!r}")
+            days = s["days"]
+            if not isinstance(days, list) or not days or any(
+                    str(d).lower() not in DAYS for d in days):
+                raise c.fail((*spath, "days"), f"must be a list of days from {', '.join(DAYS)}")
+            slots.append(Slot(days=tuple(sorted({DAYS.index(str(d).lower()) for d in days})),
+                              start=c.clock(s["start"], (*spath, "start")),
+                              end=c.clock(s["end"], (*spath, "end"))))
+        parsed.append(Window(group=str(group), timezone=wtz, slots=tuple(slots)))
+    kw["windows"] = tuple(parsed)
+
+    blackout = top.get("blackout", [])
+    if not isinstance(blackout, list):
+        raise c.fail(("blackout",), "must be a list of dates or {from: DATE, to: DATE}")
+    ranges = []
+    for i, item in enumerate(blackout):
+        if isinstance(item, dict):
+            body = c.mapping(item, ("blackout", i), {"from", "to"})
+            if "from" not in body or "to" not in body:
+                raise c.fail(("blackout", i), "a range needs both from and to")
+            a = c.day(body["from"], ("blackout", i, "from"))
+            b = c.day(body["to"], ("blackout", i, "to"))
+            if b < a:
+                raise c.fail(("blackout", i, "to"), "ends before it starts")
+        else:
+            a = b = c.day(item, ("blackout", i))
+        ranges.append((a, b))
+    kw["blackouts"] = tuple(ranges)
+
+    if top.get("deadline") is not None:
+        kw["deadline"] = _deadline(top["deadline"], tz, c)
+
+    prot = c.mapping(top.get("protection"), ("protection",), {"strategy", "max_unprotected"})
+    if "strategy" in prot:
+        if prot["strategy"] not in STRATEGIES:
+            raise c.fail(("protection", "strategy"), f"must be one of {', '.join(STRATEGIES)}")
+        kw["strategy"] = prot["strategy"]
+    if "max_unprotected" in prot:
+        kw["max_unprotected"] = c.integer(prot["max_unprotected"],
+                                          ("protection", "max_unprotected"), 1, 100000)
+    gates = c.mapping(top.get("gates"), ("gates",), {"max_failed_percent", "soak_minutes"})
+    if "max_failed_percent" in gates:
+        kw["max_failed_percent"] = c.number(gates["max_failed_percent"],
+                                            ("gates", "max_failed_percent"), 0, 100)
+    if "soak_minutes" in gates:
+        kw["soak_seconds"] = 60 * c.number(gates["soak_minutes"], ("gates", "soak_minutes"),
+                                           0, 7 * 24 * 60)
+    appr = c.mapping(top.get("approvals"), ("approvals",), {"required"})
+    if "required" in appr:
+        if not isinstance(appr["required"], bool):
+            raise c.fail(("approvals", "required"), "must be true or false")
+        kw["require_approval"] = appr["required"]
+    kw["raw"] = _jsonable(top)
+    return Policy(**kw)
+
+
+def _deadline(value: Any, tz: str, c: _Checker) -> datetime:
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        value = date.fromisoformat(value.strip())
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time(23, 59, 59))
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise c.fail(("deadline",), "must be a date (2026-12-31) or a date and time "
+                                        "(2026-12-31T18:00:00-05:00)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(tz))
+    return moment.astimezone(UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def load(path: Path) -> Policy:
+    if not path.is_file():
+        raise PolicyError(f"policy {path} does not exist; pass --policy with a policy file "
+                          "(see inventory/policy.example.yml)")
+    data, lines = load_yaml_located(path, PolicyError)
+    return parse(data, str(path), lines)
+
+
+def from_json(data: dict[str, Any]) -> Policy:
+    """The policy a plan file carries (checked again: a plan file is input too)."""
+    body = {k: v for k, v in data.items() if k != "source"}
+    return parse(body, str(data.get("source", "plan")))
