@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator import audit
 from orchestrator.errors import StateError
 from orchestrator.models import (
     HostFacts,
@@ -49,8 +50,13 @@ class StateStore(Protocol):
     def renew_lease(self, epoch: int, ttl: float) -> None: ...
     def release_lease(self, epoch: int) -> None: ...
     def lease(self) -> Lease | None: ...
-    def add_approval(self, plan_hash: str, wave: int, operator: str) -> None: ...
+    def add_approval(self, plan_hash: str, wave: int, operator: str,
+                     plan_path: str = "") -> None: ...
     def approvals(self, plan_hash: str) -> dict[int, tuple[str, float]]: ...
+    def all_approvals(self) -> list[dict[str, object]]: ...
+    def facts_before(self) -> dict[str, HostFacts]: ...
+    def audit_entries(self) -> list[audit.Entry]: ...
+    def audit_verify(self) -> audit.Verdict: ...
     def close(self) -> None: ...
 
 
@@ -147,7 +153,37 @@ MIGRATIONS: list[tuple[str, str]] = [
             at REAL NOT NULL
         );
     """),
+    ("0003_audit_and_evidence", """
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            host TEXT,
+            run_id INTEGER,
+            ref INTEGER,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        ALTER TABLE hosts ADD COLUMN facts_before TEXT;
+        ALTER TABLE approvals ADD COLUMN plan_path TEXT;
+    """),
 ]
+
+
+def _statements(sql: str) -> Iterator[str]:
+    """Split a migration into statements; a trigger's body keeps its own semicolons."""
+    buf = ""
+    for piece in sql.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                yield buf.strip()
+            buf = ""
 
 
 class SqliteStore:
@@ -183,10 +219,11 @@ class SqliteStore:
             if name in done:
                 continue
             with self._tx() as cur:
-                for statement in (s.strip() for s in sql.split(";")):
-                    if statement:
-                        cur.execute(statement)
+                for statement in _statements(sql):
+                    cur.execute(statement)
                 cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+                if name == "0003_audit_and_evidence":
+                    audit.genesis(cur)
 
     @contextmanager
     def _tx(self, fenced: bool = True) -> Iterator[sqlite3.Cursor]:
@@ -203,14 +240,20 @@ class SqliteStore:
 
     def begin_run(self, command: str, operator: str, plan_digest: str | None) -> int:
         with self._tx() as cur:
+            now = time.time()
             cur.execute("INSERT INTO runs (started_at, operator, command, plan_digest) "
-                        "VALUES (?, ?, ?, ?)", (time.time(), operator, command, plan_digest))
-            return int(cur.lastrowid or 0)
+                        "VALUES (?, ?, ?, ?)", (now, operator, command, plan_digest))
+            run_id = int(cur.lastrowid or 0)
+            audit.append(cur, now, "run-start", None, run_id, run_id,
+                         {"operator": operator, "command": command, "plan": plan_digest})
+            return run_id
 
     def finish_run(self, run_id: int, outcome: str) -> None:
         with self._tx() as cur:
+            now = time.time()
             cur.execute("UPDATE runs SET finished_at = ?, outcome = ? WHERE id = ?",
-                        (time.time(), outcome, run_id))
+                        (now, outcome, run_id))
+            audit.append(cur, now, "run-end", None, run_id, run_id, {"outcome": outcome})
 
     def ensure_hosts(self, names: list[str]) -> None:
         now = time.time()
@@ -261,8 +304,9 @@ class SqliteStore:
             sets = ["state = ?", "reason = ?", "updated_at = ?"]
             args: list[object] = [to.value, reason, now]
             if facts is not None:
-                sets.append("facts = ?")
-                args.append(json.dumps(facts.to_json(), sort_keys=True))
+                blob = json.dumps(facts.to_json(), sort_keys=True)
+                sets += ["facts = ?", "facts_before = COALESCE(facts_before, ?)"]
+                args += [blob, blob]
             if strategy is not None:
                 sets.append("strategy = ?")
                 args.append(strategy)
@@ -281,6 +325,8 @@ class SqliteStore:
                 cur.execute("INSERT INTO transitions (host, from_state, to_state, at, run_id, "
                             "reason) VALUES (?, ?, ?, ?, ?, ?)",
                             (name, src.value, to.value, now, run_id, reason))
+                audit.append(cur, now, "transition", name, run_id, int(cur.lastrowid or 0),
+                             audit.transition_detail(src.value, to.value, reason))
         record = self.get(name)
         assert record is not None  # noqa: S101 - just written in this process
         return record
@@ -349,6 +395,9 @@ class SqliteStore:
             cur.execute("UPDATE lease SET holder_user = ?, holder_host = ?, holder_pid = ?, "
                         "since = ?, expires = ?, epoch = ? WHERE id = 1",
                         (holder.user, holder.hostname, holder.pid, now, now + ttl, new_epoch))
+            audit.append(cur, now, "lease", None, None, new_epoch,
+                         {"user": holder.user, "host": holder.hostname, "pid": holder.pid,
+                          "took_over": None if user is None else f"{user}@{host} pid {pid}"})
         self.fence_epoch = new_epoch
         return new_epoch
 
@@ -367,15 +416,36 @@ class SqliteStore:
         self.fence_epoch = None
 
     # ---- approvals -------------------------------------------------------------------------
-    def add_approval(self, plan_hash: str, wave: int, operator: str) -> None:
+    def add_approval(self, plan_hash: str, wave: int, operator: str,
+                     plan_path: str = "") -> None:
         with self._tx(fenced=False) as cur:
-            cur.execute("INSERT INTO approvals (plan_hash, wave, operator, at) "
-                        "VALUES (?, ?, ?, ?)", (plan_hash, wave, operator, time.time()))
+            now = time.time()
+            cur.execute("INSERT INTO approvals (plan_hash, wave, operator, at, plan_path) "
+                        "VALUES (?, ?, ?, ?, ?)", (plan_hash, wave, operator, now, plan_path))
+            audit.append(cur, now, "approval", None, None, int(cur.lastrowid or 0),
+                         {"plan": plan_hash, "wave": wave, "operator": operator})
 
     def approvals(self, plan_hash: str) -> dict[int, tuple[str, float]]:
         rows = self.db.execute("SELECT wave, operator, at FROM approvals WHERE plan_hash = ? "
                                "ORDER BY id", (plan_hash,))
         return {int(w): (str(o), float(a)) for w, o, a in rows}
+
+    def all_approvals(self) -> list[dict[str, object]]:
+        rows = self.db.execute("SELECT plan_hash, wave, operator, at, plan_path FROM approvals "
+                               "ORDER BY id")
+        keys = ("plan", "wave", "operator", "at", "plan_path")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def facts_before(self) -> dict[str, HostFacts]:
+        rows = self.db.execute("SELECT name, facts_before FROM hosts "
+                               "WHERE facts_before IS NOT NULL")
+        return {str(n): HostFacts.from_json(json.loads(str(f))) for n, f in rows}
+
+    def audit_entries(self) -> list[audit.Entry]:
+        return audit.entries(self.db)
+
+    def audit_verify(self) -> audit.Verdict:
+        return audit.verify(self.db)
 
     def integrity_ok(self) -> bool:
         return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
