@@ -7,32 +7,53 @@ import hashlib
 import io
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
+from orchestrator import policy as policy_mod
+from orchestrator import timeline
+from orchestrator.audit import Verdict
+from orchestrator.catalogue import Catalogue
 from orchestrator.errors import PlanError
-from orchestrator.models import HostRecord, Plan, Transition, Wave
+from orchestrator.facts import preflight_problems, signature_date
+from orchestrator.inventory import Inventory
+from orchestrator.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
+from orchestrator.policy import Policy
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 
 
-def _env() -> jinja2.Environment:
+def ts(t: float | None) -> str:
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return str(timedelta(seconds=round(float(seconds))))
+
+
+def _env(html: bool = False) -> jinja2.Environment:
+    """Markdown templates are not escaped; HTML templates are, every value we put in them."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=False,  # noqa: S701 - Markdown output; HTML templates get their own env
+        autoescape=html,  # noqa: S701 - Markdown is not HTML; the HTML templates are escaped
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["ts"] = lambda t: ("" if t is None else
-                                   datetime.fromtimestamp(float(t), UTC).strftime(
-                                       "%Y-%m-%d %H:%M:%S UTC"))
+    env.filters["ts"] = ts
     env.filters["gap"] = lambda g: "-" if g is None else f"{g:.0f}s"
+    env.filters["duration"] = _duration
+    env.filters["md"] = lambda v: str(v).replace("|", "/").replace("\n", " ")
     return env
 
 
@@ -56,22 +77,66 @@ def host_row(r: HostRecord) -> dict[str, Any]:
     }
 
 
+def _facts_text(facts: HostFacts | None) -> dict[str, str]:
+    if facts is None:
+        return {"banned": "unknown", "signatures": "", "replacement": "unknown"}
+    return {
+        "banned": ", ".join(f"{b.product} {b.version or ''}".strip() for b in facts.banned)
+        or "none",
+        "signatures": ", ".join(b.signatures_date for b in facts.banned if b.signatures_date),
+        "replacement": ("running" if facts.replacement_active else
+                        "installed, not running" if facts.replacement_installed
+                        else "not installed"),
+    }
+
+
 def report_data(records: list[HostRecord], history: list[Transition],
-                runs: list[dict[str, object]]) -> dict[str, Any]:
+                runs: list[dict[str, object]], approvals: list[dict[str, object]] | None = None,
+                before: dict[str, HostFacts] | None = None,
+                audit_verdict: Verdict | None = None) -> dict[str, Any]:
+    """The evidence: per host before and after, transitions with operator, BOD 17-01 counts."""
+    approvals = approvals or []
+    before = before or {}
     counts: dict[str, int] = {}
     for r in records:
         counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    operators = {run["id"]: run["operator"] for run in runs}
     by_host: dict[str, list[dict[str, Any]]] = {}
     for t in history:
-        by_host.setdefault(t.host, []).append({"from": t.from_state.value, "to": t.to_state.value,
-                                               "at": t.at, "run": t.run_id, "reason": t.reason})
+        by_host.setdefault(t.host, []).append({
+            "from": t.from_state.value, "to": t.to_state.value, "at": t.at, "run": t.run_id,
+            "operator": operators.get(t.run_id, ""), "reason": t.reason})
     gaps = [r.gap_seconds for r in records if r.gap_seconds is not None]
+    hosts = []
+    identified = removed = planned = 0
+    for r in records:
+        first = before.get(r.name, r.facts)
+        had = bool(first and first.banned)
+        gone = had and (r.state == HostState.MIGRATED or bool(r.facts and not r.facts.banned))
+        identified += had
+        removed += gone
+        planned += had and r.wave is not None
+        hosts.append(host_row(r) | {
+            "history": by_host.get(r.name, []),
+            "before": _facts_text(first),
+            "after": _facts_text(r.facts),
+            "identified": had,
+            "removed": gone,
+        })
+    head = audit_verdict.head if audit_verdict else ""
     return {
         "generated_at": datetime.now(UTC).timestamp(),
         "counts": dict(sorted(counts.items())),
-        "hosts": [host_row(r) | {"history": by_host.get(r.name, [])} for r in records],
+        "bod_17_01": {"identified": identified, "planned": planned, "removed": removed,
+                      "remaining": identified - removed},
+        "hosts": hosts,
         "runs": runs,
+        "approvals": approvals,
         "max_gap_seconds": max(gaps) if gaps else None,
+        "unprotected": [r.name for r in records if r.state == HostState.UNPROTECTED],
+        "audit": {"entries": audit_verdict.entries if audit_verdict else 0, "head": head,
+                  "ok": audit_verdict.ok if audit_verdict else None,
+                  "problems": list(audit_verdict.problems) if audit_verdict else []},
     }
 
 
@@ -87,6 +152,8 @@ def render_report(data: dict[str, Any], fmt: str) -> str:
         for row in data["hosts"]:
             writer.writerow(row)
         return buf.getvalue()
+    if fmt == "html":
+        return _env(html=True).get_template("report.html.j2").render(**data)
     return _env().get_template("report.md.j2").render(**data)
 
 
@@ -99,8 +166,14 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "catalogue_digest": plan.catalogue_digest,
         "replacement": plan.replacement,
         "strategy": plan.strategy,
-        "waves": [{"number": w.number, "hosts": list(w.hosts)} for w in plan.waves],
+        "waves": [{"number": w.number, "hosts": list(w.hosts), "window": w.window}
+                  for w in plan.waves],
         "skipped": plan.skipped,
+        "policy": plan.policy,
+        "host_digests": plan.host_digests,
+        "catalogue_digests": plan.catalogue_digests,
+        "estimate": plan.estimate,
+        "checks": plan.checks,
     }
     body["content_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return body
@@ -121,8 +194,14 @@ def plan_from_json(data: Any, source: str) -> Plan:
             catalogue_digest=str(body["catalogue_digest"]),
             replacement=str(body["replacement"]),
             strategy=str(body["strategy"]),
-            waves=tuple(Wave(int(w["number"]), tuple(w["hosts"])) for w in body["waves"]),
+            waves=tuple(Wave(int(w["number"]), tuple(w["hosts"]), w.get("window"))
+                        for w in body["waves"]),
             skipped=dict(body.get("skipped", {})),
+            policy=dict(body.get("policy", {})),
+            host_digests=dict(body.get("host_digests", {})),
+            catalogue_digests=dict(body.get("catalogue_digests", {})),
+            estimate=dict(body.get("estimate", {})),
+            checks=dict(body.get("checks", {})),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"plan {source} is malformed ({exc}); make a new one") from exc
@@ -138,9 +217,169 @@ def load_plan(path: Path) -> Plan:
     return plan_from_json(data, str(path))
 
 
-def render_plan_md(plan: Plan, records: dict[str, HostRecord]) -> str:
-    return _env().get_template("plan.md.j2").render(
-        plan=plan, records=records, rows={n: host_row(r) for n, r in records.items()})
+def _count(items: list[str]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _age_bucket(days: float | None) -> str:
+    if days is None:
+        return "unknown"
+    for limit, name in ((7, "under a week"), (30, "1 week to 1 month"),
+                        (365, "1 month to 1 year")):
+        if days < limit:
+            return name
+    return "over a year"
+
+
+def strategy_steps(catalogue: Catalogue, replacement: str, policy: Policy
+                   ) -> dict[str, list[str]]:
+    """What a wave does to a host, step by step, in the words of the catalogue's data."""
+    repl = catalogue.replacement(replacement)
+    verify = repl["verify"]
+    space = ", ".join(f"{mb} MiB at {path}" for path, mb in
+                      repl.get("requirements", {}).get("free_mb", {}).items()) or "none"
+    services = sorted({s for b in catalogue.banned.values() for s in b["remove"]["services"]})
+    packages = sorted({p for b in catalogue.banned.values() for p in b["remove"]["packages"]})
+    preflight = (f"Preflight, read-only: free space ({space}), a healthy package manager, the "
+                 "internal repository and the signature source answer. A host that fails is "
+                 "left exactly as it is.")
+    proof = (f"Verify: {verify['service']} runs, `{' '.join(verify['daemon_command'])}` "
+             "answers, and the running daemon detects the EICAR test file.")
+    remove = (f"Remove the banned product: stop {', '.join(services)}; purge "
+              f"{', '.join(packages)}; delete the leftovers the packages leave.")
+    return {
+        "make-before-break": [
+            preflight,
+            f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
+            "from the internal repository, beside the banned product.",
+            proof + " Recorded as verified. The banned product is still running.",
+            "Record the intent, then " + remove[0].lower() + remove[1:],
+            "Verify again, and that nothing of the banned product remains. Recorded as "
+            "migrated. Protection gap: none.",
+        ],
+        "swap": [
+            preflight,
+            f"Stage {repl['name']}'s packages and signatures on the host and prove the "
+            "install can run from them alone; the banned product still protects the host.",
+            f"At most {policy.max_unprotected} host(s) at a time (the protection budget): "
+            "record the intent, then " + remove[0].lower() + remove[1:],
+            f"Install {repl['name']} from the staged files and verify it (a second attempt "
+            "if needed). The gap is the time from removal to verification.",
+            "If it still fails, the host is marked UNPROTECTED, no further removal starts, "
+            "and `avmigrate remediate` restores it.",
+        ],
+    }
+
+
+def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
+              catalogue: Catalogue) -> dict[str, Any]:
+    """Everything the plan templates show, computed once (the templates only lay it out)."""
+    policy = policy_from_plan(plan)
+    made = datetime.fromtimestamp(plan.created_at, UTC)
+    schedule = {w["wave"]: w for w in plan.estimate.get("waves", [])}
+    checks = plan.checks.get("hosts", {})
+    rows: dict[str, dict[str, Any]] = {}
+    risks: list[dict[str, str]] = []
+    for host in inventory.hosts:
+        r = records.get(host.name)
+        facts = r.facts if r else None
+        banned = [f"{b.product} {b.version or ''}".strip() for b in facts.banned] if facts else []
+        dates = [d for b in (facts.banned if facts else ()) if (d := signature_date(
+            b.signatures_date)) is not None]
+        age = min(((made - d).total_seconds() / 86400 for d in dates), default=None)
+        problems = (preflight_problems(facts, catalogue, plan.replacement) if facts else [])
+        host_risks = list(problems)
+        if r is not None and r.state == HostState.UNREACHABLE:
+            host_risks.insert(0, f"unreachable: {r.reason}")
+        if r is None or (facts is None and r.state != HostState.UNREACHABLE):
+            host_risks.append("not discovered yet: nothing known about it")
+        found = checks.get(host.name, {})
+        host_risks += [f"check mode: {p}" for p in found.get("problems", [])]
+        for text in host_risks:
+            kind = text.split(":", 1)[0]
+            risks.append({"host": host.name, "kind": kind, "text": text})
+        rows[host.name] = {
+            "host": host.name,
+            "groups": ", ".join(host.groups),
+            "os": (f"{facts.distribution} {facts.distribution_version}".strip()
+                   if facts else "unknown"),
+            "banned": ", ".join(banned) or ("none" if facts else "unknown"),
+            "signatures": ", ".join(b.signatures_date or "" for b in facts.banned
+                                    if b.signatures_date) if facts else "",
+            "signature_age_days": None if age is None else round(age),
+            "strategy": (r.strategy if r and r.strategy else
+                         ("make-before-break" if plan.strategy == "auto" else plan.strategy)),
+            "state": r.state.value if r else "unknown",
+            "risks": "; ".join(host_risks),
+            "would_change": found.get("would_change", []),
+        }
+    waves = []
+    for w in plan.waves:
+        est = schedule.get(w.number, {})
+        waves.append({
+            "number": w.number, "label": "Canary wave" if w.is_canary else f"Wave {w.number}",
+            "window": est.get("window_text", "any time"),
+            "start": est.get("start"), "end": est.get("end"), "seconds": est.get("seconds"),
+            "hosts": [rows[h] for h in w.hosts if h in rows],
+        })
+    identified = [r for r in rows.values() if r["banned"] not in ("none", "unknown")]
+    blackouts = [(a.timestamp(), b.timestamp()) for a, b in policy.blackout_intervals(
+        made, made + timedelta(days=800))]
+    return {
+        "plan": plan,
+        "content_hash": plan_to_json(plan)["content_hash"],
+        "replacement": catalogue.replacement(plan.replacement),
+        "policy": policy,
+        "windows": [{"group": w.group, "text": w.describe()} for w in policy.windows],
+        "summary": {
+            "hosts": len(rows),
+            "identified": len(identified),
+            "by_os": _count([r["os"] for r in rows.values()]),
+            "by_group": _count([g for h in inventory.hosts for g in (h.groups or ("ungrouped",))]),
+            "by_banned": _count([b for r in identified for b in r["banned"].split(", ")]),
+            "by_signature_age": _count([_age_bucket(r["signature_age_days"])
+                                        for r in identified]),
+        },
+        "rows": rows,
+        "waves": waves,
+        "skipped": sorted(plan.skipped.items()),
+        "risks": risks,
+        "deadline": plan.estimate.get("deadline", {}),
+        "durations": plan.estimate.get("durations", {}),
+        "forks": plan.estimate.get("forks"),
+        "timeline_svg": timeline.render(plan.estimate, blackouts),
+        "steps": strategy_steps(catalogue, plan.replacement, policy),
+        "checks": plan.checks,
+    }
+
+
+def policy_from_plan(plan: Plan) -> Policy:
+    return policy_mod.from_json(plan.policy) if plan.policy else Policy()
+
+
+PLAN_CSV_COLUMNS = ("wave", "host", "groups", "window", "estimated_start", "estimated_end",
+                    "os", "banned", "signatures", "signature_age_days", "strategy", "state",
+                    "risks")
+
+
+def render_plan(view: dict[str, Any], fmt: str) -> str:
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=PLAN_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for w in view["waves"]:
+            for row in w["hosts"]:
+                writer.writerow(row | {"wave": w["number"], "window": w["window"],
+                                       "estimated_start": ts(w["start"]),
+                                       "estimated_end": ts(w["end"])})
+        return buf.getvalue()
+    if fmt == "html":
+        return _env(html=True).get_template("plan.html.j2").render(
+            **view, timeline=Markup(view["timeline_svg"]))  # noqa: S704 - built by timeline.py, values escaped there
+    return _env().get_template("plan.md.j2").render(**view)
 
 
 def write_atomic(path: Path, text: str) -> None:

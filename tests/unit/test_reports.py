@@ -1,0 +1,127 @@
+"""Plan and evidence renderings, from real records; the live progress display."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator import catalogue, planner, reports
+from orchestrator.inventory import Inventory, digest_of
+from orchestrator.models import (
+    BannedFinding,
+    HostFacts,
+    HostRecord,
+    HostState,
+    InventoryHost,
+)
+from orchestrator.progress import RunProgress
+from orchestrator.state import SqliteStore
+
+
+def facts(*banned: str, free: int = 5000, dpkg_ok: bool = True, os_family: str = "Debian"
+          ) -> HostFacts:
+    return HostFacts(
+        os_family=os_family, distribution="Debian", distribution_version="12",
+        banned=tuple(BannedFinding(b, "12.1.0.1297", "2024-09-27 21:04:00", (b,), (), 1)
+                     for b in banned),
+        replacement_installed=False, replacement_active=False,
+        free_mb={"/var/cache/apt/archives": free, "/var/lib": free, "/usr": free},
+        package_manager_ok=dpkg_ok,
+        package_manager_problem="" if dpkg_ok else "dpkg was interrupted")
+
+
+def fleet() -> tuple[Inventory, dict[str, HostRecord]]:
+    hosts = tuple(InventoryHost(f"h{i}", ("web",), {}) for i in range(5))
+    inv = Inventory("i", hosts, digest_of(hosts))
+
+    def rec(name: str, state: HostState, f: HostFacts | None, reason: str = "") -> HostRecord:
+        return HostRecord(name, state, reason, "make-before-break", None, f, 0.0, None, None)
+
+    records = {
+        "h0": rec("h0", HostState.PENDING, facts("kesl", "klnagent64")),
+        "h1": rec("h1", HostState.PENDING, facts("kesl")),
+        "h2": rec("h2", HostState.BLOCKED, facts("kesl", free=3), "low disk"),
+        "h3": rec("h3", HostState.UNREACHABLE, None, "ssh: connection refused"),
+        "h4": rec("h4", HostState.CLEAN, facts()),
+    }
+    return inv, records
+
+
+def test_plan_html_is_self_contained_and_shows_hosts_waves_risks() -> None:
+    inv, records = fleet()
+    cat = catalogue.load()
+    plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
+    view = reports.plan_view(plan, records, inv, cat)
+    html = reports.render_plan(view, "html")
+    # Nothing fetched: no external URL in any attribute, and a CSP that forbids fetching.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "default-src 'none'" in html
+    assert html.count("<svg") == 1
+    for host in ("h0", "h1"):
+        assert f"<td>{host}</td>" in html
+    risks = {(r["host"], r["kind"]) for r in view["risks"]}
+    assert ("h2", "low disk") in risks
+    assert ("h3", "unreachable") in risks
+    assert view["summary"]["by_banned"] == [("kesl 12.1.0.1297", 3),
+                                            ("klnagent64 12.1.0.1297", 1)]
+    assert view["summary"]["by_signature_age"] == [("over a year", 3)]
+    assert "default (no earlier run measured it)" in html
+    assert "make-before-break" in view["steps"] and "swap" in view["steps"]
+
+
+def test_plan_html_escapes_what_hosts_report() -> None:
+    inv, records = fleet()
+    evil = facts("kesl")
+    evil = HostFacts(**{**evil.__dict__, "distribution": "<script>alert(1)</script>"})
+    records["h0"] = HostRecord("h0", HostState.PENDING, "", None, None, evil, 0.0, None, None)
+    cat = catalogue.load()
+    plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
+    html = reports.render_plan(reports.plan_view(plan, records, inv, cat), "html")
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_evidence_counts_identified_planned_removed_remaining(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    run = store.begin_run("run", "alice", None)
+    store.ensure_hosts(["a", "b", "c"])
+    store.transition("a", HostState.PENDING, "found", run, facts=facts("kesl"))
+    store.transition("b", HostState.PENDING, "found", run, facts=facts("kesl"))
+    store.transition("c", HostState.CLEAN, "nothing", run, facts=facts())
+    store.transition("a", HostState.INSTALLING, "i", run, wave=0)
+    store.transition("a", HostState.VERIFIED, "v", run, replacement_verified_at=10.0)
+    store.transition("a", HostState.REMOVING, "r", run, protection_stopped_at=11.0)
+    store.transition("a", HostState.MIGRATED, "m", run, facts=facts())
+    store.finish_run(run, "exit 3")
+    data = reports.report_data(store.all(), store.history(), store.runs(),
+                               store.all_approvals(), store.facts_before(),
+                               store.audit_verify())
+    assert data["bod_17_01"] == {"identified": 2, "planned": 1, "removed": 1, "remaining": 1}
+    a = next(h for h in data["hosts"] if h["host"] == "a")
+    assert a["before"]["banned"] == "kesl 12.1.0.1297"
+    assert a["after"]["banned"] == "none"
+    assert {t["operator"] for t in a["history"]} == {"alice"}
+    assert data["audit"]["ok"] is True
+    html = reports.render_report(data, "html")
+    assert "BOD 17-01" in html and "alice" in html
+
+
+def test_progress_draws_a_bar_per_wave_and_counts_by_state() -> None:
+    inv, records = fleet()
+    plan = planner.make_plan(inv, catalogue.load(), "clamav", records, now=1.0)
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120, color_system=None)
+    with RunProgress(console, plan, records) as bars:
+        r = records["h0"]
+        bars.update(HostRecord("h0", HostState.MIGRATED, "", None, 0, r.facts, 0.0, None, None))
+        bars.update(HostRecord("h1", HostState.INSTALL_FAILED, "", None, 1, None, 0.0, None,
+                               None))
+        bars.log("wave 1: 1 host(s)")
+    text = buf.getvalue()
+    assert "canary" in text and "1/1" in text
+    assert "wave 1" in text
+    assert "1 failed" in text
+    assert "1 migrated" in text and "1 install_failed" in text
