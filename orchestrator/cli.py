@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import getpass
 import json
@@ -21,11 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import __version__, catalogue, inventory, planner, reports
+from orchestrator import policy as policy_mod
 from orchestrator.engine import STRATEGIES, Engine, RunPolicy, exit_code_for
-from orchestrator.errors import Aborted, AvmigrateError, PlanError, UsageError
+from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
 from orchestrator.executor import ExecConfig, RunnerExecutor, default_artifacts_dir
 from orchestrator.lease import LeaseKeeper
-from orchestrator.models import HostRecord, HostState
+from orchestrator.models import HostRecord, HostState, Plan
+from orchestrator.progress import RunProgress
 from orchestrator.state import SqliteStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,7 +53,7 @@ def boundary(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AvmigrateError as exc:
-            err.print(f"avmigrate: error: {exc}", markup=False)
+            err.print(f"avmigrate: error: {exc}", markup=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("avmigrate: interrupted; state is saved, run the command again to resume")
@@ -168,87 +171,190 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
         print_status(records)
 
 
+POLICY = click.option("--policy", "policy_path", type=click.Path(path_type=Path),
+                      help="Policy YAML: waves, order, windows, blackouts, deadline, budget, "
+                           "gates, approvals (see inventory/policy.example.yml).")
+
+
+def _load_policy(path: Path | None) -> policy_mod.Policy:
+    return policy_mod.Policy() if path is None else policy_mod.load(path)
+
+
+def write_plan_files(out_dir: Path, the_plan: Plan, view: dict[str, Any]) -> list[Path]:
+    """plan.json (what `run --plan` executes) and its renderings, each written atomically."""
+    files = {
+        "plan.json": json.dumps(reports.plan_to_json(the_plan), indent=2) + "\n",
+        "plan.html": reports.render_plan(view, "html"),
+        "plan.md": reports.render_plan(view, "md"),
+        "plan.csv": reports.render_plan(view, "csv"),
+    }
+    for name, text in files.items():
+        reports.write_atomic(out_dir / name, text)
+    return [out_dir / n for n in files]
+
+
 @cli.command()
 @INVENTORY
 @REPLACEMENT
 @FORKS
+@POLICY
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("avmigrate-plan"),
-              show_default=True, help="Directory for plan.json and plan.md.")
-@click.option("--canary", default=1, show_default=True, type=click.IntRange(1),
-              help="Hosts in the canary wave.")
-@click.option("--growth", default=2.0, show_default=True, type=click.FloatRange(1.1, 100),
-              help="How much larger each wave is than the one before.")
+              show_default=True, help="Directory for plan.json, plan.html, plan.md, plan.csv.")
+@click.option("--canary", type=click.IntRange(1),
+              help="Hosts in the canary wave (overrides the policy).")
+@click.option("--growth", type=click.FloatRange(1.1, 100),
+              help="How much larger each wave is than the one before (overrides the policy).")
+@click.option("--check", "check_mode", is_flag=True,
+              help="Also run preflight and the playbooks in Ansible check mode on the hosts "
+                   "(still changes nothing) and put the findings in the plan.")
 @click.option("--no-discover", is_flag=True,
               help="Plan from the last discovery in the state instead of probing hosts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan file's JSON.")
 @pass_ctx
 @boundary
-def plan(obj: Context, inventory_path: Path, replacement: str, forks: int, out_dir: Path,
-         canary: int, growth: float, no_discover: bool) -> None:
-    """Make the wave plan (dry run: discovery only reads hosts; nothing is changed)."""
+def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
+         policy_path: Path | None, out_dir: Path, canary: int | None, growth: float | None,
+         check_mode: bool, no_discover: bool, as_json: bool) -> None:
+    """Make the wave plan. A dry run: hosts are only read, never changed."""
     inv = inventory.load(inventory_path)
     cat = obj.catalogue()
     cat.replacement(replacement)
-    if not no_discover:
-        engine = obj.engine(inv, replacement, forks)
+    pol = _load_policy(policy_path)
+    if canary is not None:
+        pol = dataclasses.replace(pol, canary=canary, canary_percent=None,
+                                  raw=pol.raw | {"waves": pol.raw.get("waves", {})
+                                                 | {"canary": canary}})
+    if growth is not None:
+        pol = dataclasses.replace(pol, growth=growth,
+                                  raw=pol.raw | {"waves": pol.raw.get("waves", {})
+                                                 | {"growth": growth}})
+    store = obj.store()
+    checks: dict[str, Any] = {}
+    engine = obj.engine(inv, replacement, forks)
+    if not no_discover or check_mode:
         with obj.lease():
-            run_id = obj.store().begin_run("plan", operator_name(), None)
+            run_id = store.begin_run("plan --check" if check_mode else "plan", operator_name(),
+                                     None)
             engine.run_id = run_id
-            engine.discover(list(inv.names()))
-            obj.store().finish_run(run_id, "done")
-    records = {r.name: r for r in _records(obj.store(), inv.names())}
-    the_plan = planner.make_plan(inv, cat, replacement, records, canary=canary, growth=growth)
-    reports.write_atomic(out_dir / "plan.json",
-                         json.dumps(reports.plan_to_json(the_plan), indent=2) + "\n")
-    reports.write_atomic(out_dir / "plan.md", reports.render_plan_md(the_plan, records))
+            if not no_discover:
+                engine.discover(list(inv.names()))
+            records = {r.name: r for r in _records(store, inv.names())}
+            the_plan = planner.make_plan(inv, cat, replacement, records, pol,
+                                         planner.measure(store.history()), forks)
+            if check_mode:
+                err.print(f"check mode on {len(the_plan.hosts)} planned host(s)")
+                checks = engine.check(list(the_plan.hosts))
+            store.finish_run(run_id, "done")
+    records = {r.name: r for r in _records(store, inv.names())}
+    the_plan = planner.make_plan(inv, cat, replacement, records, pol,
+                                 planner.measure(store.history()), forks)
+    if checks:
+        the_plan = dataclasses.replace(the_plan, checks=checks)
+    view = reports.plan_view(the_plan, records, inv, cat)
+    written = write_plan_files(out_dir, the_plan, view)
+    if as_json:
+        click.echo(json.dumps(reports.plan_to_json(the_plan), indent=2))
+        return
     sizes = ", ".join(str(len(w.hosts)) for w in the_plan.waves) or "none"
     out.print(f"plan: {len(the_plan.hosts)} host(s) in waves of {sizes}; "
-              f"{len(the_plan.skipped)} need no wave")
-    out.print(f"wrote {out_dir / 'plan.json'} and {out_dir / 'plan.md'}")
+              f"{len(the_plan.skipped)} need no wave", markup=False)
+    verdict = the_plan.estimate.get("deadline", {})
+    colour = "green" if verdict.get("feasible", True) else "bold red"
+    out.print(f"[{colour}]deadline: {verdict.get('text', '')}[/]")
+    if checks:
+        out.print(f"check mode: {checks['summary']}", markup=False)
+    out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+
+
+def plan_changes(the_plan: Plan, inv: inventory.Inventory, cat: catalogue.Catalogue,
+                 source: Path) -> str | None:
+    """What changed in the inventory or catalogue since the plan was made, or None."""
+    parts = []
+    if the_plan.inventory_digest != inv.digest:
+        now = inv.host_digests()
+        then = the_plan.host_digests
+        added = sorted(set(now) - set(then)) if then else []
+        removed = sorted(set(then) - set(now))
+        changed = sorted(h for h in set(now) & set(then) if now[h] != then[h])
+        bits = [f"{label} {_few(names)}" for label, names in
+                (("hosts added:", added), ("hosts removed:", removed),
+                 ("groups or variables changed on", changed)) if names]
+        parts.append("the inventory changed (" + ("; ".join(bits) or "its content") + ")")
+    if the_plan.catalogue_digest != cat.digest:
+        now = cat.part_digests()
+        then = the_plan.catalogue_digests
+        diff = (sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+                if then else [])
+        parts.append("the catalogue changed (" + (_few(diff) or "its content") + ")")
+    if not parts:
+        return None
+    return f"{' and '.join(parts)} since plan {source} was made; make a new plan"
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 @cli.command()
 @INVENTORY
 @REPLACEMENT
 @FORKS
+@POLICY
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path),
-              help="Execute this plan file exactly (from `avmigrate plan`).")
+              help="Execute this plan file exactly (from `avmigrate plan`), with its policy.")
 @click.option("--yes", "-y", is_flag=True, envvar="AVMIGRATE_YES",
               help="Do not ask for confirmation (env AVMIGRATE_YES).")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
-              help="auto: make-before-break where the catalogue says the products coexist, "
-                   "else swap.")
-@click.option("--max-unprotected", default=1, show_default=True, type=int,
-              help="Protection budget: hosts that may be without protection at once (swap).")
-@click.option("--max-failed-percent", default=0.0, show_default=True, type=float,
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="auto (default): make-before-break where the catalogue says the products "
+                   "coexist, else swap.")
+@click.option("--max-unprotected", type=int,
+              help="Protection budget: hosts that may be without protection at once (swap). "
+                   "Default 1.")
+@click.option("--max-failed-percent", type=float,
               help="Wave gate: stop when more than this percent of a wave failed "
-                   "(unreachable counts as failed).")
-@click.option("--soak", "soak_seconds", default=0.0, show_default=True, type=float,
+                   "(unreachable counts as failed). Default 0.")
+@click.option("--soak", "soak_seconds", type=float,
               help="Seconds to wait after each wave, then re-verify it, before the next.")
-@click.option("--require-approval", is_flag=True,
+@click.option("--require-approval", is_flag=True, default=None,
               help="Every wave after the canary needs `avmigrate approve` (needs --plan).")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress bars (default: on when standard error is a terminal).")
 @pass_ctx
 @boundary
 def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
-        plan_path: Path | None, yes: bool, strategy: str, max_unprotected: int,
-        max_failed_percent: float, soak_seconds: float, require_approval: bool) -> None:
+        policy_path: Path | None, plan_path: Path | None, yes: bool, strategy: str | None,
+        max_unprotected: int | None, max_failed_percent: float | None,
+        soak_seconds: float | None, require_approval: bool | None,
+        progress: bool | None) -> None:
     """Migrate the hosts: install and verify the replacement, then remove the banned product."""
     inv = inventory.load(inventory_path)
     cat = obj.catalogue()
+    overrides = {"strategy": strategy, "max_unprotected": max_unprotected,
+                 "max_failed_percent": max_failed_percent, "soak_seconds": soak_seconds,
+                 "require_approval": require_approval}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    the_plan: Plan | None = None
     if plan_path is not None:
+        if policy_path is not None or given:
+            names = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--policy"
+            raise UsageError(f"{names} cannot be used with --plan: a plan runs with the policy "
+                             "it was made with; make a new plan to change it")
         the_plan = reports.load_plan(plan_path)
-        if the_plan.inventory_digest != inv.digest:
-            raise PlanError(f"the inventory changed since plan {plan_path} was made; "
-                            "make a new plan")
-        if the_plan.catalogue_digest != cat.digest:
-            raise PlanError(f"the catalogue changed since plan {plan_path} was made; "
-                            "make a new plan")
+        if (changed := plan_changes(the_plan, inv, cat, plan_path)) is not None:
+            raise PlanError(changed)
         replacement = the_plan.replacement
-    elif require_approval:
-        raise UsageError("--require-approval needs --plan: approvals are given for a plan")
-    policy = RunPolicy(strategy=strategy, max_unprotected=max_unprotected,
-                       max_failed_percent=max_failed_percent, soak_seconds=soak_seconds,
-                       require_approval=require_approval,
-                       plan_key=planner.plan_key(the_plan) if plan_path is not None else "")
+        pol = reports.policy_from_plan(the_plan)
+    else:
+        pol = dataclasses.replace(_load_policy(policy_path), **given)
+        if pol.require_approval:
+            raise UsageError("--require-approval needs --plan: approvals are given for a "
+                             "plan file; make one with `avmigrate plan`")
+    policy = RunPolicy(strategy=pol.strategy, max_unprotected=pol.max_unprotected,
+                       max_failed_percent=pol.max_failed_percent, soak_seconds=pol.soak_seconds,
+                       require_approval=pol.require_approval,
+                       plan_key=planner.plan_key(the_plan) if the_plan is not None else "",
+                       windows=pol)
     engine = obj.engine(inv, replacement, forks, policy)
     store = obj.store()
     if not yes:
@@ -256,16 +362,24 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
             raise Aborted("not confirmed: pass --yes to run without a terminal", exit_code=2)
         click.confirm(f"Migrate up to {len(inv.hosts)} host(s) to {replacement}?", abort=True)
     t0 = time.monotonic()
+    live = err.is_terminal if progress is None else progress
     with obj.lease(), interrupts(engine):
         run_id = store.begin_run("run", operator_name(),
                                  None if plan_path is None else str(plan_path))
         engine.run_id = run_id
         err.print(f"discovering {len(inv.hosts)} host(s)")
         engine.discover(list(inv.names()))
-        if plan_path is None:
-            records = {r.name: r for r in _records(store, inv.names())}
-            the_plan = planner.make_plan(inv, cat, replacement, records)
-        summary = engine.run(the_plan)
+        records = {r.name: r for r in _records(store, inv.names())}
+        if the_plan is None:
+            the_plan = planner.make_plan(inv, cat, replacement, records, pol,
+                                         planner.measure(store.history()), forks)
+        if live:
+            with RunProgress(err, the_plan, records) as bars:
+                engine.on_change = bars.update
+                engine.log = bars.log
+                summary = engine.run(the_plan)
+        else:
+            summary = engine.run(the_plan)
         store.finish_run(run_id, f"exit {summary.exit_code}")
     print_status(_records(store, inv.names()))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
@@ -345,7 +459,8 @@ def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
     the_plan = reports.load_plan(plan_path)
     if wave_number >= len(the_plan.waves):
         raise UsageError(f"plan {plan_path} has waves 0 to {len(the_plan.waves) - 1}")
-    obj.store().add_approval(planner.plan_key(the_plan), wave_number, operator_name())
+    obj.store().add_approval(planner.plan_key(the_plan), wave_number, operator_name(),
+                             str(plan_path))
     out.print(f"wave {wave_number} of {plan_path} approved by {operator_name()}")
 
 
@@ -355,10 +470,7 @@ def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
 @boundary
 def status(obj: Context, as_json: bool) -> None:
     """Show every host's state, strategy and protection gap (exit code as for run)."""
-    path = Path(obj.state_url)
-    if "://" not in obj.state_url and not path.exists():
-        raise AvmigrateError(f"no state at {path}; run `avmigrate discover` or pass --state")
-    records = _records(obj.store())
+    records = _records(_existing_store(obj))
     if as_json:
         out.print_json(json.dumps([reports.host_row(r) for r in records]))
     else:
@@ -366,26 +478,69 @@ def status(obj: Context, as_json: bool) -> None:
     sys.exit(exit_code_for(records) if records else 0)
 
 
+def _existing_store(obj: Context) -> SqliteStore:
+    path = Path(obj.state_url)
+    if "://" not in obj.state_url and not path.exists():
+        raise AvmigrateError(f"no state at {path}; run `avmigrate discover` or pass --state")
+    return obj.store()
+
+
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md",
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="md",
               show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path),
               help="Write to this file instead of standard output.")
 @pass_ctx
 @boundary
-def report(obj: Context, fmt: str, out_file: Path | None) -> None:
-    """Evidence: every host's before and after, its transitions with times, and its gap."""
-    path = Path(obj.state_url)
-    if "://" not in obj.state_url and not path.exists():
-        raise AvmigrateError(f"no state at {path}; run `avmigrate discover` or pass --state")
-    store = obj.store()
-    text = reports.render_report(reports.report_data(store.all(), store.history(),
-                                                     store.runs()), fmt)
+def report(obj: Context, fmt: str, as_json: bool, out_file: Path | None) -> None:
+    """Evidence: every host's before and after, its transitions with times and operators,
+    its gap, the approvals, a BOD 17-01 summary and the audit log's head."""
+    store = _existing_store(obj)
+    data = reports.report_data(store.all(), store.history(), store.runs(),
+                               store.all_approvals(), store.facts_before(),
+                               store.audit_verify())
+    text = reports.render_report(data, "json" if as_json else fmt)
     if out_file is None:
         click.echo(text, nl=False)
     else:
         reports.write_atomic(out_file, text)
-        out.print(f"wrote {out_file}")
+        out.print(f"wrote {out_file}", markup=False)
+
+
+@cli.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log of every run, transition, approval and lease."""
+
+
+@audit.command("verify")
+@pass_ctx
+@boundary
+def audit_verify(obj: Context) -> None:
+    """Check the chain and that every recorded fact has its entry (exit 9 if not)."""
+    verdict = _existing_store(obj).audit_verify()
+    if not verdict.ok:
+        for problem in verdict.problems:
+            err.print(f"audit: {problem}", markup=False)
+        raise AuditError(f"the audit log failed verification: {len(verdict.problems)} "
+                         "problem(s) above; keep this state file as evidence")
+    out.print(f"audit log intact: {verdict.entries} entries, head {verdict.head}",
+              markup=False)
+
+
+@audit.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@pass_ctx
+@boundary
+def audit_show(obj: Context, as_json: bool) -> None:
+    """Print the audit log's entries."""
+    entries = _existing_store(obj).audit_entries()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
+        return
+    for e in entries:
+        click.echo(f"{e.seq:6d} {reports.ts(e.at)} {e.kind:<10} {e.host or '-':<20} "
+                   f"run {e.run_id or '-'} {json.dumps(e.detail, sort_keys=True)}")
 
 
 # ---- the lab ------------------------------------------------------------------------------

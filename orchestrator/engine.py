@@ -32,8 +32,10 @@ from orchestrator.models import (
     Plan,
     StepOutcome,
     StepResult,
+    Wave,
 )
 from orchestrator.planner import strategy_for
+from orchestrator.policy import Policy
 from orchestrator.state import StateStore
 
 Log = Callable[[str], None]
@@ -50,6 +52,8 @@ class RunPolicy:
     soak_seconds: float = 0.0
     require_approval: bool = False
     plan_key: str = ""
+    # Maintenance windows and blackout dates: a wave starts only while its window is open.
+    windows: Policy | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -102,6 +106,8 @@ class Engine:
         self.policy = policy or RunPolicy()
         self.run_id: int | None = None
         self.stop = threading.Event()  # set by the first Ctrl-C
+        self.on_change: Callable[[HostRecord], None] | None = None  # live progress
+        self.clock: Callable[[], float] = time.time
 
     # ---- plumbing ----------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
@@ -117,13 +123,14 @@ class Engine:
 
     def _step(self, step: str, playbook: str, names: list[str],
               host_vars: dict[str, dict[str, Any]] | None = None,
-              on_result: Callable[[StepResult], None] | None = None) -> dict[str, StepResult]:
+              on_result: Callable[[StepResult], None] | None = None,
+              check: bool = False) -> dict[str, StepResult]:
         if not names:
             return {}
         request = StepRequest(
             step=step, playbook=playbook,
             hosts=tuple(self.inventory.get(n) for n in names),
-            extravars=self._extravars(), host_vars=host_vars or {},
+            extravars=self._extravars(), host_vars=host_vars or {}, check=check,
         )
 
         def record(result: StepResult) -> None:
@@ -139,7 +146,10 @@ class Engine:
         return results
 
     def _move(self, name: str, to: HostState, reason: str, **fields: Any) -> HostRecord:
-        return self.store.transition(name, to, reason, self.run_id, **fields)
+        record = self.store.transition(name, to, reason, self.run_id, **fields)
+        if self.on_change is not None:
+            self.on_change(record)
+        return record
 
     def _record(self, name: str) -> HostRecord:
         record = self.store.get(name)
@@ -206,6 +216,10 @@ class Engine:
                                "start. Run `avmigrate remediate`, then run again")
                     break
                 todo = [n for n in wave.hosts if self._record(n).state in RESTARTABLE]
+                if todo and (closed := self._window_closed(wave)):
+                    stopped = (f"{label} may start only in its maintenance window: {closed}; "
+                               "run again then")
+                    break
                 if todo:
                     self.log(f"{label}: {len(todo)} host(s): {', '.join(todo)}")
                     self.migrate_wave(todo, wave.number)
@@ -245,6 +259,13 @@ class Engine:
         if names:
             self.log(f"restoring protection first: {', '.join(names)}")
             self.remediate(names)
+
+    def _window_closed(self, wave: Wave) -> str | None:
+        policy = self.policy.windows
+        if policy is None:
+            return None
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        return policy.closed_reason(policy.window_named(wave.window), now)
 
     def _gate(self, label: str, hosts: tuple[str, ...]) -> str | None:
         states = {n: self._record(n).state for n in hosts}
@@ -415,6 +436,46 @@ class Engine:
                                f"UNPROTECTED: replacement failed after removal, twice from the "
                                f"staged files ({problem}); run `avmigrate remediate`")
                     self.log(f"!!! {n} is UNPROTECTED: {problem}")
+
+    # ---- plan --check ---------------------------------------------------------------------
+    def check(self, names: list[str]) -> dict[str, Any]:
+        """Preflight, then each host's steps in Ansible's check mode: what would change.
+
+        Changes nothing on any host and no host's state: only the findings are returned.
+        """
+        found: dict[str, dict[str, Any]] = {n: {"problems": [], "would_change": []}
+                                            for n in names}
+        pre = self._step("check-preflight", "preflight.yml", names)
+        ready = []
+        for n in names:
+            if pre[n].outcome == StepOutcome.OK:
+                ready.append(n)
+            else:
+                found[n]["problems"].append(f"preflight {pre[n].outcome.value}: "
+                                            f"{pre[n].message}")
+        mbb = [n for n in ready if self.strategy_of(self._record(n)) == MAKE_BEFORE_BREAK]
+        swap = [n for n in ready if n not in mbb]
+        results = {**self._step("check-install", "install.yml", mbb, check=True),
+                   **self._step("check-stage", "stage.yml", swap, check=True)}
+        removable = []
+        for n in ready:
+            r = results[n]
+            if r.outcome == StepOutcome.OK:
+                found[n]["would_change"] += r.data.get("would_change", [])
+                removable.append(n)
+            else:
+                found[n]["problems"].append(f"{r.step} {r.outcome.value}: {r.message}")
+        host_vars = {n: {"avmigrate_remove_ids": self._banned_ids(n)} for n in removable}
+        for n, r in self._step("check-remove", "remove.yml", removable, host_vars,
+                               check=True).items():
+            if r.outcome == StepOutcome.OK:
+                found[n]["would_change"] += r.data.get("would_change", [])
+            else:
+                found[n]["problems"].append(f"{r.step} {r.outcome.value}: {r.message}")
+        bad = sum(1 for f in found.values() if f["problems"])
+        return {"hosts": found,
+                "summary": f"{len(names) - bad} of {len(names)} host(s) passed; "
+                           f"{bad} with problems"}
 
     # ---- remediation ---------------------------------------------------------------------
     def remediate(self, names: list[str]) -> None:

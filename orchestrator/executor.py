@@ -48,6 +48,7 @@ class StepRequest:
     hosts: tuple[InventoryHost, ...]
     extravars: dict[str, Any]
     host_vars: dict[str, dict[str, Any]]
+    check: bool = False  # Ansible's check mode: report what would change, change nothing
 
 
 ResultCallback = Callable[[StepResult], None]
@@ -116,6 +117,7 @@ class RunnerExecutor:
         results: dict[str, StepResult] = {}
         reports: dict[str, dict[str, Any]] = {}
         failures: dict[str, str] = {}
+        changes: dict[str, list[str]] = {}
 
         def emit(result: StepResult) -> None:
             if result.host in results or result.host not in names:
@@ -128,6 +130,10 @@ class RunnerExecutor:
             data = event.get("event_data", {})
             host = data.get("host")
             res = data.get("res") or {}
+            if kind == "runner_on_ok" and host and res.get("changed"):
+                task = str(data.get("task", "task"))
+                if task not in changes.setdefault(host, []):
+                    changes[host].append(task)
             if kind == "runner_on_ok" and host and "avmigrate_report" in res:
                 reports[host] = res["avmigrate_report"]
             elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
@@ -148,8 +154,10 @@ class RunnerExecutor:
                         emit(StepResult(h, request.step, StepOutcome.FAILED,
                                         failures.get(h, "failed")))
                     elif h in (stats.get("ok") or {}) or h in (stats.get("skipped") or {}):
-                        emit(StepResult(h, request.step, StepOutcome.OK, "",
-                                        reports.get(h, {})))
+                        data_out = dict(reports.get(h, {}))
+                        if request.check:
+                            data_out["would_change"] = changes.get(h, [])
+                        emit(StepResult(h, request.step, StepOutcome.OK, "", data_out))
             return False
 
         try:
@@ -165,6 +173,7 @@ class RunnerExecutor:
                 event_handler=handler,
                 cancel_callback=self.cancel.is_set,
                 rotate_artifacts=0,
+                cmdline="--check" if request.check else None,
             )
         except Exception as exc:  # ansible-runner raises bare exceptions on setup problems
             raise ExecutionError(f"could not start ansible-runner for {request.step}: {exc}"

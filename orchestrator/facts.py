@@ -112,3 +112,15 @@ def verification_problem(report: dict[str, Any], catalogue: Catalogue, replaceme
         if age > float(limit):
             return f"signatures are {age:.0f} days old (limit {limit})"
     return None
+
+
+def signature_date(text: str | None) -> datetime | None:
+    """The date a banned product's signatures were released, from its info output."""
+    if not text:
+        return None
+    for fmt, size in (("%Y-%m-%d", 10), ("%d.%m.%Y", 10)):
+        try:
+            return datetime.strptime(text.strip()[:size], fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None

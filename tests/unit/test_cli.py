@@ -196,3 +196,70 @@ def test_zero_budget_is_refused(tmp_path: Path) -> None:
                                       "--yes", "--max-unprotected", "0"])
     assert result.exit_code == 2
     assert "--max-unprotected must be at least 1" in one_line_error(result)
+
+
+def test_plan_with_policy_writes_every_format_and_json(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("[workstations]\n" + "".join(f"ws{i} ansible_host=192.0.2.{i}\n"
+                                                for i in range(1, 6))
+                   + "[servers]\nsrv1 ansible_host=192.0.2.100\n")
+    out = tmp_path / "plan"
+    policy = Path(__file__).resolve().parents[2] / "inventory" / "policy.example.yml"
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
+                                      "--no-discover", "--policy", str(policy),
+                                      "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed == json.loads((out / "plan.json").read_text())
+    # Workstations first, in their own waves; the server last, alone in its window.
+    assert printed["waves"][-1] == {"number": len(printed["waves"]) - 1, "hosts": ["srv1"],
+                                    "window": "servers"}
+    assert printed["policy"]["approvals"] == {"required": True}
+    html = (out / "plan.html").read_text()
+    assert "<svg" in html and "srv1" in html and "ws5" in html
+    rows = (out / "plan.csv").read_text().splitlines()
+    assert rows[0].startswith("wave,host,groups,window,estimated_start")
+    assert len(rows) == 1 + 6
+    assert "## Waves" in (out / "plan.md").read_text()
+
+
+def test_run_of_a_plan_says_what_changed_in_the_inventory(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1 ansible_host=192.0.2.1\nh2 ansible_host=192.0.2.2\n")
+    out = tmp_path / "plan"
+    made = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
+                                    "--no-discover", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    inv.write_text("h1 ansible_host=192.0.2.9\nh3 ansible_host=192.0.2.3\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--plan", str(out / "plan.json"), "--yes"])
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "hosts added: h3" in line
+    assert "hosts removed: h2" in line
+    assert "groups or variables changed on h1" in line
+
+
+def test_run_of_a_plan_refuses_options_that_would_change_it(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1 ansible_host=192.0.2.1\n")
+    out = tmp_path / "plan"
+    CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
+                             "--no-discover", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--plan", str(out / "plan.json"), "--yes",
+                                      "--max-unprotected", "5"])
+    assert result.exit_code == 2
+    assert "--max-unprotected cannot be used with --plan" in one_line_error(result)
+
+
+def test_an_invalid_policy_is_one_line_naming_file_line_and_key(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1 ansible_host=192.0.2.1\n")
+    pol = tmp_path / "policy.yml"
+    pol.write_text("gates:\n  soak_minutes: -3\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
+                                      "--no-discover", "--policy", str(pol)])
+    assert result.exit_code == 2
+    assert one_line_error(result).startswith(
+        f"avmigrate: error: {pol}:2: gates.soak_minutes: must be a number")
