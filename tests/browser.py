@@ -15,6 +15,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -157,3 +158,20 @@ def external_requests(report: PageReport, page: Path) -> list[str]:
     """Requests other than the page itself: a self-contained page makes none."""
     own = page.resolve().as_uri()
     return [u for u in report.requests if u != own and not u.startswith("data:")]
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.browser PAGE.html SHOT.png`: render, screenshot, report problems."""
+    page, shot = Path(argv[0]), Path(argv[1])
+    seen = render(page, shot)
+    fetched = external_requests(seen, page)
+    for problem in seen.console_errors + [f"fetched {u}" for u in fetched]:
+        print(f"{page}: {problem}", file=sys.stderr)
+    print(f"{page}: rendered in headless Chromium, {seen.width}x{seen.height} px, "
+          f"{len(seen.console_errors)} console error(s), {len(fetched)} fetch(es); "
+          f"screenshot {shot}")
+    return 1 if seen.console_errors or fetched else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -321,9 +321,7 @@ class Lab:
                     "avmigrate_signature_url": f"{url}/clamav",
                     "avmigrate_signature_files": ["daily.cud"],
                 },
-                "children": {
-                    "lab": {"hosts": {h.name: {"ansible_host": h.address} for h in info.hosts}}
-                },
+                "children": {"lab": {"children": lab_groups(info.hosts)}},
             }
         }
         header = (f"# Written by `avmigrate lab up` for lab {self.name!r}; rewritten at each up.\n"
@@ -501,3 +499,13 @@ def _mounts_under(root: Path) -> list[str]:
         if len(parts) > 1 and parts[1].startswith(prefix):
             out.append(parts[1])
     return out
+
+
+def lab_groups(hosts: tuple[LabHost, ...] | list[LabHost]) -> dict[str, Any]:
+    """Two thirds of the lab are workstations, the rest servers, as a policy can order them."""
+    cut = max(1, -(-2 * len(hosts) // 3))
+    groups: dict[str, Any] = {}
+    for i, h in enumerate(hosts):
+        name = "workstations" if i < cut else "servers"
+        groups.setdefault(name, {"hosts": {}})["hosts"][h.name] = {"ansible_host": h.address}
+    return groups

@@ -21,6 +21,7 @@ from orchestrator.lab.lab import Lab, LabHost, LabInfo
 from orchestrator.lab.repo import EICAR_B64
 from orchestrator.models import HostState
 from orchestrator.state import SqliteStore
+from tests.integration.test_html_browser import check_page
 
 pytestmark = pytest.mark.lab
 
@@ -67,6 +68,23 @@ def sh(info: LabInfo, host: LabHost, command: str) -> tuple[int, str]:
 
 def by_profile(info: LabInfo, profile: str) -> list[LabHost]:
     return [h for h in info.hosts if h.profile == profile]
+
+
+# Byte for byte: the package database itself, every service unit's state and enablement,
+# and the apt configuration (a dry run must not even add the repository).
+EXACT = (
+    "sha256sum /var/lib/dpkg/status; "
+    "systemctl list-units --type=service --all --no-legend --plain | sort; "
+    "systemctl list-unit-files --type=service --no-legend | sort; "
+    "find /etc/apt /etc/clamav /var/cache/avmigrate 2>/dev/null | sort | xargs -r ls -ld "
+    "--time-style=+%s"
+)
+
+
+def exact(info: LabInfo, host: LabHost) -> str:
+    if host.sshd_down:
+        return Lab(LAB).exec(host, ["sh", "-c", EXACT]).stdout
+    return sh(info, host, EXACT)[1]
 
 
 def snapshot(info: LabInfo, host: LabHost) -> str:
@@ -120,12 +138,39 @@ def test_root_cannot_log_in_and_unknown_host_keys_are_refused(lab: LabInfo, tmp_
                 "true")
 
 
+def test_plan_and_plan_check_change_nothing_on_any_host(lab: LabInfo, workdir: Path) -> None:
+    before = {h.name: exact(lab, h) for h in lab.hosts}
+    assert all("/var/lib/dpkg/status" in v for v in before.values())
+
+    plan = cli(workdir, "plan", "-i", lab.inventory, "--out", str(workdir / "dry"))
+    assert plan.returncode == 0, plan.stderr
+    check = cli(workdir, "plan", "-i", lab.inventory, "--check", "--out",
+                str(workdir / "dry-check"))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    for host in lab.hosts:
+        assert exact(lab, host) == before[host.name], host.name
+    data = json.loads((workdir / "dry-check" / "plan.json").read_text())
+    found = data["checks"]["hosts"]
+    migratable = [h.name for h in lab.hosts if h.profile in MIGRATABLE]
+    assert sorted(found) == sorted(migratable)  # held-back hosts are not planned
+    for name in migratable:
+        assert found[name]["problems"] == [], found[name]
+        would = found[name]["would_change"]
+        assert "Add the internal package repository" in would, would
+        assert "Purge the banned products' packages" in would, would
+    page = workdir / "dry-check" / "plan.html"
+    assert "Check mode" in page.read_text()
+
+
 def test_migration_of_the_lab(lab: LabInfo, workdir: Path) -> None:
     untouched = [h for h in lab.hosts if h.profile in UNTOUCHABLE | {"unreachable"}]
     before = {h.name: snapshot(lab, h) for h in untouched}
 
     plan = cli(workdir, "plan", "-i", lab.inventory, "--out", str(workdir / "plan"))
     assert plan.returncode == 0, plan.stderr
+    seen = check_page(workdir / "plan" / "plan.html", [h.name for h in lab.hosts])
+    assert "Debian GNU/Linux 12" in seen.text or "Debian 12" in seen.text
     run = cli(workdir, "run", "-i", lab.inventory, "--plan", str(workdir / "plan/plan.json"),
               "--yes")
     assert run.returncode == 3, run.stdout + run.stderr  # some hosts left as they were, on purpose
@@ -172,6 +217,16 @@ def test_migration_of_the_lab(lab: LabInfo, workdir: Path) -> None:
     for host in lab.hosts:
         assert host.name in report.stdout
     assert "removing → **migrated**" in report.stdout
+    html = cli(workdir, "report", "--format", "html", "--out", "report.html")
+    assert html.returncode == 0, html.stderr
+    seen = check_page(workdir / "report.html", [h.name for h in lab.hosts])
+    assert "BOD 17-01" in seen.text
+    evidence = json.loads(cli(workdir, "report", "--json").stdout)
+    n_migrated = sum(1 for h in lab.hosts if h.profile in MIGRATABLE)
+    assert evidence["bod_17_01"]["removed"] == n_migrated
+    assert evidence["bod_17_01"]["remaining"] == len(untouched) - 1  # unreachable: unknown
+    assert evidence["audit"]["ok"] is True
+    assert cli(workdir, "audit", "verify").returncode == 0
 
 
 def test_second_run_changes_nothing(lab: LabInfo, workdir: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator import catalogue, planner
+from orchestrator import policy as policy_mod
 from orchestrator.engine import Engine, RunPolicy
 from orchestrator.executor import ResultCallback, StepRequest
 from orchestrator.inventory import Inventory, digest_of
@@ -178,3 +179,33 @@ def test_soak_reverifies_and_catches_a_replacement_that_stopped(tmp_path: Path) 
     assert h0 is not None and h0.state == HostState.UNPROTECTED
     assert "after the soak" in h0.reason
     assert summary.stopped_early is not None  # the gate stopped the next wave
+
+
+def test_a_wave_starts_only_in_its_window_and_never_on_a_blackout_day(tmp_path: Path) -> None:
+    pol = policy_mod.parse({
+        "timezone": "UTC",
+        "windows": {"all": {"slots": [{"days": ["sat"], "start": "22:00", "end": "04:00"}]}},
+        "blackout": ["2026-12-12"],
+    }, "policy.yml")
+    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(windows=pol))
+    plan = planner.make_plan(inv, engine.catalogue, "clamav", {r.name: r for r in store.all()},
+                             pol)
+    assert {w.window for w in plan.waves} == {"all"}
+
+    engine.clock = lambda: datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()  # Wednesday
+    summary = engine.run(plan)
+    assert summary.stopped_early is not None
+    assert "the all window (sat 22:00-04:00 (UTC)) is closed; it opens 2026-12-05 22:00" in (
+        summary.stopped_early)
+    assert not [c for c in fleet.calls if c[0] != "discover"]  # nothing started
+
+    engine.clock = lambda: datetime(2026, 12, 12, 23, 0, tzinfo=UTC).timestamp()  # blackout
+    summary = engine.run(plan)
+    assert summary.stopped_early is not None
+    assert "2026-12-12 is a blackout date" in summary.stopped_early
+    assert not [c for c in fleet.calls if c[0] != "discover"]
+
+    engine.clock = lambda: datetime(2026, 12, 6, 3, 0, tzinfo=UTC).timestamp()  # Sat night
+    summary = engine.run(plan)
+    assert summary.stopped_early is None
+    assert all(r.state == HostState.MIGRATED for r in store.all())
