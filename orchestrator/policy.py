@@ -163,6 +163,12 @@ class Policy:
         return {"source": self.source, **self.raw}
 
 
+def _key_text(part: str | int) -> str:
+    """A key as it can be printed on one line: odd ones (spaces, newlines, empty) quoted."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w.%+-]+", text) else repr(text)
+
+
 def _merge(intervals: list[Interval]) -> list[Interval]:
     out: list[Interval] = []
     for a, b in sorted(intervals):
@@ -209,7 +215,7 @@ class _Checker:
         while probe and probe not in self.lines:
             probe = probe[:-1]
         line = self.lines.get(probe, 1)
-        key = ".".join(str(p) for p in path) or "top level"
+        key = ".".join(_key_text(p) for p in path) or "top level"
         return PolicyError(f"{self.source}:{line}: {key}: {problem}")
 
     def mapping(self, value: Any, path: tuple[str | int, ...], allowed: set[str]
@@ -308,6 +314,8 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
     parsed = []
     for group, spec in windows.items():
         path: tuple[str | int, ...] = ("windows", str(group))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(group)):
+            raise c.fail(path, "must be an inventory group name (letters, digits, '_', '-')")
         body = c.mapping(spec, path, {"timezone", "slots"})
         wtz = c.zone(body.get("timezone", tz), (*path, "timezone"))
         slots_raw = body.get("slots")
