@@ -230,7 +230,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                                                  | {"growth": growth}})
     store = obj.store()
     checks: dict[str, Any] = {}
-    engine = obj.engine(inv, replacement, forks)
+    engine = obj.engine(inv, replacement, forks, RunPolicy(strategy=pol.strategy))
     if not no_discover or check_mode:
         with obj.lease():
             run_id = store.begin_run("plan --check" if check_mode else "plan", operator_name(),

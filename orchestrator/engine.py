@@ -26,6 +26,7 @@ from orchestrator.executor import Executor, StepRequest
 from orchestrator.inventory import Inventory
 from orchestrator.lab.repo import EICAR_B64
 from orchestrator.models import (
+    DISCOVERY_RESULTS,
     RESTARTABLE,
     HostRecord,
     HostState,
@@ -108,6 +109,7 @@ class Engine:
         self.stop = threading.Event()  # set by the first Ctrl-C
         self.on_change: Callable[[HostRecord], None] | None = None  # live progress
         self.clock: Callable[[], float] = time.time
+        self.touched: set[str] = set()  # hosts this engine changed, re-probed for the evidence
 
     # ---- plumbing ----------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
@@ -147,6 +149,8 @@ class Engine:
 
     def _move(self, name: str, to: HostState, reason: str, **fields: Any) -> HostRecord:
         record = self.store.transition(name, to, reason, self.run_id, **fields)
+        if to not in DISCOVERY_RESULTS:
+            self.touched.add(name)
         if self.on_change is not None:
             self.on_change(record)
         return record
@@ -241,11 +245,30 @@ class Engine:
                                "banned product untouched")
         if stopped:
             self.log(stopped)
+        self._evidence_probe()
         records = [rec for n in self.inventory.names() if (rec := self.store.get(n)) is not None]
         counts: dict[str, int] = {}
         for rec in records:
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         return RunSummary(counts=counts, exit_code=exit_code_for(records), stopped_early=stopped)
+
+    def _evidence_probe(self) -> None:
+        """Read again, read-only, every host this run changed: the report's "after"."""
+        names = sorted(self.touched)
+        if not names:
+            return
+        self.log(f"probing {len(names)} changed host(s) for the evidence")
+
+        def refresh(result: StepResult) -> None:
+            # Facts only: the state and its reason stay what this run concluded.
+            if result.outcome == StepOutcome.OK:
+                rec = self._record(result.host)
+                facts = factlib.parse_discovery(result.data, self.catalogue, self.replacement)
+                self.store.transition(result.host, rec.state, rec.reason, self.run_id,
+                                      facts=facts)
+
+        self._step("evidence", "discover.yml", names, on_result=refresh)
+        self.touched.clear()
 
     def _restore_protection(self) -> None:
         """Before anything else, give unprotected hosts their replacement back.

@@ -310,8 +310,8 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
             "signatures": ", ".join(b.signatures_date or "" for b in facts.banned
                                     if b.signatures_date) if facts else "",
             "signature_age_days": None if age is None else round(age),
-            "strategy": (r.strategy if r and r.strategy else
-                         ("make-before-break" if plan.strategy == "auto" else plan.strategy)),
+            "strategy": (plan.strategy if plan.strategy != "auto" else
+                         r.strategy if r and r.strategy else "make-before-break"),
             "state": r.state.value if r else "unknown",
             "risks": "; ".join(host_risks),
             "would_change": found.get("would_change", []),

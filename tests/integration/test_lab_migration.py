@@ -226,6 +226,12 @@ def test_migration_of_the_lab(lab: LabInfo, workdir: Path) -> None:
     assert evidence["bod_17_01"]["removed"] == n_migrated
     assert evidence["bod_17_01"]["remaining"] == len(untouched) - 1  # unreachable: unknown
     assert evidence["audit"]["ok"] is True
+    kind = {h.name: h.profile for h in lab.hosts}
+    for row in evidence["hosts"]:
+        if kind[row["host"]] in MIGRATABLE:  # re-probed after the run: the real "after"
+            assert "klnagent64" in row["before"]["banned"], row
+            assert row["after"] == {"banned": "none", "signatures": "",
+                                    "replacement": "running"}, row
     assert cli(workdir, "audit", "verify").returncode == 0
 
 

@@ -68,7 +68,7 @@ class SimFleet:
             host.kesl = False
         elif step in ("verify", "final-verify", "soak-verify", "remediate-verify"):
             return {"daemon": DAEMON, "scan": "/tmp/x: Eicar FOUND" if host.clamav else "none"}
-        elif step == "discover":
+        elif step in ("discover", "evidence"):
             return {
                 "os_family": "Debian",
                 "packages": ({"kesl": "12.1.0.1297"} if host.kesl else {})
