@@ -11,7 +11,7 @@ DEB_PACKAGES := debootstrap systemd-container dpkg-dev apt-utils gnupg iproute2 
                 openssh-client python3-venv util-linux chromium tzdata
 POLICY ?= inventory/policy.demo.yml
 
-.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean stress
+.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean stress fuzz
 
 ## make demo: install what is needed, build a 12-host lab, plan it (HTML for managers, with a
 ## check-mode pass), run the plan, and write the evidence report.
@@ -73,6 +73,12 @@ SEED ?= 20241
 stress: deps venv
 	AVMIGRATE_KILLS=$(KILLS) AVMIGRATE_KILL_SEED=$(SEED) $(BIN)/pytest -s -p no:cacheprovider \
 	  tests/integration/test_faults.py -k orchestrator_killed
+
+## make fuzz: the inventory and policy loaders under the mutation fuzzer for FUZZ_SECONDS each
+## (make test runs it for 20 s); a crashing input is saved in test-artifacts/.
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	AVMIGRATE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/pytest -s -p no:cacheprovider tests/fuzz
 
 lab-down: venv
 	$(BIN)/avmigrate lab down --lab $(LAB)

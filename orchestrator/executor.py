@@ -61,6 +61,38 @@ class Executor(Protocol):
         ...
 
 
+class _Unsafe(str):
+    """A string Ansible must take literally: written with YAML's `!unsafe` tag."""
+
+    __slots__ = ()
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(
+    _Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data)))
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_literal(v) for v in value]
+    return value
+
+
+def dump_unsafe(inventory: dict[str, Any]) -> str:
+    """The step's inventory: every string value marked `!unsafe`, so that nothing an inventory
+    says is ever evaluated as a Jinja template on the controller (host names stay plain keys)."""
+    hosts = inventory["all"]["hosts"]
+    marked = {"all": {"hosts": {name: _literal(v) for name, v in hosts.items()}}}
+    return yaml.dump(marked, Dumper=_UnsafeDumper, sort_keys=True)
+
+
 def _failure_message(res: dict[str, Any]) -> str:
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     if not msg and "results" in res:  # a loop: the first failed item says why
@@ -110,7 +142,7 @@ class RunnerExecutor:
         }}}
         inv_path = pdd / "inventory" / "hosts.yml"
         inv_path.parent.mkdir()
-        inv_path.write_text(yaml.safe_dump(inventory, sort_keys=True), encoding="utf-8")
+        inv_path.write_text(dump_unsafe(inventory), encoding="utf-8")
         # Short, so that socket paths stay under the 108-byte limit.
         control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
         names = {h.name for h in request.hosts}

@@ -1,0 +1,103 @@
+"""Hostile inventories: refused before any connection, and never evaluated on the controller.
+
+These run real Ansible (ansible-runner) against this machine's discard port (127.0.0.1:9), so
+nothing leaves the machine and every connection is refused at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from orchestrator import catalogue
+from orchestrator.cli import cli
+from orchestrator.engine import Engine
+from orchestrator.executor import ExecConfig, RunnerExecutor
+from orchestrator.inventory import load
+from orchestrator.models import HostState
+from orchestrator.state import SqliteStore
+
+MARKER = "{{ lookup('ansible.builtin.pipe', 'touch MARKER') }}"
+
+
+@pytest.mark.parametrize(
+    ("inventory", "suffix", "needle"),
+    [
+        ("[web]\nok1 ansible_host=127.0.0.1\nbad;id ansible_host=127.0.0.1\n", "ini",
+         "host 'bad;id' contains ';'"),
+        ("all:\n  hosts:\n    'x$(id)':\n      ansible_host: 127.0.0.1\n", "yml",
+         "contains '$' '(' ')'"),
+        ("all:\n  hosts:\n    'a`id`b':\n", "yml", "contains '`'"),
+        ("all:\n  hosts:\n    good:\n      ansible_host: '127.0.0.1;reboot'\n", "yml",
+         "ansible_host '127.0.0.1;reboot' contains ';'"),
+        ("all:\n  hosts:\n    good:\n      ansible_ssh_common_args: "
+         "'-o StrictHostKeyChecking=no'\n", "yml", "accepts unknown or changed host keys"),
+        ("all:\n  hosts:\n    good:\n      ansible_ssh_extra_args: "
+         "'-o UserKnownHostsFile=/dev/null'\n", "yml", "accepts unknown or changed host keys"),
+        ("all:\n  hosts:\n    good:\n      ansible_host_key_checking: false\n", "yml",
+         "turns host key checking off"),
+        ("all:\n  hosts:\n    good:\n  children:\n    bad-group!:\n      hosts:\n        good:\n",
+         "yml", "group 'bad-group!' is not a valid name"),
+        ("[web\nh1\n", "ini", "inventory"),
+        ("all:\n  hosts: [1, 2\n", "yml", "inventory"),
+    ],
+)
+def test_a_hostile_inventory_is_refused_before_anything_is_contacted(
+        tmp_path: Path, inventory: str, suffix: str, needle: str) -> None:
+    inv = tmp_path / f"inv.{suffix}"
+    inv.write_text(inventory)
+    state = tmp_path / "state.db"
+    for command in (["discover"], ["plan", "--out", str(tmp_path / "p")], ["run", "--yes"]):
+        result = CliRunner().invoke(cli, ["--state", str(state), *command, "-i", str(inv)])
+        assert result.exit_code == 2, result.output
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1, result.output
+        assert needle in lines[0], lines[0]
+        assert str(inv) in lines[0]
+    assert not state.exists()  # refused before the state was even opened
+    assert not (tmp_path / "avmigrate-artifacts").exists()  # and before Ansible ran
+
+
+def run_discover(tmp_path: Path, inventory: Path) -> HostState:
+    store = SqliteStore(tmp_path / "state.db")
+    executor = RunnerExecutor(ExecConfig(artifacts_dir=tmp_path / "artifacts", forks=2))
+    engine = Engine(store, executor, catalogue.load(), load(inventory), "clamav",
+                    log=lambda _m: None)
+    records = engine.discover(["h1"])
+    return records["h1"].state
+
+
+def test_a_template_in_an_inventory_value_is_never_evaluated(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    inv = tmp_path / "inv.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {"h1": {
+        "ansible_host": "127.0.0.1", "ansible_port": 9,
+        "ansible_user": MARKER.replace("MARKER", str(marker)),
+    }}}}))
+    assert run_discover(tmp_path, inv) == HostState.UNREACHABLE
+    assert not marker.exists(), "Ansible evaluated a template from the inventory"
+
+
+def test_the_same_template_is_evaluated_by_plain_ansible(tmp_path: Path) -> None:
+    """The test above can fail: given to ansible-playbook as is, the template does run."""
+    marker = tmp_path / "pwned"
+    inv = tmp_path / "inv.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {"h1": {
+        "ansible_host": "127.0.0.1", "ansible_port": 9,
+        "ansible_user": MARKER.replace("MARKER", str(marker)),
+    }}}}))
+    play = tmp_path / "play.yml"
+    play.write_text(json.dumps([{"hosts": "all", "gather_facts": False,
+                                 "tasks": [{"ansible.builtin.ping": {}}]}]))
+    ansible = Path(sys.executable).with_name("ansible-playbook")
+    subprocess.run([str(ansible), "-i", str(inv), str(play)], capture_output=True,
+                   timeout=120, check=False, env={"PATH": "/usr/bin:/bin",
+                                                  "ANSIBLE_HOST_KEY_CHECKING": "True",
+                                                  "HOME": str(tmp_path)})
+    assert marker.exists()
