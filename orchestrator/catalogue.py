@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from orchestrator.yamlfile import load_yaml
 
 _BANNED_KEYS = {"name", "vendor", "platforms", "detect", "remove"}
 _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
-_REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents"}
+_REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file"}
 _REPL_KEYS = {"name", "platforms", "role", "coexists_with", "packages", "services",
               "requirements", "verify"}
 _VERIFY_KEYS = {"service", "daemon_command", "scan_command", "detected_rc", "detected_text",
@@ -43,6 +44,11 @@ class Catalogue:
         parts |= {f"replacements.{k}": v for k, v in self.replacements.items()}
         return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16]
                 for k, v in parts.items()}
+
+    def secret_names(self) -> set[str]:
+        """Credentials the catalogue's products may need (e.g. an uninstall password)."""
+        return {str(b["remove"]["secret"]) for b in self.banned.values()
+                if b["remove"].get("secret")}
 
     def coexists(self, rid: str, banned_ids: list[str]) -> bool:
         allowed = set(self.replacements[rid].get("coexists_with", ()))
@@ -90,6 +96,15 @@ def parse(data: Any, source: str) -> Catalogue:
             _require(path.startswith("/") and path.count("/") >= 2 and ".." not in path,
                      source, f"{where}.remove", f"{path!r} is not a safe absolute path to delete")
         entry["remove"].setdefault("shared_parents", [])
+        secret = entry["remove"].get("secret")
+        if secret is not None or "secret_file" in entry["remove"]:
+            _require(isinstance(secret, str) and re.fullmatch(r"[a-z][a-z0-9_]*", secret)
+                     is not None, source, f"{where}.remove.secret",
+                     "must name a credential (lower case letters, digits, '_')")
+            file = entry["remove"].get("secret_file")
+            _require(isinstance(file, str) and file.startswith("/") and ".." not in file,
+                     source, f"{where}.remove.secret_file",
+                     "must be the absolute path the product reads its password from")
     for rid, entry in repl.items():
         where = f"replacements.{rid}"
         _check_keys(entry, _REPL_KEYS, {"name", "role", "packages", "services", "verify"},

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from orchestrator import __version__, catalogue, inventory, planner, reports
 from orchestrator import policy as policy_mod
+from orchestrator import secrets as secretlib
 from orchestrator.engine import STRATEGIES, Engine, RunPolicy, exit_code_for
 from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
 from orchestrator.executor import ExecConfig, RunnerExecutor, default_artifacts_dir
@@ -71,11 +72,21 @@ def boundary(fn: F) -> F:
 class Context:
     """Options shared by every command, resolved once."""
 
-    def __init__(self, state: str, catalogue_path: Path | None, verbose: int) -> None:
+    def __init__(self, state: str, catalogue_path: Path | None, verbose: int,
+                 credentials: Path | None = None, vault_password_file: Path | None = None
+                 ) -> None:
         self.state_url = state
         self.catalogue_path = catalogue_path
         self.verbose = verbose
+        self.credentials = credentials
+        self.vault_password_file = vault_password_file
         self._store: SqliteStore | None = None
+
+    def secrets(self) -> secretlib.Secrets:
+        if self.credentials is None:
+            return secretlib.Secrets()
+        return secretlib.load(self.credentials, self.catalogue().secret_names(),
+                              self.vault_password_file)
 
     def store(self) -> SqliteStore:
         if self._store is None:
@@ -89,7 +100,8 @@ class Context:
                policy: RunPolicy | None = None) -> Engine:
         cfg = ExecConfig(artifacts_dir=default_artifacts_dir(self.state_url), forks=forks,
                          verbosity=self.verbose)
-        return Engine(self.store(), RunnerExecutor(cfg), self.catalogue(), inv, replacement,
+        return Engine(self.store(), RunnerExecutor(cfg, self.secrets()), self.catalogue(), inv,
+                      replacement,
                       log=lambda m: err.print(m, markup=False), policy=policy)
 
     def lease(self) -> LeaseKeeper:
@@ -111,10 +123,17 @@ def operator_name() -> str:
 @click.option("--catalogue", "catalogue_path", type=click.Path(path_type=Path),
               help="Product catalogue YAML (default: the built-in one).")
 @click.option("-v", "--verbose", count=True, help="More Ansible output in the artifacts.")
+@click.option("--credentials", type=click.Path(path_type=Path), envvar="AVMIGRATE_CREDENTIALS",
+              help="YAML file of credentials (uninstall passwords, become_password), mode 0600 "
+                   "or ansible-vault encrypted (env AVMIGRATE_CREDENTIALS).")
+@click.option("--vault-password-file", type=click.Path(path_type=Path),
+              envvar="AVMIGRATE_VAULT_PASSWORD_FILE",
+              help="Vault password file for vault-encrypted credentials, mode 0600.")
 @click.pass_context
-def cli(ctx: click.Context, state: str, catalogue_path: Path | None, verbose: int) -> None:
+def cli(ctx: click.Context, state: str, catalogue_path: Path | None, verbose: int,
+        credentials: Path | None, vault_password_file: Path | None) -> None:
     """Move a fleet off a banned antivirus product without leaving any host unprotected."""
-    ctx.obj = Context(state, catalogue_path, verbose)
+    ctx.obj = Context(state, catalogue_path, verbose, credentials, vault_password_file)
 
 
 INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True,

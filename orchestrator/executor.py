@@ -10,6 +10,7 @@ are written to the artifacts, which keeps them small.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import yaml
 
 from orchestrator.errors import Aborted, ExecutionError
 from orchestrator.models import InventoryHost, StepOutcome, StepResult
+from orchestrator.secrets import Secrets, VaultChannel
 
 PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 
@@ -105,8 +107,9 @@ def _failure_message(res: dict[str, Any]) -> str:
 class RunnerExecutor:
     """Executor on ansible-runner's Python API, on this machine."""
 
-    def __init__(self, config: ExecConfig) -> None:
+    def __init__(self, config: ExecConfig, secrets: Secrets | None = None) -> None:
         self.config = config
+        self.secrets = secrets or Secrets()
         self.cancel = threading.Event()
 
     def _envvars(self, pdd: Path, control_dir: Path) -> dict[str, str]:
@@ -192,6 +195,8 @@ class RunnerExecutor:
                         emit(StepResult(h, request.step, StepOutcome.OK, "", data_out))
             return False
 
+        channel = VaultChannel(self.secrets, pdd) if self.secrets else None
+        args = [*(channel.cmdline() if channel else []), *(["--check"] if request.check else [])]
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(pdd),
@@ -205,14 +210,16 @@ class RunnerExecutor:
                 event_handler=handler,
                 cancel_callback=self.cancel.is_set,
                 rotate_artifacts=0,
-                cmdline="--check" if request.check else None,
+                cmdline=shlex.join(args) if args else None,
             )
         except Exception as exc:  # ansible-runner raises bare exceptions on setup problems
             raise ExecutionError(f"could not start ansible-runner for {request.step}: {exc}"
                                  ) from exc
         finally:
-            # extravars and the inventory may carry what a later version treats as secret:
-            # keep only runner's artifacts (status, rc, stdout, failure events).
+            if channel is not None:
+                channel.close()
+            # Keep only runner's artifacts (status, rc, stdout, failure events): not the
+            # inventory, extravars or temporary files of the step.
             for sub in ("env", "inventory", "tmp"):
                 shutil.rmtree(pdd / sub, ignore_errors=True)
             _close_masters(control_dir)

@@ -7,6 +7,7 @@ Kaspersky Endpoint Security for Linux (package ``kesl``) and the Network Agent
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ exit 0
 
 _PRERM = """#!/bin/sh
 set -e
-if [ -d /run/systemd/system ]; then systemctl stop {units} || true; fi
+{guard}if [ -d /run/systemd/system ]; then systemctl stop {units} || true; fi
 for u in {units}; do systemctl disable "$u" >/dev/null 2>&1 || true; done
 exit 0
 """
@@ -127,6 +128,30 @@ if [ "$1" = purge ]; then
 fi
 exit 0
 """
+
+
+# Password protection (stand-in interface): when the product was given an uninstall password
+# (its SHA-256 in PROTECTION), removal is refused unless the password is in PASSWORD_FILE, a
+# root-only file the remover writes just before and deletes just after. The catalogue's
+# `remove.secret_file` names that file.
+KESL_PROTECTION = "/var/opt/kaspersky/kesl/private/uninstall-password.sha256"
+KESL_PASSWORD_FILE = "/run/kaspersky/kesl-uninstall-password"  # noqa: S105 - a path
+_PASSWORD_GUARD = f"""if [ "$1" = remove ] && [ -s {KESL_PROTECTION} ]; then
+  given=$(sha256sum < {KESL_PASSWORD_FILE} 2>/dev/null | cut -d' ' -f1)
+  if [ "$given" != "$(cut -d' ' -f1 {KESL_PROTECTION})" ]; then
+    echo "Kaspersky Endpoint Security is password-protected: removal refused" \
+         "(wrong or missing uninstall password)" >&2
+    exit 1
+  fi
+fi
+"""
+
+
+def _revision() -> str:
+    """Digest of everything a stand-in is built from: a changed script rebuilds the debs."""
+    blob = "".join([_LOOP, _KESL_CONTROL, _KLNAGCHK, _UNIT, _KESL_INI, _POSTINST, _PRERM,
+                    _POSTRM, _PASSWORD_GUARD, repr(sorted(STAND_INS.items()))])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -178,6 +203,7 @@ def _klnagent_tree(root: Path, s: StandIn) -> tuple[str, str, str, str]:
 
 def build(out_dir: Path) -> dict[str, Path]:
     """Build every stand-in into out_dir; return the .deb path for each scenario key."""
+    out_dir = out_dir / _revision()
     out_dir.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
     for key, s in STAND_INS.items():
@@ -198,7 +224,8 @@ def build(out_dir: Path) -> dict[str, Path]:
             ))
             _write(root / "DEBIAN/postinst", _POSTINST.format(dirs=dirs, extra=extra, units=units),
                    0o755)
-            _write(root / "DEBIAN/prerm", _PRERM.format(units=units), 0o755)
+            guard = _PASSWORD_GUARD if s.package == "kesl" else ""
+            _write(root / "DEBIAN/prerm", _PRERM.format(units=units, guard=guard), 0o755)
             _write(root / "DEBIAN/postrm", _POSTRM.format(purged=purged), 0o755)
             tmp_deb = out_dir / (s.filename + ".tmp")
             run(["dpkg-deb", "--root-owner-group", "--build", root, tmp_deb])

@@ -81,7 +81,7 @@ def fuzz(name: str, corpus: list[str], suffixes: list[str],
                 assert message.startswith((str(path), "inventory", "policy")), (message, text)
                 errors.add(message.split(":", 2)[-1][:60])
                 continue
-            except Exception as exc:  # a crash: keep the input that made it
+            except Exception as exc:  # noqa: BLE001 - a crash: keep the input that made it
                 crash = ROOT / "test-artifacts" / f"crash-{name}-{SEED}-{runs}{path.suffix}"
                 crash.parent.mkdir(exist_ok=True)
                 crash.write_text(text, encoding="utf-8", errors="surrogateescape")
