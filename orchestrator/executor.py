@@ -95,6 +95,18 @@ def dump_unsafe(inventory: dict[str, Any]) -> str:
     return yaml.dump(marked, Dumper=_UnsafeDumper, sort_keys=True)
 
 
+def host_key_message(msg: str) -> str:
+    """ssh's host key refusals, said plainly; other messages unchanged."""
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in msg:
+        return ("host key changed: the host's SSH key no longer matches known_hosts (rebuilt, "
+                "or someone is impersonating it); nothing was done to it. Check the new key out "
+                "of band, then replace its line in known_hosts")
+    if "Host key verification failed" in msg or "No ED25519 host key is known" in msg:
+        return ("host key unknown: the host is not in known_hosts; nothing was done to it. "
+                "Record its key (ssh-keyscan, checked out of band) in known_hosts")
+    return msg
+
+
 def _failure_message(res: dict[str, Any]) -> str:
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     if not msg and "results" in res:  # a loop: the first failed item says why
@@ -120,8 +132,11 @@ class RunnerExecutor:
             "ANSIBLE_PIPELINING": "True",
             # Connection sharing within one step only, and dead peers noticed in seconds: a
             # master left from before a network cut would hang every later connection.
-            "ANSIBLE_SSH_ARGS": ("-o ControlMaster=auto -o ControlPersist=30s "
-                                 "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"),
+            # ssh takes the first value given for an option: ours come first, so an
+            # inventory cannot turn host key checking off (names.py refuses it too).
+            "ANSIBLE_SSH_ARGS": ("-o StrictHostKeyChecking=yes -o ControlMaster=auto "
+                                 "-o ControlPersist=30s -o ServerAliveInterval=5 "
+                                 "-o ServerAliveCountMax=3"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
             "ANSIBLE_TIMEOUT": "15",
             "ANSIBLE_NOCOLOR": "1",
@@ -177,7 +192,7 @@ class RunnerExecutor:
                 emit(StepResult(host, request.step, StepOutcome.FAILED, msg))
                 return True
             elif kind == "runner_on_unreachable" and host:
-                msg = _failure_message(res) or "unreachable"
+                msg = host_key_message(_failure_message(res)) or "unreachable"
                 emit(StepResult(host, request.step, StepOutcome.UNREACHABLE, msg))
                 return True
             elif kind == "playbook_on_stats":

@@ -365,6 +365,19 @@ class Lab:
         self.exec(host, ["systemctl", "mask", "--runtime", "--now", "ssh.service"], check=False)
         self.exec(host, ["pkill", "-KILL", "-x", "sshd"], check=False)
 
+    def change_host_key(self, host: LabHost) -> None:
+        """The host gets new SSH host keys (as a rebuilt or impersonated host would); the
+        lab's known_hosts keeps the old ones."""
+        self.exec(host, ["sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A -q && "
+                         "systemctl restart ssh.service"])
+
+    def protect_with_password(self, host: LabHost, sha256_hex: str) -> None:
+        """Turn on KESL's password protection on the host (only the password's hash is sent)."""
+        if len(sha256_hex) != 64 or any(c not in "0123456789abcdef" for c in sha256_hex):
+            raise LabError("protect_with_password takes a SHA-256 hex digest")
+        self.exec(host, ["sh", "-c", f"umask 077 && echo {sha256_hex} > "
+                         f"{packages.KESL_PROTECTION}"])
+
     def protection(self, host: LabHost, units: tuple[str, ...]) -> dict[str, bool]:
         """Which of these units are active on the host, read without SSH."""
         result = self.exec(host, ["systemctl", "is-active", *units], check=False, timeout=20)
@@ -502,10 +515,9 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def lab_groups(hosts: tuple[LabHost, ...] | list[LabHost]) -> dict[str, Any]:
-    """Two thirds of the lab are workstations, the rest servers, as a policy can order them."""
-    cut = max(1, -(-2 * len(hosts) // 3))
+    """Every third host is a server, the others workstations, so a policy can order them."""
     groups: dict[str, Any] = {}
     for i, h in enumerate(hosts):
-        name = "workstations" if i < cut else "servers"
+        name = "servers" if i % 3 == 2 else "workstations"
         groups.setdefault(name, {"hosts": {}})["hosts"][h.name] = {"ansible_host": h.address}
     return groups
