@@ -16,7 +16,7 @@ _BANNED_KEYS = {"name", "vendor", "platforms", "detect", "remove"}
 _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
 _REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file"}
 _REPL_KEYS = {"name", "platforms", "role", "coexists_with", "packages", "services",
-              "requirements", "verify"}
+              "requirements", "verify", "sha256"}
 _VERIFY_KEYS = {"service", "daemon_command", "scan_command", "detected_rc", "detected_text",
                 "max_signature_age_days"}
 
@@ -115,6 +115,11 @@ def parse(data: Any, source: str) -> Catalogue:
         for other in entry.get("coexists_with", []):
             _require(other in banned, source, where + ".coexists_with",
                      f"{other!r} is not a banned product of this catalogue")
+        pins = entry.get("sha256", {})
+        _require(isinstance(pins, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+            for k, v in pins.items()), source, where + ".sha256",
+            "must map package file names to SHA-256 hex digests")
         entry.setdefault("requirements", {"free_mb": {}})
         entry.setdefault("coexists_with", [])
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

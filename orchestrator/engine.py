@@ -110,6 +110,7 @@ class Engine:
         self.on_change: Callable[[HostRecord], None] | None = None  # live progress
         self.clock: Callable[[], float] = time.time
         self.touched: set[str] = set()  # hosts this engine changed, re-probed for the evidence
+        self.staged: dict[str, dict[str, str]] = {}  # host -> staged file -> SHA-256
 
     # ---- plumbing ----------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
@@ -397,6 +398,7 @@ class Engine:
         for n in names:
             r = stage[n]
             if r.outcome == StepOutcome.OK:
+                self.staged[n] = dict(r.data.get("staged", {}))
                 self._move(n, HostState.STAGED, "replacement staged and checked; banned "
                            "product still protecting")
                 queue.append(n)
@@ -416,7 +418,32 @@ class Engine:
             batch, queue = queue[:slots], queue[slots:]
             self._swap_batch(batch)
 
+    def _staged_unchanged(self, batch: list[str]) -> list[str]:
+        """Hosts whose staged packages are still exactly those staged (SHA-256); the others
+        are stopped here, before their banned product is touched."""
+        check = self._step("stage-check", "stage_check.yml", batch)
+        good = []
+        for n in batch:
+            r = check[n]
+            now = dict(r.data.get("staged", {})) if r.outcome == StepOutcome.OK else None
+            then = self.staged.get(n)
+            if now is not None and then and now == then:
+                good.append(n)
+                continue
+            if now is None:
+                why = f"staged packages could not be checked ({r.outcome.value}: {r.message})"
+            elif not then:
+                why = "no record of what was staged in this run"
+            else:
+                changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+                why = f"staged packages changed since staging: {', '.join(changed)}"
+            self._move(n, HostState.INSTALL_FAILED, f"{why}; banned product untouched")
+        return good
+
     def _swap_batch(self, batch: list[str]) -> None:
+        batch = self._staged_unchanged(batch)
+        if not batch:
+            return
         now = time.time()
         host_vars = {}
         for n in batch:

@@ -63,7 +63,8 @@ _STEPS: dict[HostState, frozenset[HostState]] = {
     HostState.INSTALLING: frozenset({HostState.VERIFIED, HostState.INSTALL_FAILED}),
     HostState.STAGING: frozenset({HostState.STAGED, HostState.INSTALL_FAILED}),
     HostState.VERIFIED: frozenset({HostState.REMOVING}),
-    HostState.STAGED: frozenset({HostState.REMOVING}),
+    # A staged host whose staged files changed before removal is stopped there, untouched.
+    HostState.STAGED: frozenset({HostState.REMOVING, HostState.INSTALL_FAILED}),
     HostState.REMOVING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED,
                                    HostState.SWAPPING}),
     HostState.SWAPPING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED}),

@@ -183,3 +183,35 @@ def test_a_tampered_package_is_refused_before_kaspersky_is_touched(lab: Lab, tmp
             assert "Hash Sum mismatch" in str(row["reason"]) or "hash" in str(
                 row["reason"]).lower(), row
             assert kesl_running(lab, info, name)
+
+
+def test_a_staged_package_not_matching_its_pin_stops_the_host(lab: Lab, tmp_path: Path
+                                                              ) -> None:
+    import yaml  # noqa: PLC0415
+
+    info = lab.up(1, HERE / "fleet_kesl.yml", [])
+    host = info.hosts[0]
+    pool = Path(info.directory) / "www" / "debian"
+    daemon = sorted(pool.glob("clamav-daemon_*.deb"))[0]
+    pins = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in pool.glob("*.deb")}
+    pins[daemon.name] = "0" * 64  # what the site pinned is not what the repository serves
+    data = yaml.safe_load(Path(info.inventory).read_text())
+    data["all"]["vars"]["avmigrate_replacement_sha256"] = pins
+    inventory = tmp_path / "pinned.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    run = cli(tmp_path, "run", "-i", str(inventory), "--yes", "--no-progress",
+              "--strategy", "swap")
+    assert run.returncode == 4, run.stdout + run.stderr
+    row = states(tmp_path)[host.name]
+    assert row["state"] == "install_failed", row
+    assert f"{daemon.name}: SHA-256" in str(row["reason"]), row
+    assert "does not match its pin" in str(row["reason"]), row
+    assert kesl_running(lab, info, host.name)
+    # With the right pins the same host is swapped.
+    pins[daemon.name] = hashlib.sha256(daemon.read_bytes()).hexdigest()
+    data["all"]["vars"]["avmigrate_replacement_sha256"] = pins
+    inventory.write_text(yaml.safe_dump(data))
+    run = cli(tmp_path, "run", "-i", str(inventory), "--yes", "--no-progress",
+              "--strategy", "swap")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert states(tmp_path)[host.name]["state"] == "migrated"

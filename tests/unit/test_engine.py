@@ -29,6 +29,7 @@ class SimHost:
     kesl: bool = True
     clamav: bool = False
     staged: bool = False
+    tampered: bool = False
 
 
 @dataclass
@@ -62,6 +63,9 @@ class SimFleet:
             host.clamav = True
         elif step == "stage":
             host.staged = True
+            return {"staged": {"clamav-daemon.deb": "a" * 64}}
+        elif step == "stage-check":
+            return {"staged": {"clamav-daemon.deb": ("b" if host.tampered else "a") * 64}}
         elif step == "install-staged":
             host.clamav = host.staged
         elif step == "remove":
@@ -209,3 +213,17 @@ def test_a_wave_starts_only_in_its_window_and_never_on_a_blackout_day(tmp_path: 
     summary = engine.run(plan)
     assert summary.stopped_early is None
     assert all(r.state == HostState.MIGRATED for r in store.all())
+
+
+def test_a_staged_package_changed_before_removal_stops_that_host(tmp_path: Path) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(strategy="swap"))
+    fleet.hosts["h1"].tampered = True
+    summary = engine.run(plan_for(engine, store, inv, growth=10))
+    h1 = store.get("h1")
+    assert h1 is not None and h1.state == HostState.INSTALL_FAILED
+    assert "staged packages changed since staging: clamav-daemon.deb" in h1.reason
+    assert fleet.hosts["h1"].kesl  # never touched
+    assert all("h1" not in names for step, names in fleet.calls if step == "remove")
+    assert summary.exit_code == 4
+    assert {r.name: r.state for r in store.all() if r.name != "h1"} == {
+        "h0": HostState.MIGRATED, "h2": HostState.MIGRATED}
