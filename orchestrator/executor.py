@@ -10,6 +10,7 @@ are written to the artifacts, which keeps them small.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -113,7 +114,18 @@ def _failure_message(res: dict[str, Any]) -> str:
         for item in res["results"]:
             if isinstance(item, dict) and item.get("failed"):
                 return _failure_message(item)
-    return " ".join(str(msg).split())[:500]
+    text = " ".join(str(msg).split())
+    # A package manager's "sub-process returned an error code" hides the real cause, which a
+    # maintainer script printed: name the first line of its output that says why.
+    if "returned an error code" in text:
+        for line in (str(res.get("stderr", "")) + "\n" + str(res.get("stdout", ""))).splitlines():
+            if _WHY.search(line) and "returned an error code" not in line:
+                text = f"{' '.join(line.split())} ({text})"
+                break
+    return text[:500]
+
+
+_WHY = re.compile(r"refused|denied|not allowed|cannot|can't|error:", re.IGNORECASE)
 
 
 class RunnerExecutor:

@@ -73,25 +73,26 @@ def run_discover(tmp_path: Path, inventory: Path) -> HostState:
     return records["h1"].state
 
 
-def test_a_template_in_an_inventory_value_is_never_evaluated(tmp_path: Path) -> None:
+def booby_trapped(tmp_path: Path) -> tuple[Path, Path]:
+    """An inventory whose ansible_user is a template that would create `marker`."""
     marker = tmp_path / "pwned"
     inv = tmp_path / "inv.yml"
     inv.write_text(yaml.safe_dump({"all": {"hosts": {"h1": {
         "ansible_host": "127.0.0.1", "ansible_port": 9,
         "ansible_user": MARKER.replace("MARKER", str(marker)),
     }}}}))
+    return inv, marker
+
+
+def test_a_template_in_an_inventory_value_is_never_evaluated(tmp_path: Path) -> None:
+    inv, marker = booby_trapped(tmp_path)
     assert run_discover(tmp_path, inv) == HostState.UNREACHABLE
     assert not marker.exists(), "Ansible evaluated a template from the inventory"
 
 
 def test_the_same_template_is_evaluated_by_plain_ansible(tmp_path: Path) -> None:
     """The test above can fail: given to ansible-playbook as is, the template does run."""
-    marker = tmp_path / "pwned"
-    inv = tmp_path / "inv.yml"
-    inv.write_text(yaml.safe_dump({"all": {"hosts": {"h1": {
-        "ansible_host": "127.0.0.1", "ansible_port": 9,
-        "ansible_user": MARKER.replace("MARKER", str(marker)),
-    }}}}))
+    inv, marker = booby_trapped(tmp_path)
     play = tmp_path / "play.yml"
     play.write_text(json.dumps([{"hosts": "all", "gather_facts": False,
                                  "tasks": [{"ansible.builtin.ping": {}}]}]))
