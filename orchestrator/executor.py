@@ -110,22 +110,33 @@ def host_key_message(msg: str) -> str:
 
 def _failure_message(res: dict[str, Any]) -> str:
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    if not msg and "results" in res:  # a loop: the first failed item says why
+    if (not msg or msg == "One or more items failed") and "results" in res:
+        # A loop: the first failed item says why.
         for item in res["results"]:
             if isinstance(item, dict) and item.get("failed"):
                 return _failure_message(item)
     text = " ".join(str(msg).split())
+    if text == "non-zero return code" and res.get("stderr"):
+        # A command's own words say more than its return code: apt's first "E:" line, say.
+        lines = [ln.strip() for ln in str(res["stderr"]).splitlines() if ln.strip()]
+        said = next((ln for ln in lines if ln.startswith("E:")), lines[-1])
+        text = f"{' '.join(said.split())} (rc {res.get('rc', '?')})"
     # A package manager's "sub-process returned an error code" hides the real cause, which a
     # maintainer script printed: name the first line of its output that says why.
     if "returned an error code" in text:
-        for line in (str(res.get("stderr", "")) + "\n" + str(res.get("stdout", ""))).splitlines():
-            if _WHY.search(line) and "returned an error code" not in line:
+        lines = (str(res.get("stderr", "")) + "\n" + str(res.get("stdout", ""))).splitlines()
+        for why in _WHY:
+            line = next((ln for ln in lines if why.search(ln)
+                         and "returned an error code" not in ln), None)
+            if line is not None:
                 text = f"{' '.join(line.split())} ({text})"
                 break
     return text[:500]
 
 
-_WHY = re.compile(r"refused|denied|not allowed|cannot|can't|error:", re.IGNORECASE)
+# The most telling lines first: a refusal, then any error.
+_WHY = (re.compile(r"refused|denied|not allowed", re.IGNORECASE),
+        re.compile(r"cannot|can't|error:", re.IGNORECASE))
 
 
 class RunnerExecutor:

@@ -137,7 +137,8 @@ exit 0
 KESL_PROTECTION = "/var/opt/kaspersky/kesl/private/uninstall-password.sha256"
 KESL_PASSWORD_FILE = "/run/kaspersky/kesl-uninstall-password"  # noqa: S105 - a path
 _PASSWORD_GUARD = f"""if [ "$1" = remove ] && [ -s {KESL_PROTECTION} ]; then
-  given=$(sha256sum < {KESL_PASSWORD_FILE} 2>/dev/null | cut -d' ' -f1)
+  given=""
+  if [ -r {KESL_PASSWORD_FILE} ]; then given=$(sha256sum < {KESL_PASSWORD_FILE} | cut -d' ' -f1); fi
   if [ "$given" != "$(cut -d' ' -f1 {KESL_PROTECTION})" ]; then
     echo "Kaspersky Endpoint Security is password-protected: removal refused" \
          "(wrong or missing uninstall password)" >&2
