@@ -168,7 +168,7 @@ class Estimates:
     def describe(self) -> dict[str, dict[str, Any]]:
         return {step: {"seconds": round(getattr(self, step), 1),
                        "source": (f"measured: median of {n} earlier step(s) in this state"
-                                  if n else "default (no earlier run measured it)")}
+                                  if n else "default: no earlier run measured it")}
                 for step, n in self.measured.items()}
 
 

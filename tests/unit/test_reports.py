@@ -68,7 +68,7 @@ def test_plan_html_is_self_contained_and_shows_hosts_waves_risks() -> None:
     assert view["summary"]["by_banned"] == [("kesl 12.1.0.1297", 3),
                                             ("klnagent64 12.1.0.1297", 1)]
     assert view["summary"]["by_signature_age"] == [("over a year", 3)]
-    assert "default (no earlier run measured it)" in html
+    assert "default: no earlier run measured it" in html
     assert "make-before-break" in view["steps"] and "swap" in view["steps"]
 
 
