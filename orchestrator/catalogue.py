@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import CatalogueError
-from orchestrator.yamlfile import load_yaml
+from orchestrator.yamlfile import key_lines, load_yaml
 
 _BANNED_KEYS = {"name", "vendor", "platforms", "detect", "remove"}
 _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
@@ -55,9 +55,17 @@ class Catalogue:
         return all(b in allowed for b in banned_ids)
 
 
+class _Invalid(CatalogueError):
+    """A catalogue check failed at a key path; `load` adds the line number."""
+
+    def __init__(self, source: str, where: str, what: str) -> None:
+        super().__init__(f"{source}: {where}: {what}")
+        self.source, self.where, self.what = source, where, what
+
+
 def _require(cond: bool, source: str, where: str, what: str) -> None:
     if not cond:
-        raise CatalogueError(f"{source}: {where}: {what}")
+        raise _Invalid(source, where, what)
 
 
 def _check_keys(entry: Any, allowed: set[str], required: set[str], source: str, where: str
@@ -129,4 +137,14 @@ def parse(data: Any, source: str) -> Catalogue:
 def load(path: Path | None = None) -> Catalogue:
     data, source = load_yaml(path, ("orchestrator", "data/catalogue.yml", "built-in catalogue"),
                              CatalogueError)
-    return parse(data, source)
+    try:
+        return parse(data, source)
+    except _Invalid as exc:
+        if path is None:
+            raise
+        lines = key_lines(path.read_text(encoding="utf-8"))
+        key: tuple[str | int, ...] = tuple(p for p in exc.where.split(".") if p != "top level")
+        while key and key not in lines:
+            key = key[:-1]
+        line = lines.get(key, 1)
+        raise CatalogueError(f"{exc.source}:{line}: {exc.where}: {exc.what}") from None

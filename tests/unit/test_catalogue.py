@@ -74,3 +74,15 @@ def test_scenario_errors_name_the_problem(tmp_path: Path) -> None:
         scenario.load(bad)
     with pytest.raises(ScenarioError, match="cannot read"):
         scenario.load(tmp_path / "missing.yml")
+
+
+def test_an_invalid_catalogue_file_names_file_line_and_key(tmp_path: Path) -> None:
+    text = (Path(catalogue.__file__).parent / "data" / "catalogue.yml").read_text()
+    text = text.replace("      secret: kesl_uninstall_password\n",
+                        "      secret: Not A Name\n")
+    f = tmp_path / "c.yml"
+    f.write_text(text)
+    line = text.splitlines().index("      secret: Not A Name") + 1
+    with pytest.raises(CatalogueError) as caught:
+        catalogue.load(f)
+    assert str(caught.value).startswith(f"{f}:{line}: banned.kesl.remove.secret: must name")
