@@ -33,7 +33,11 @@ def render(estimate: dict[str, Any], blackouts: list[tuple[float, float]]) -> st
     start = float(estimate.get("started_from", 0.0))
     ends = [float(w["end"]) for w in placed]
     deadline = verdict.get("deadline")
-    hi = max([*ends, start + 600.0] + ([float(deadline)] if deadline else []))
+    work_end = max([*ends, start + 600.0])
+    # A deadline far beyond the work would squeeze every bar to the left edge: then it is
+    # written at the right edge instead of drawn to scale.
+    far = bool(deadline) and float(deadline) - start > 3 * (work_end - start)
+    hi = work_end if far or not deadline else max(work_end, float(deadline))
     hi += (hi - start) * 0.04
     span = hi - start
     height = _TOP + _ROW * max(1, len(waves)) + 30
@@ -72,7 +76,12 @@ def render(estimate: dict[str, Any], blackouts: list[tuple[float, float]]) -> st
         out.append(f'<rect x="{x(a):.1f}" y="{y + 3}" width="{width:.1f}" height="16" rx="3" '
                    f'fill="{"#f0a202" if w["wave"] == 0 else "#2b6cb0"}">'
                    f'<title>{escape(tip)}</title></rect>')
-    if deadline:
+    if deadline and far:
+        days = (float(deadline) - work_end) / 86400
+        out.append(f'<text x="{_W - _RIGHT}" y="{_TOP - 18}" fill="#2f855a" text-anchor="end">'
+                   f'deadline {escape(_label(float(deadline), 8 * 86400))} UTC, '
+                   f'{days:.0f} days after the estimated finish →</text>')
+    elif deadline:
         colour = "#b00020" if not verdict.get("feasible", True) else "#2f855a"
         dx = x(float(deadline))
         out.append(f'<line x1="{dx:.1f}" y1="{_TOP - 14}" x2="{dx:.1f}" y2="{height - 22}" '
