@@ -77,8 +77,10 @@ stress: deps venv
 ## make fuzz: the inventory and policy loaders under the mutation fuzzer for FUZZ_SECONDS each
 ## (make test runs it for 20 s); a crashing input is saved in test-artifacts/.
 FUZZ_SECONDS ?= 600
+FUZZ_SEED ?= $(shell date +%s)
 fuzz: venv
-	AVMIGRATE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/pytest -s -p no:cacheprovider tests/fuzz
+	AVMIGRATE_FUZZ_SECONDS=$(FUZZ_SECONDS) AVMIGRATE_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(BIN)/pytest -s -p no:cacheprovider tests/fuzz
 
 lab-down: venv
 	$(BIN)/avmigrate lab down --lab $(LAB)

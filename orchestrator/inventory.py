@@ -71,6 +71,8 @@ def _parse_failure(path: Path, text: str, said: str, exc: Exception) -> str:
     if path.suffix in (".yml", ".yaml") or text.lstrip().startswith(("all:", "---")):
         try:
             yaml.safe_load(text)
+        except ValueError as err:  # a date that cannot exist, say
+            return f"{path}: not a valid inventory ({err}); fix the value"
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""

@@ -90,7 +90,7 @@ def load(path: Path, allowed: set[str], vault_password_file: Path | None = None)
                                f"{vault_password_file}; check the vault password") from None
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: undecodable, or a bad date
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         # Never quote the content: it is a secret.

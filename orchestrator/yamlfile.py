@@ -29,6 +29,30 @@ def load_yaml(path: Path | None, builtin: tuple[str, str, str], error: type[Avmi
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise error(f"{source}{where}: not valid YAML; fix the syntax") from exc
+    except ValueError as exc:  # a value YAML reads as a date or time that cannot exist
+        raise error(f"{source}{bad_value_line(text)}: {exc}: a date or time that does not "
+                    "exist; fix the value") from exc
+
+
+def bad_value_line(text: str) -> str:
+    """':LINE' of the first scalar YAML cannot turn into a value (e.g. 2026-12-37), or ''."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return ""
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(node)
+            except ValueError:
+                return f":{node.start_mark.line + 1}"
+    return ""
 
 
 def key_lines(text: str) -> dict[tuple[str | int, ...], int]:

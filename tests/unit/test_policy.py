@@ -121,3 +121,11 @@ def test_earliest_start_needs_the_whole_duration_inside_one_opening() -> None:
     assert p.earliest_start(w, after, timedelta(hours=6)) == datetime(2026, 11, 28, 3, 0,
                                                                       tzinfo=UTC)
     assert p.earliest_start(w, after, timedelta(hours=7)) is None
+
+
+def test_a_date_that_does_not_exist_is_one_line_with_its_line(tmp_path: Path) -> None:
+    """Found by the fuzzer: YAML reads 2026-12-37 as a date and PyYAML raises ValueError."""
+    path = tmp_path / "policy.yml"
+    path.write_text("version: 1\ntimezone: UTC\ndeadline: 2026-12-37\n")
+    with pytest.raises(PolicyError, match=rf"^{path}:3: day is out of range for month"):
+        policy.load(path)

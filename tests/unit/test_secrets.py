@@ -88,3 +88,9 @@ def test_closing_an_unused_channel_does_not_hang(tmp_path: Path) -> None:
     channel = VaultChannel(Secrets({"become_password": CANARY}), tmp_path)
     channel.close()
     assert not channel.script.exists()
+
+
+def test_a_credentials_file_with_an_impossible_date_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yml", "kesl_uninstall_password: 2026-02-30\n")
+    with pytest.raises(SecretsError, match="not valid YAML"):
+        secrets.load(path, {"kesl_uninstall_password"})
