@@ -67,7 +67,7 @@ lab-test: deps venv
 	$(BIN)/pytest -m lab
 
 ## make stress: SIGKILL the orchestrator at 100 random moments of lab migrations and resume
-## each time (KILLS=N to change; SEED=S for another sequence). About 40 s a kill on 2 cores.
+## each time (KILLS=N to change; SEED=S for another sequence). About 25 s a kill on 2 cores (100: about 40 min).
 KILLS ?= 100
 SEED ?= 20241
 stress: deps venv
