@@ -9,12 +9,13 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from orchestrator import names
+from orchestrator import names, staticinv
 from orchestrator.errors import InventoryError
 from orchestrator.models import InventoryHost
 
@@ -27,11 +28,15 @@ class Inventory:
     hosts: tuple[InventoryHost, ...]
     digest: str
 
+    @cached_property
+    def _by_name(self) -> dict[str, InventoryHost]:
+        return {h.name: h for h in self.hosts}
+
     def get(self, name: str) -> InventoryHost:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise InventoryError(f"{self.source}: no host {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise InventoryError(f"{self.source}: no host {name!r}") from None
 
     def names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
@@ -59,6 +64,17 @@ def _plain(value: Any) -> Any:
     if value is None:
         return None
     return str(value)
+
+
+_SIMPLE = (str, int, bool, type(None))
+
+
+def _plain_vars(variables: dict[str, Any]) -> dict[str, Any]:
+    """`_plain` for one host's variables, skipping the walk when all are scalars already."""
+    for value in variables.values():
+        if type(value) not in _SIMPLE:
+            return dict(_plain(variables))
+    return variables
 
 
 def digest_of(hosts: tuple[InventoryHost, ...]) -> str:
@@ -107,11 +123,8 @@ def _line_of(text: str, needle: str) -> str:
     return ""
 
 
-def load(path: Path) -> Inventory:
-    if not path.exists():
-        raise InventoryError(f"inventory {path} does not exist; pass -i with an inventory file")
-    if path.is_file() and not os.access(path, os.R_OK):
-        raise InventoryError(f"inventory {path} is not readable; check its permissions")
+def _ansible_hosts(path: Path, text: str) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """Hosts by Ansible's own InventoryManager: dynamic sources, and what staticinv declines."""
     # Unparseable sources must be an error, not a warning and an empty inventory.
     os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
     os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
@@ -123,35 +136,77 @@ def load(path: Path) -> Inventory:
         from ansible.utils.vars import combine_vars  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - broken install
         raise InventoryError(f"ansible-core is not importable ({exc}); run `make venv`") from exc
-    text = _text(path)
     said = io.StringIO()  # Ansible's own warnings: folded into our one line, never printed
     try:
         with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
             manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
     except AnsibleError as exc:
         raise InventoryError(_parse_failure(path, text, said.getvalue(), exc)) from exc
-    hosts = []
     for group in manager.groups:
         if (problem := names.identifier_problem(group, "group")) is not None:
             raise InventoryError(f"{path}{_line_of(text, group)}: {problem}; rename it")
+    found = []
     for host in sorted(manager.get_hosts(), key=lambda h: h.name):
-        if (problem := names.host_problem(host.name)) is not None:
-            raise InventoryError(f"{path}{_line_of(text, host.name)}: host {host.name!r} "
-                                 f"{problem}; fix the inventory (nothing was contacted)")
         merged = combine_vars(get_group_vars(host.get_groups()), host.vars)
         groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
         variables = {k: v for k, v in _plain(dict(merged)).items()
                      if k not in ("inventory_file", "inventory_dir")}
+        found.append((str(host.name), groups, variables))
+    return found
+
+
+def read_hosts(path: Path, *, fast: bool = True
+               ) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """(name, groups, merged vars) of every host, by the fast static loader when it can."""
+    text = _text(path)
+    if fast:
+        try:
+            return [(n, g, _plain_vars(v)) for n, g, v in staticinv.load(path)]
+        except staticinv.Unsupported:
+            pass
+        except OSError as exc:
+            raise InventoryError(f"inventory {path} cannot be read ({exc.strerror})") from exc
+    return _ansible_hosts(path, text)
+
+
+def load(path: Path, *, fast: bool = True) -> Inventory:
+    """The inventory at `path`: static INI/YAML by our loader, anything else by Ansible's."""
+    if not path.exists():
+        raise InventoryError(f"inventory {path} does not exist; pass -i with an inventory file")
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise InventoryError(f"inventory {path} is not readable; check its permissions")
+    found = read_hosts(path, fast=fast)
+    hosts = []
+    checked_groups: set[str] = set()
+    checked_vars: set[str] = set()
+    text: str | None = None
+
+    def where(needle: str) -> str:
+        nonlocal text
+        text = _text(path) if text is None else text
+        return _line_of(text, needle)
+
+    for name, groups, variables in found:
+        for group in groups:
+            if group not in checked_groups:
+                if (problem := names.identifier_problem(group, "group")) is not None:
+                    raise InventoryError(f"{path}{where(group)}: {problem}; rename it")
+                checked_groups.add(group)
+        if (problem := names.host_problem(name)) is not None:
+            raise InventoryError(f"{path}{where(name)}: host {name!r} "
+                                 f"{problem}; fix the inventory (nothing was contacted)")
         for var in variables:
-            if (problem := names.identifier_problem(var, "variable")) is not None:
-                raise InventoryError(f"{path}{_line_of(text, var)}: host {host.name}: {problem}")
+            if var not in checked_vars:
+                if (problem := names.identifier_problem(var, "variable")) is not None:
+                    raise InventoryError(f"{path}{where(var)}: host {name}: {problem}")
+                checked_vars.add(var)
         if (problem := names.host_key_problem(variables)) is not None:
-            raise InventoryError(f"{path}: host {host.name}: {problem}")
-        address = variables.get("ansible_host", host.name)
-        if (problem := names.host_problem(str(address))) is not None:
-            raise InventoryError(f"{path}{_line_of(text, str(address))}: host {host.name}: "
+            raise InventoryError(f"{path}: host {name}: {problem}")
+        address = variables.get("ansible_host", name)
+        if address != name and (problem := names.host_problem(str(address))) is not None:
+            raise InventoryError(f"{path}{where(str(address))}: host {name}: "
                                  f"ansible_host {str(address)!r} {problem}")
-        hosts.append(InventoryHost(name=str(host.name), groups=groups, vars=variables))
+        hosts.append(InventoryHost(name=name, groups=groups, vars=variables))
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
     host_tuple = tuple(hosts)
