@@ -24,13 +24,19 @@ from rich.table import Table
 from orchestrator import __version__, catalogue, inventory, planner, reports
 from orchestrator import policy as policy_mod
 from orchestrator import secrets as secretlib
-from orchestrator.engine import STRATEGIES, Engine, RunPolicy, exit_code_for
+from orchestrator.engine import (
+    STRATEGIES,
+    Engine,
+    RunPolicy,
+    exit_code_for,
+    exit_code_for_states,
+)
 from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
 from orchestrator.executor import ExecConfig, RunnerExecutor, default_artifacts_dir
 from orchestrator.lease import LeaseKeeper
 from orchestrator.models import HostRecord, HostState, Plan
 from orchestrator.progress import RunProgress
-from orchestrator.state import SqliteStore, open_store
+from orchestrator.state import SqliteStore, StateStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give them room.
@@ -483,18 +489,58 @@ def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
     out.print(f"wave {wave_number} of {plan_path} approved by {operator_name()}")
 
 
+STATUS_TABLE_MAX = 100  # above this many hosts, `status` prints counts and what needs attention
+ATTENTION = (HostState.UNPROTECTED, HostState.INSTALL_FAILED, HostState.REMOVE_FAILED,
+             HostState.INTERRUPTED, HostState.INSTALLING, HostState.STAGING,
+             HostState.REMOVING, HostState.SWAPPING)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the hosts as JSON.")
+@click.option("--all", "show_all", is_flag=True,
+              help=f"List every host, even in a fleet of more than {STATUS_TABLE_MAX}.")
+@click.option("--only", multiple=True, type=click.Choice([s.value for s in HostState]),
+              help="List only the hosts in this state (repeatable).")
 @pass_ctx
 @boundary
-def status(obj: Context, as_json: bool) -> None:
-    """Show every host's state, strategy and protection gap (exit code as for run)."""
-    records = _records(_existing_store(obj))
+def status(obj: Context, as_json: bool, show_all: bool, only: tuple[str, ...]) -> None:
+    """Show every host's state, strategy and protection gap (exit code as for run).
+
+    In a fleet of more than a hundred hosts it prints how many hosts are in each state and
+    lists the ones that need attention; --all or --only list hosts.
+    """
+    store = _existing_store(obj)
+    counts = store.counts()
+    code = exit_code_for_states(set(counts)) if counts else 0
+    if only:
+        records = store.in_states([HostState(s) for s in only])
+    elif as_json or show_all or sum(counts.values()) <= STATUS_TABLE_MAX:
+        records = _records(store)
+    else:
+        print_summary(store, counts)
+        sys.exit(code)
     if as_json:
         out.print_json(json.dumps([reports.host_row(r) for r in records]))
     else:
         print_status(records)
-    sys.exit(exit_code_for(records) if records else 0)
+    sys.exit(code)
+
+
+def print_summary(store: StateStore, counts: dict[HostState, int], limit: int = 50) -> None:
+    """Counts by state, then the hosts that need attention (at most `limit`)."""
+    total = sum(counts.values())
+    parts = ", ".join(f"{s.value} {counts[s]}" for s in HostState if counts.get(s))
+    out.print(f"{total} hosts: {parts}", markup=False)
+    needing = sum(counts.get(s, 0) for s in ATTENTION)
+    if not needing:
+        out.print("no host needs attention", markup=False)
+        return
+    shown = store.in_states(ATTENTION, limit)
+    print_status(shown)
+    if needing > len(shown):
+        states = " ".join(f"--only {s.value}" for s in ATTENTION if counts.get(s))
+        out.print(f"and {needing - len(shown)} more that need attention: "
+                  f"avmigrate status {states}", markup=False)
 
 
 def _existing_store(obj: Context) -> SqliteStore:

@@ -82,7 +82,11 @@ class _Stopped(Exception):
 def exit_code_for(records: list[HostRecord]) -> int:
     """0 all migrated or clean; 3 some not migrated (unreachable, blocked, pending);
     4 a step failed on some host; 5 some host is unprotected."""
-    states = {r.state for r in records}
+    return exit_code_for_states({r.state for r in records})
+
+
+def exit_code_for_states(states: set[HostState]) -> int:
+    """exit_code_for, from the set of states the hosts are in."""
     if HostState.UNPROTECTED in states:
         return 5
     if states & {HostState.INSTALL_FAILED, HostState.REMOVE_FAILED}:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -114,6 +115,7 @@ def verification_problem(report: dict[str, Any], catalogue: Catalogue, replaceme
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def signature_date(text: str | None) -> datetime | None:
     """The date a banned product's signatures were released, from its info output."""
     if not text:

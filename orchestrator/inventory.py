@@ -43,8 +43,7 @@ class Inventory:
 
     def host_digests(self) -> dict[str, str]:
         """One digest per host (groups and variables), to say what changed since a plan."""
-        return {h.name: hashlib.sha256(json.dumps([list(h.groups), h.vars], sort_keys=True)
-                                       .encode()).hexdigest()[:16] for h in self.hosts}
+        return _host_digests(self.hosts)
 
 
 def _plain(value: Any) -> Any:
@@ -77,9 +76,27 @@ def _plain_vars(variables: dict[str, Any]) -> dict[str, Any]:
     return variables
 
 
+_DIGESTS: dict[int, tuple[tuple[InventoryHost, ...], dict[str, str]]] = {}
+
+
+def _host_digests(hosts: tuple[InventoryHost, ...]) -> dict[str, str]:
+    """Per-host digests, computed once per host tuple (a plan and its checks ask twice)."""
+    cached = _DIGESTS.get(id(hosts))
+    if cached is not None and cached[0] is hosts:
+        return cached[1]
+    dumps = json.JSONEncoder(sort_keys=True).encode
+    sha = hashlib.sha256
+    digests = {h.name: sha(dumps([list(h.groups), h.vars]).encode()).hexdigest()[:16]
+               for h in hosts}
+    _DIGESTS.clear()  # one inventory at a time: keep memory flat
+    _DIGESTS[id(hosts)] = (hosts, digests)
+    return digests
+
+
 def digest_of(hosts: tuple[InventoryHost, ...]) -> str:
-    blob = json.dumps([[h.name, list(h.groups), h.vars] for h in hosts], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """The inventory's digest: every host's name and digest, in order."""
+    lines = "".join(f"{name} {d}\n" for name, d in _host_digests(hosts).items())
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _parse_failure(path: Path, text: str, said: str, exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import io
@@ -283,6 +284,7 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
     checks = plan.checks.get("hosts", {})
     rows: dict[str, dict[str, Any]] = {}
     risks: list[dict[str, str]] = []
+    known: dict[int, list[str]] = {}
     for host in inventory.hosts:
         r = records.get(host.name)
         facts = r.facts if r else None
@@ -290,7 +292,11 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         dates = [d for b in (facts.banned if facts else ()) if (d := signature_date(
             b.signatures_date)) is not None]
         age = min(((made - d).total_seconds() / 86400 for d in dates), default=None)
-        problems = (preflight_problems(facts, catalogue, plan.replacement) if facts else [])
+        problems: list[str] = []
+        if facts is not None:
+            found_before = known.get(id(facts))  # hosts with the same facts share one answer
+            problems = found_before if found_before is not None else known.setdefault(
+                id(facts), preflight_problems(facts, catalogue, plan.replacement))
         host_risks = list(problems)
         if r is not None and r.state == HostState.UNREACHABLE:
             host_risks.insert(0, f"unreachable: {r.reason}")
@@ -347,6 +353,9 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         "waves": waves,
         "skipped": sorted(plan.skipped.items()),
         "risks": risks,
+        "risk_counts": sorted(collections.Counter(k for _, k in {(r["host"], r["kind"])
+                                                                 for r in risks}).items(),
+                              key=lambda kv: (-kv[1], kv[0])),
         "deadline": plan.estimate.get("deadline", {}),
         "durations": plan.estimate.get("durations", {}),
         "forks": plan.estimate.get("forks"),
@@ -360,6 +369,18 @@ def policy_from_plan(plan: Plan) -> Policy:
     return policy_mod.from_json(plan.policy) if plan.policy else Policy()
 
 
+# Host rows a plan page lists (per wave, and of risks and held-back hosts) before it says
+# "and N more": a page of 100,000 rows helps nobody and takes seconds to write; plan.csv and
+# plan.json always carry every host.
+PAGE_ROWS = 200
+PAGE_WAVE_ROWS = 2000  # over all waves together
+
+
+def _row_limits(view: dict[str, Any]) -> dict[str, int]:
+    per_wave = max(10, min(PAGE_ROWS, PAGE_WAVE_ROWS // max(1, len(view["waves"]))))
+    return {"row_limit": PAGE_ROWS, "wave_row_limit": per_wave}
+
+
 PLAN_CSV_COLUMNS = ("wave", "host", "groups", "window", "estimated_start", "estimated_end",
                     "os", "banned", "signatures", "signature_age_days", "strategy", "state",
                     "risks")
@@ -368,18 +389,19 @@ PLAN_CSV_COLUMNS = ("wave", "host", "groups", "window", "estimated_start", "esti
 def render_plan(view: dict[str, Any], fmt: str) -> str:
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=PLAN_CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
+        writer = csv.writer(buf)
+        writer.writerow(PLAN_CSV_COLUMNS)
         for w in view["waves"]:
-            for row in w["hosts"]:
-                writer.writerow(row | {"wave": w["number"], "window": w["window"],
-                                       "estimated_start": ts(w["start"]),
-                                       "estimated_end": ts(w["end"])})
+            wave = (w["number"], w["window"], ts(w["start"]), ts(w["end"]))
+            writer.writerows(
+                (wave[0], h["host"], h["groups"], wave[1], wave[2], wave[3], h["os"],
+                 h["banned"], h["signatures"], h["signature_age_days"], h["strategy"],
+                 h["state"], h["risks"]) for h in w["hosts"])
         return buf.getvalue()
     if fmt == "html":
         return _env(html=True).get_template("plan.html.j2").render(
-            **view, timeline=Markup(view["timeline_svg"]))  # noqa: S704 - built by timeline.py, values escaped there
-    return _env().get_template("plan.md.j2").render(**view)
+            **view, **_row_limits(view), timeline=Markup(view["timeline_svg"]))  # noqa: S704 - built by timeline.py, values escaped there
+    return _env().get_template("plan.md.j2").render(**view, **_row_limits(view))
 
 
 def write_atomic(path: Path, text: str) -> None:

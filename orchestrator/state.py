@@ -10,7 +10,7 @@ import json
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +37,16 @@ class StateStore(Protocol):
     def ensure_hosts(self, names: list[str]) -> None: ...
     def get(self, name: str) -> HostRecord | None: ...
     def all(self) -> list[HostRecord]: ...
+    def counts(self) -> dict[HostState, int]: ...
+    def in_states(self, states: Iterable[HostState], limit: int | None = None
+                  ) -> list[HostRecord]: ...
     def transition(
         self, name: str, to: HostState, reason: str, run_id: int | None, *,
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,
         replacement_verified_at: float | None = None,
     ) -> HostRecord: ...
+    def apply(self, moves: Sequence[Move], run_id: int | None) -> None: ...
     def record_step(self, run_id: int, result: StepResult) -> None: ...
     def history(self, name: str | None = None) -> list[Transition]: ...
     def runs(self) -> list[dict[str, object]]: ...
@@ -58,6 +62,20 @@ class StateStore(Protocol):
     def audit_entries(self) -> list[audit.Entry]: ...
     def audit_verify(self) -> audit.Verdict: ...
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Move:
+    """One host's move to a new state, with what is recorded along with it."""
+
+    name: str
+    to: HostState
+    reason: str = ""
+    facts: HostFacts | None = None
+    strategy: str | None = None
+    wave: int | None = None
+    protection_stopped_at: float | None = None
+    replacement_verified_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +190,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE hosts ADD COLUMN facts_before TEXT;
         ALTER TABLE approvals ADD COLUMN plan_path TEXT;
     """),
+    ("0004_states_index", """
+        CREATE INDEX hosts_by_state ON hosts(state, name);
+    """),
 ]
 
 
@@ -263,13 +284,23 @@ class SqliteStore:
                 [(n, HostState.PENDING.value, now) for n in names])
 
     @staticmethod
-    def _record(row: sqlite3.Row | tuple[object, ...]) -> HostRecord:
+    def _record(row: sqlite3.Row | tuple[object, ...],
+                parsed: dict[str, HostFacts] | None = None) -> HostRecord:
+        """A row as a record; `parsed` shares one HostFacts among hosts with the same facts."""
         name, state, reason, strategy, wave, facts, updated, stopped, verified = row
+        host_facts = None
+        if facts:
+            blob = str(facts)
+            host_facts = parsed.get(blob) if parsed is not None else None
+            if host_facts is None:
+                host_facts = HostFacts.from_json(json.loads(blob))
+                if parsed is not None:
+                    parsed[blob] = host_facts
         return HostRecord(
             name=str(name), state=HostState(str(state)), reason=str(reason),
             strategy=None if strategy is None else str(strategy),
             wave=None if wave is None else int(str(wave)),
-            facts=HostFacts.from_json(json.loads(str(facts))) if facts else None,
+            facts=host_facts,
             updated_at=float(str(updated)),
             protection_stopped_at=None if stopped is None else float(str(stopped)),
             replacement_verified_at=None if verified is None else float(str(verified)),
@@ -285,7 +316,25 @@ class SqliteStore:
 
     def all(self) -> list[HostRecord]:
         rows = self.db.execute(f"SELECT {self._COLS} FROM hosts ORDER BY name")  # noqa: S608
-        return [self._record(r) for r in rows]
+        parsed: dict[str, HostFacts] = {}
+        return [self._record(r, parsed) for r in rows]
+
+    def counts(self) -> dict[HostState, int]:
+        """How many hosts are in each state (one indexed query, whatever the fleet's size)."""
+        rows = self.db.execute("SELECT state, COUNT(*) FROM hosts GROUP BY state")
+        return {HostState(str(s)): int(n) for s, n in rows}
+
+    def in_states(self, states: Iterable[HostState], limit: int | None = None
+                  ) -> list[HostRecord]:
+        """Hosts in any of `states`, by name, at most `limit` of them."""
+        wanted = [s.value for s in states]
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        sql = (f"SELECT {self._COLS} FROM hosts WHERE state IN ({marks}) "  # noqa: S608
+               "ORDER BY name" + ("" if limit is None else f" LIMIT {int(limit)}"))
+        parsed: dict[str, HostFacts] = {}
+        return [self._record(r, parsed) for r in self.db.execute(sql, wanted)]
 
     def transition(
         self, name: str, to: HostState, reason: str, run_id: int | None, *,
@@ -293,43 +342,50 @@ class SqliteStore:
         protection_stopped_at: float | None = None,
         replacement_verified_at: float | None = None,
     ) -> HostRecord:
-        now = time.time()
+        move = Move(name, to, reason, facts=facts, strategy=strategy, wave=wave,
+                    protection_stopped_at=protection_stopped_at,
+                    replacement_verified_at=replacement_verified_at)
         with self._tx() as cur:
-            row = cur.execute("SELECT state FROM hosts WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise StateError(f"host {name!r} is not in the state; run discover first")
-            src = HostState(row[0])
-            if src != to and not transition_allowed(src, to):
-                raise StateError(f"{name}: refusing transition {src.value} -> {to.value}")
-            sets = ["state = ?", "reason = ?", "updated_at = ?"]
-            args: list[object] = [to.value, reason, now]
-            if facts is not None:
-                blob = json.dumps(facts.to_json(), sort_keys=True)
-                sets += ["facts = ?", "facts_before = COALESCE(facts_before, ?)"]
-                args += [blob, blob]
-            if strategy is not None:
-                sets.append("strategy = ?")
-                args.append(strategy)
-            if wave is not None:
-                sets.append("wave = ?")
-                args.append(wave)
-            if protection_stopped_at is not None:
-                sets.append("protection_stopped_at = ?")
-                args.append(protection_stopped_at)
-            if replacement_verified_at is not None:
-                sets.append("replacement_verified_at = ?")
-                args.append(replacement_verified_at)
-            cur.execute(f"UPDATE hosts SET {', '.join(sets)} WHERE name = ?",  # noqa: S608
-                        [*args, name])
-            if src != to:
-                cur.execute("INSERT INTO transitions (host, from_state, to_state, at, run_id, "
-                            "reason) VALUES (?, ?, ?, ?, ?, ?)",
-                            (name, src.value, to.value, now, run_id, reason))
-                audit.append(cur, now, "transition", name, run_id, int(cur.lastrowid or 0),
-                             audit.transition_detail(src.value, to.value, reason))
+            self._move(cur, move, run_id, time.time())
         record = self.get(name)
         assert record is not None  # noqa: S101 - just written in this process
         return record
+
+    def apply(self, moves: Sequence[Move], run_id: int | None) -> None:
+        """Several hosts' moves in one transaction: all committed, or none (read-only steps)."""
+        with self._tx() as cur:
+            now = time.time()
+            for move in moves:
+                self._move(cur, move, run_id, now)
+
+    @staticmethod
+    def _move(cur: sqlite3.Cursor, move: Move, run_id: int | None, now: float) -> None:
+        name, to, reason = move.name, move.to, move.reason
+        row = cur.execute("SELECT state FROM hosts WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StateError(f"host {name!r} is not in the state; run discover first")
+        src = HostState(row[0])
+        if src != to and not transition_allowed(src, to):
+            raise StateError(f"{name}: refusing transition {src.value} -> {to.value}")
+        sets = ["state = ?", "reason = ?", "updated_at = ?"]
+        args: list[object] = [to.value, reason, now]
+        if move.facts is not None:
+            blob = json.dumps(move.facts.to_json(), sort_keys=True)
+            sets += ["facts = ?", "facts_before = COALESCE(facts_before, ?)"]
+            args += [blob, blob]
+        for column in ("strategy", "wave", "protection_stopped_at", "replacement_verified_at"):
+            value = getattr(move, column)
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        cur.execute(f"UPDATE hosts SET {', '.join(sets)} WHERE name = ?",  # noqa: S608
+                    [*args, name])
+        if src != to:
+            cur.execute("INSERT INTO transitions (host, from_state, to_state, at, run_id, "
+                        "reason) VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, src.value, to.value, now, run_id, reason))
+            audit.append(cur, now, "transition", name, run_id, int(cur.lastrowid or 0),
+                         audit.transition_detail(src.value, to.value, reason))
 
     def record_step(self, run_id: int, result: StepResult) -> None:
         with self._tx() as cur:

@@ -4,6 +4,7 @@ safety invariants hold whatever order operations come in."""
 from __future__ import annotations
 
 import contextlib
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -37,6 +38,30 @@ def test_rfc1123_names_are_accepted(labels: list[str]) -> None:
     name = ".".join(labels)
     if not name.replace(".", "").isdigit():
         assert names.host_problem(name) is None, name
+
+
+def _careful_host_ok(name: str) -> bool:
+    """The rule as first written (ipaddress, then labels), which the fast regexes shortcut."""
+    import ipaddress  # noqa: PLC0415
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return True
+    if not name or len(name) > 253:
+        return False
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    label = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+    return all(label.fullmatch(x) for x in labels) and not name.replace(".", "").isdigit()
+
+
+@given(st.one_of(st.text(alphabet="abz019.-:_", min_size=1, max_size=70),
+                 st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", fullmatch=True),
+                 st.text(min_size=1, max_size=20)))
+@SETTINGS
+def test_the_fast_host_name_check_agrees_with_the_careful_one(name: str) -> None:
+    assert (names.host_problem(name) is None) == _careful_host_ok(name), name
 
 
 @given(st.text(alphabet=";|&$`'\"<>(){}*?! \\\n", min_size=1, max_size=3),

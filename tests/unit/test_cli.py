@@ -263,3 +263,30 @@ def test_an_invalid_policy_is_one_line_naming_file_line_and_key(tmp_path: Path) 
     assert result.exit_code == 2
     assert one_line_error(result).startswith(
         f"avmigrate: error: {pol}:2: gates.soak_minutes: must be a number")
+
+
+def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path: Path) -> None:
+    from orchestrator.models import HostState  # noqa: PLC0415
+    from orchestrator.state import Move, SqliteStore  # noqa: PLC0415
+
+    state = tmp_path / "s.db"
+    store = SqliteStore(state)
+    names = [f"h{i:04d}" for i in range(300)]
+    store.ensure_hosts(names)
+    store.apply([Move(n, HostState.CLEAN, "none") for n in names[:200]], None)
+    store.apply([Move(n, HostState.INSTALLING, "go") for n in names[200:270]], None)
+    store.apply([Move(n, HostState.INSTALL_FAILED, "disk full") for n in names[200:260]], None)
+    store.close()
+    result = CliRunner().invoke(cli, ["--state", str(state), "status"])
+    assert result.exit_code == 4, result.output  # a step failed on some hosts
+    lines = result.output.splitlines()
+    assert lines[0] == "300 hosts: pending 30, clean 200, installing 10, install_failed 60"
+    assert "h0200" in result.output and "h0249" in result.output  # the first 50 of 70
+    assert "h0250" not in result.output and "h0000" not in result.output
+    assert lines[-1] == ("and 20 more that need attention: avmigrate status "
+                         "--only install_failed --only installing")
+    only = CliRunner().invoke(cli, ["--state", str(state), "status", "--only", "installing"])
+    assert {f"h{i:04d}" for i in range(260, 270)} <= set(only.output.split())
+    assert "h0200" not in only.output
+    every = CliRunner().invoke(cli, ["--state", str(state), "status", "--all"])
+    assert "h0000" in every.output and "h0299" in every.output

@@ -125,3 +125,25 @@ def test_progress_draws_a_bar_per_wave_and_counts_by_state() -> None:
     assert "wave 1" in text
     assert "1 failed" in text
     assert "1 migrated" in text and "1 install_failed" in text
+
+
+def test_plan_pages_of_a_large_fleet_list_a_sample_and_the_csv_lists_every_host() -> None:
+    hosts = tuple(InventoryHost(f"h{i:05d}", ("web",), {}) for i in range(3000))
+    inv = Inventory("big", hosts, digest_of(hosts))
+    records = {h.name: HostRecord(h.name, HostState.PENDING, "", None, None,
+                                  facts("kesl", free=3 if i % 2 else 5000), 0.0, None, None)
+               for i, h in enumerate(hosts)}
+    cat = catalogue.load()
+    plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
+    view = reports.plan_view(plan, records, inv, cat)
+    html, md = reports.render_plan(view, "html"), reports.render_plan(view, "md")
+    csv_rows = reports.render_plan(view, "csv").splitlines()
+    assert len(csv_rows) == 1 + 3000
+    assert {row.split(",")[1] for row in csv_rows[1:]} == {h.name for h in hosts}
+    listed = set(re.findall(r"<td>(h\d{5})</td>", html))
+    assert 0 < len(listed) < 3000
+    assert "more host(s) in this wave: every host is listed in plan.csv" in html
+    assert "more host(s) in this wave: every host is listed in plan.csv" in md
+    # 1500 hosts with too little disk: counted by kind, then a sample.
+    assert "low disk: 1500 host(s)" in html
+    assert "and 4300 more: every host's risks are in plan.csv" in html  # 3 paths each

@@ -21,6 +21,7 @@ from orchestrator.state import (
     Fenced,
     LeaseHeld,
     LeaseHolder,
+    Move,
     SqliteStore,
     open_store,
 )
@@ -197,3 +198,28 @@ def test_approvals_are_recorded_per_plan(store: SqliteStore) -> None:
     assert set(store.approvals("p1")) == {2}
     assert store.approvals("p1")[2][0] == "carol"
     assert store.approvals("p2") == {}
+
+
+def test_moves_in_one_transaction_are_all_or_nothing(store: SqliteStore) -> None:
+    store.ensure_hosts(["c"])
+    store.apply([Move("a", HostState.CLEAN, "none found"), Move("b", HostState.UNREACHABLE, "x")],
+                None)
+    assert {r.name: r.state for r in store.all()}["b"] == HostState.UNREACHABLE
+    before = [(t.host, t.to_state) for t in store.history()]
+    # b cannot go to migrated: the whole batch is refused, c's move included.
+    with pytest.raises(StateError, match="refusing transition"):
+        store.apply([Move("c", HostState.CLEAN, "ok"), Move("b", HostState.MIGRATED, "no")], None)
+    assert store.get("c").state == HostState.PENDING  # type: ignore[union-attr]
+    assert [(t.host, t.to_state) for t in store.history()] == before
+    assert store.audit_verify().ok
+
+
+def test_counts_and_hosts_in_states(store: SqliteStore) -> None:
+    store.ensure_hosts(["c", "d"])
+    store.apply([Move("a", HostState.CLEAN), Move("c", HostState.UNREACHABLE),
+                 Move("d", HostState.UNREACHABLE)], None)
+    assert store.counts() == {HostState.CLEAN: 1, HostState.PENDING: 1,
+                              HostState.UNREACHABLE: 2}
+    assert [r.name for r in store.in_states([HostState.UNREACHABLE])] == ["c", "d"]
+    assert [r.name for r in store.in_states([HostState.UNREACHABLE], limit=1)] == ["c"]
+    assert store.in_states([]) == []

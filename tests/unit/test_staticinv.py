@@ -257,7 +257,7 @@ def test_ini_values_are_typed_as_ansible_types_them(text: str) -> None:
     from ansible.plugins.inventory.ini import InventoryModule  # noqa: PLC0415
 
     module = InventoryModule()
-    module._origin = Origin(path="/gen.ini", line_num=1)  # noqa: SLF001
-    theirs = inventory._plain(module._parse_value(text))  # noqa: SLF001
+    module._origin = Origin(path="/gen.ini", line_num=1)
+    theirs = inventory._plain(module._parse_value(text))
     assert staticinv.ini_value(text) == theirs
     assert type(staticinv.ini_value(text)) is type(theirs)

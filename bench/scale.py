@@ -1,0 +1,196 @@
+"""Planning and state at scale: synthetic inventories of 1k, 10k and 100k hosts.
+
+Prints each figure beside its target, with the anchor figures (Ansible's own inventory
+loader on the same files) measured in the same run. No host is contacted: the state is
+filled as a discovery of that many hosts would fill it.
+
+    python -m bench.scale [--sizes 1000,10000,100000] [--no-anchor]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from orchestrator import inventory
+from orchestrator.models import BannedFinding, HostFacts, HostState
+from orchestrator.state import Move, SqliteStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SITES = 50
+
+
+def host_name(i: int) -> str:
+    return f"ws-{i:06d}.site{i % SITES:02d}.agency.example"
+
+
+def write_ini(path: Path, n: int) -> None:
+    """An agency-shaped INI inventory: sites, workstations and servers, a few variables."""
+    lines = ["[all:vars]", "ansible_user=avmigrate", "ansible_become=true", ""]
+    by_site: dict[int, list[str]] = {}
+    for i in range(n):
+        by_site.setdefault(i % SITES, []).append(
+            f"{host_name(i)} ansible_host=10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}")
+    for site, hosts in by_site.items():
+        lines += [f"[site{site:02d}]", *hosts, "", f"[site{site:02d}:vars]",
+                  f"avmigrate_site=site{site:02d}", ""]
+    lines += ["[workstations:children]", *[f"site{s:02d}" for s in range(SITES) if s % 5],
+              "", "[servers:children]", *[f"site{s:02d}" for s in range(SITES) if not s % 5],
+              ""]
+    path.write_text("\n".join(lines))
+
+
+def write_yaml(path: Path, n: int) -> None:
+    out = ["all:", "  vars:", "    ansible_user: avmigrate", "    ansible_become: true",
+           "  children:"]
+    for role, keep in (("workstations", lambda s: s % 5), ("servers", lambda s: not s % 5)):
+        out += [f"    {role}:", "      children:"]
+        for site in (s for s in range(SITES) if keep(s)):
+            out += [f"        site{site:02d}:", "          vars:",
+                    f"            avmigrate_site: site{site:02d}", "          hosts:"]
+            out += [f"            {host_name(i)}: {{ansible_host: "
+                    f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}}}"
+                    for i in range(site, n, SITES)]
+    path.write_text("\n".join(out) + "\n")
+
+
+KESL = BannedFinding("kesl", "12.1.0.1297", "2024-09-27", ("kesl",), ("kesl.service",), 2)
+
+
+def facts_of(i: int) -> HostFacts:
+    """Host i's discovery: 9 in 10 have KESL; every host has its own free-space figures."""
+    return HostFacts(
+        os_family="Debian", distribution="Debian", distribution_version="12.11",
+        banned=() if i % 10 == 9 else (KESL,), replacement_installed=i % 10 == 9,
+        replacement_active=i % 10 == 9,
+        free_mb={"/var/cache/apt/archives": 300 + (i * 7919) % 20000,
+                 "/var/lib": 1000 + (i * 104729) % 90000})
+
+
+def discovered_moves(names: list[str]) -> list[Move]:
+    """What a discovery records."""
+    return [Move(n, HostState.CLEAN if i % 10 == 9 else HostState.PENDING, "discovered",
+                 facts=facts_of(i)) for i, n in enumerate(names)]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def run_cli(args: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MB, exit code) of one avmigrate command in its own process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode in (1, 2) or proc.returncode < 0:  # 3-5 report host states
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"avmigrate {' '.join(args)} failed ({proc.returncode}): {stderr}")
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def ansible_load(path: Path) -> tuple[float, int]:
+    """Seconds for Ansible's InventoryManager to load `path` (in a fresh process)."""
+    code = ("import sys,time; from ansible.inventory.manager import InventoryManager; "
+            "from ansible.parsing.dataloader import DataLoader; t=time.perf_counter(); "
+            "m=InventoryManager(loader=DataLoader(), sources=[sys.argv[1]]); "
+            "print(time.perf_counter()-t, len(m.get_hosts()))")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], check=True,
+                          capture_output=True, text=True)
+    seconds, hosts = done.stdout.split()
+    return float(seconds), int(hosts)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, value: str, target: str = "", verdict: str = "") -> None:
+        self.rows.append((what, value, target, verdict))
+        print(f"  {what:<58} {value:>12}  {target:<14} {verdict}", flush=True)
+
+
+def check(value: float, limit: float) -> str:
+    return "ok" if value <= limit else "MISSED"
+
+
+def bench_size(n: int, work: Path, report: Report, anchor: bool) -> None:
+    print(f"\n{n} hosts", flush=True)
+    ini, yml = work / f"fleet-{n}.ini", work / f"fleet-{n}.yml"
+    write_ini(ini, n)
+    write_yaml(yml, n)
+    big = n >= 100_000
+    for path, label in ((ini, "INI"), (yml, "YAML")):
+        seconds, inv = timed(lambda p=path: inventory.load(p))
+        if len(inv.hosts) != n:
+            raise SystemExit(f"{path}: loaded {len(inv.hosts)} hosts, wrote {n}")
+        report.add(f"load {label} inventory (avmigrate's loader)", f"{seconds:.2f} s")
+        if anchor and (label == "INI" or n <= 10_000):
+            theirs, count = ansible_load(path)
+            if count != n:
+                raise SystemExit(f"{path}: Ansible loaded {count} hosts, wrote {n}")
+            ratio = seconds / theirs
+            report.add(f"load {label} inventory (Ansible's InventoryManager)", f"{theirs:.2f} s",
+                       "anchor")
+            report.add(f"  ratio avmigrate / Ansible ({label})", f"{ratio:.3f}",
+                       "<= 0.1" if big else "", check(ratio, 0.1) if big else "")
+
+    state = work / f"state-{n}.db"
+    store = SqliteStore(state)
+    names = [host_name(i) for i in range(n)]
+    store.ensure_hosts(names)
+    seconds, _ = timed(lambda: store.apply(discovered_moves(names), None))
+    report.add(f"record {n} transitions, one transaction", f"{seconds:.2f} s",
+               "<= 5 s" if big else "", check(seconds, 5) if big else "")
+    per_host = min(n, 2000)
+    seconds, _ = timed(lambda: [store.transition(names[i], HostState.BLOCKED, "bench", None)
+                                for i in range(per_host)])
+    report.add(f"  one transaction per transition (x{per_host}, synchronous=FULL)",
+               f"{seconds / per_host * 1000:.2f} ms", "", "per transition")
+    store.apply([Move(names[i], HostState.PENDING, "bench") for i in range(per_host)], None)
+    store.close()
+
+    out = work / f"plan-{n}"
+    wall, rss, _ = run_cli(["--state", str(state), "plan", "-i", str(ini), "--no-discover",
+                            "--out", str(out)])
+    report.add("plan (INI, whole command, own process)", f"{wall:.2f} s",
+               "<= 3 s" if big else "", check(wall, 3) if big else "")
+    report.add("  plan peak memory (RSS)", f"{rss:.0f} MB", "<= 300 MB" if big else "",
+               check(rss, 300) if big else "")
+    wall, rss, _ = run_cli(["--state", str(state), "status"])
+    report.add("status (whole command, own process)", f"{wall:.2f} s",
+               "<= 0.2 s" if big else "", check(wall, 0.2) if big else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--no-anchor", action="store_true",
+                        help="skip timing Ansible's own loader (about 30 s at 100k)")
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+          f"Python {platform.python_version()}, {platform.platform()}")
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="avmigrate-bench-") as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            bench_size(n, Path(tmp), report, not args.no_anchor)
+    missed = [r for r in report.rows if r[3] == "MISSED"]
+    print(f"\n{len(missed)} target(s) missed" + (": " + "; ".join(r[0] for r in missed)
+                                                  if missed else ""))
+
+
+if __name__ == "__main__":
+    main()
