@@ -8,10 +8,10 @@ HOSTS ?= 12
 STATE ?= demo/avmigrate.db
 LAB_ROOT ?= /var/lib/avmigrate/labs
 DEB_PACKAGES := debootstrap systemd-container dpkg-dev apt-utils gnupg iproute2 clamav \
-                openssh-client python3-venv util-linux chromium tzdata
+                openssh-client python3-venv util-linux chromium tzdata postgresql
 POLICY ?= inventory/policy.demo.yml
 
-.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean stress fuzz
+.PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean stress fuzz pg-up pg-down bench
 
 ## make demo: install what is needed, build a 12-host lab, plan it (HTML for managers, with a
 ## check-mode pass), run the plan, and write the evidence report.
@@ -35,9 +35,21 @@ demo: deps venv
 	@echo "evidence (after it): demo/report.html .md .csv .json  screenshot demo/report.png"
 	@echo "lab inventory: $(LAB_ROOT)/$(LAB)/inventory.yml  (avmigrate lab status --lab $(LAB))"
 
-## make test: install what is needed and run every test, lab tests included.
-test: deps venv lint
-	$(BIN)/pytest
+## make test: install what is needed and run every test, lab tests included. The state tests
+## run on SQLite and on a private PostgreSQL server (Debian's package, a UNIX socket only).
+test: deps venv lint pg-up
+	AVMIGRATE_REQUIRE_PG=1 $(BIN)/pytest
+
+pg-up: deps venv
+	$(PY) -m tests.pgserver up
+
+pg-down: venv
+	$(PY) -m tests.pgserver down
+
+## make bench: planning and state at 1k/10k/100k hosts with Ansible's own loader as the anchor
+## (bench/README.md); figures printed beside their targets.
+bench: deps venv
+	$(PY) -m bench.scale
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make deps needs root (apt-get, mounts, namespaces)"; exit 2; fi
@@ -60,8 +72,8 @@ lint: venv
 	$(BIN)/mypy
 	cd playbooks && PATH=$(abspath $(BIN)):$$PATH ansible-lint --profile production --offline .
 
-unit: venv
-	$(BIN)/pytest -m "not lab"
+unit: venv pg-up
+	AVMIGRATE_REQUIRE_PG=1 $(BIN)/pytest -m "not lab"
 
 lab-test: deps venv
 	$(BIN)/pytest -m lab

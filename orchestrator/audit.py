@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.sqltypes import Cursor, Db
 
 GENESIS = "0" * 64
 
@@ -56,7 +57,7 @@ def transition_detail(src: str, dst: str, reason: str) -> dict[str, Any]:
     return {"from": src, "to": dst, "reason": reason}
 
 
-def append(cur: sqlite3.Cursor, at: float, kind: str, host: str | None, run_id: int | None,
+def append(cur: Cursor, at: float, kind: str, host: str | None, run_id: int | None,
            ref: int | None, detail: dict[str, Any]) -> None:
     """Add an entry inside the caller's transaction (BEGIN IMMEDIATE: no concurrent writer)."""
     row = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -68,7 +69,7 @@ def append(cur: sqlite3.Cursor, at: float, kind: str, host: str | None, run_id: 
                 (seq, at, kind, host, run_id, ref, text, prev, digest))
 
 
-def genesis(cur: sqlite3.Cursor) -> None:
+def genesis(cur: Cursor) -> None:
     """First entry: what existed before the log began, so `verify` knows where to start."""
     def top(sql: str) -> int:
         return int(cur.execute(sql).fetchone()[0] or 0)
@@ -83,7 +84,7 @@ def genesis(cur: sqlite3.Cursor) -> None:
     })
 
 
-def entries(db: sqlite3.Connection) -> list[Entry]:
+def entries(db: Db) -> list[Entry]:
     rows = db.execute("SELECT seq, at, kind, host, run_id, ref, detail, prev_hash, hash "
                       "FROM audit ORDER BY seq")
     out = []
@@ -97,7 +98,7 @@ def entries(db: sqlite3.Connection) -> list[Entry]:
     return out
 
 
-def verify(db: sqlite3.Connection) -> Verdict:
+def verify(db: Db) -> Verdict:
     problems: list[str] = []
     rows = db.execute("SELECT seq, at, kind, host, run_id, ref, detail, prev_hash, hash "
                       "FROM audit ORDER BY seq").fetchall()
@@ -117,7 +118,7 @@ def verify(db: sqlite3.Connection) -> Verdict:
     return Verdict(entries=len(rows), head=prev, problems=tuple(problems))
 
 
-def _cross_check(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[str]:
+def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
     """Every recorded fact since the log began has its entry, and every entry its fact."""
     if not rows:
         return ["the audit log is empty: its first entries were removed"]

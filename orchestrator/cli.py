@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from orchestrator.executor import ExecConfig, RunnerExecutor, default_artifacts_
 from orchestrator.lease import LeaseKeeper
 from orchestrator.models import HostRecord, HostState, Plan
 from orchestrator.progress import RunProgress
-from orchestrator.state import SqliteStore, StateStore, open_store
+from orchestrator.state import SqlStore, StateStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give them room.
@@ -86,7 +86,7 @@ class Context:
         self.verbose = verbose
         self.credentials = credentials
         self.vault_password_file = vault_password_file
-        self._store: SqliteStore | None = None
+        self._store: SqlStore | None = None
 
     def secrets(self) -> secretlib.Secrets:
         if self.credentials is None:
@@ -94,7 +94,7 @@ class Context:
         return secretlib.load(self.credentials, self.catalogue().secret_names(),
                               self.vault_password_file)
 
-    def store(self) -> SqliteStore:
+    def store(self) -> SqlStore:
         if self._store is None:
             self._store = open_store(self.state_url)
         return self._store
@@ -110,9 +110,33 @@ class Context:
                       replacement,
                       log=lambda m: err.print(m, markup=False), policy=policy)
 
-    def lease(self) -> LeaseKeeper:
-        """One operator at a time: every command that changes hosts or their state holds it."""
-        return LeaseKeeper(self.store(), lambda: open_store(self.state_url), operator_name())
+    def lease(self, hosts: Sequence[str] | None = None) -> LeaseKeeper:
+        """Every command that changes hosts or their state holds a lease on them: on `hosts`
+        (those another live run holds are left to it), or on the whole state."""
+        return LeaseKeeper(self.store(), lambda: open_store(self.state_url), operator_name(),
+                           hosts=hosts)
+
+
+def narrowed(keeper: LeaseKeeper, inv: inventory.Inventory) -> inventory.Inventory:
+    """The inventory's hosts this run holds; says which are left to another run."""
+    claimed = keeper.claimed
+    if claimed is None or len(claimed) == len(inv.hosts):
+        return inv
+    held = keeper.held_elsewhere
+    holders = sorted(set(held.values()))
+    err.print(f"{len(held)} host(s) are held by another run and left to it: "
+              f"{_few(sorted(held))} (held by {holders[0]}"
+              + (f" and {len(holders) - 1} other run(s))" if len(holders) > 1 else ")"),
+              markup=False, soft_wrap=True)
+    return inv.only(claimed)
+
+
+def narrowed_plan(the_plan: Plan, inv: inventory.Inventory) -> Plan:
+    """The plan's waves with only the hosts of `inv` (this run's); empty waves dropped."""
+    keep = set(inv.names())
+    waves = tuple(dataclasses.replace(w, hosts=tuple(h for h in w.hosts if h in keep))
+                  for w in the_plan.waves)
+    return dataclasses.replace(the_plan, waves=tuple(w for w in waves if w.hosts))
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -150,7 +174,7 @@ FORKS = click.option("--forks", default=10, show_default=True, type=click.IntRan
                      help="Hosts Ansible works on at once.")
 
 
-def _records(store: SqliteStore, names: tuple[str, ...] | None = None) -> list[HostRecord]:
+def _records(store: SqlStore, names: tuple[str, ...] | None = None) -> list[HostRecord]:
     records = store.all()
     if names is not None:
         wanted = set(names)
@@ -184,7 +208,8 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
     """Probe every host read-only: banned products, replacement, disk and package health."""
     inv = inventory.load(inventory_path)
     engine = obj.engine(inv, replacement, forks)
-    with obj.lease():
+    with obj.lease(inv.names()) as keeper:
+        inv = engine.inventory = narrowed(keeper, inv)
         run_id = obj.store().begin_run("discover", operator_name(), None)
         engine.run_id = run_id
         engine.discover(list(inv.names()))
@@ -257,7 +282,8 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
     checks: dict[str, Any] = {}
     engine = obj.engine(inv, replacement, forks, RunPolicy(strategy=pol.strategy))
     if not no_discover or check_mode:
-        with obj.lease():
+        with obj.lease(inv.names()) as keeper:
+            inv = engine.inventory = narrowed(keeper, inv)
             run_id = store.begin_run("plan --check" if check_mode else "plan", operator_name(),
                                      None)
             engine.run_id = run_id
@@ -388,7 +414,10 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
         click.confirm(f"Migrate up to {len(inv.hosts)} host(s) to {replacement}?", abort=True)
     t0 = time.monotonic()
     live = err.is_terminal if progress is None else progress
-    with obj.lease(), interrupts(engine):
+    with obj.lease(inv.names()) as keeper, interrupts(engine):
+        inv = engine.inventory = narrowed(keeper, inv)
+        if the_plan is not None:
+            the_plan = narrowed_plan(the_plan, inv)
         run_id = store.begin_run("run", operator_name(),
                                  None if plan_path is None else str(plan_path))
         engine.run_id = run_id
@@ -462,7 +491,9 @@ def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
                           exit_code=2)
         click.confirm(f"Install and verify {replacement} on {', '.join(names)}?", abort=True)
     engine = obj.engine(inv, replacement, forks)
-    with obj.lease(), interrupts(engine):
+    with obj.lease(names) as keeper, interrupts(engine):
+        engine.inventory = narrowed(keeper, inv.only(names))
+        names = list(engine.inventory.names())
         run_id = store.begin_run("remediate", operator_name(), None)
         engine.run_id = run_id
         engine.remediate(names)
@@ -543,7 +574,7 @@ def print_summary(store: StateStore, counts: dict[HostState, int], limit: int = 
                   f"avmigrate status {states}", markup=False)
 
 
-def _existing_store(obj: Context) -> SqliteStore:
+def _existing_store(obj: Context) -> SqlStore:
     path = Path(obj.state_url)
     if "://" not in obj.state_url and not path.exists():
         raise AvmigrateError(f"no state at {path}; run `avmigrate discover` or pass --state")

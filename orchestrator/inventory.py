@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,12 @@ class Inventory:
 
     def names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
+
+    def only(self, names: Iterable[str]) -> Inventory:
+        """The same inventory with only `names` (in the inventory's order)."""
+        wanted = set(names)
+        hosts = tuple(h for h in self.hosts if h.name in wanted)
+        return Inventory(source=self.source, hosts=hosts, digest=digest_of(hosts))
 
     def host_digests(self) -> dict[str, str]:
         """One digest per host (groups and variables), to say what changed since a plan."""

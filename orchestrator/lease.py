@@ -1,4 +1,4 @@
-"""Hold the one-operator lease for the length of a command, renewing it in the background."""
+"""Hold a lease (on the whole state or on some hosts) for a command, renewing it meanwhile."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from orchestrator.state import Fenced, LeaseHolder, StateStore
@@ -18,8 +18,9 @@ class LeaseKeeper:
     """Context manager: take the lease (or fail naming its holder), renew it, release it."""
 
     def __init__(self, store: StateStore, open_other: Callable[[], StateStore], user: str,
-                 ttl: float = DEFAULT_TTL) -> None:
+                 ttl: float = DEFAULT_TTL, hosts: Sequence[str] | None = None) -> None:
         self.store = store
+        self.hosts = None if hosts is None else list(hosts)
         self.open_other = open_other  # the renewing thread needs a connection of its own
         self.holder = LeaseHolder(user, socket.gethostname(), os.getpid())
         self.ttl = ttl
@@ -29,11 +30,21 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> LeaseKeeper:
-        self.epoch = self.store.acquire_lease(self.holder, self.ttl)
+        self.epoch = self.store.acquire_lease(self.holder, self.ttl, self.hosts)
         self._thread = threading.Thread(target=self._renew, name="avmigrate-lease",
                                         daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def claimed(self) -> frozenset[str] | None:
+        """The hosts this run holds (None: the whole state)."""
+        return self.store.claimed
+
+    @property
+    def held_elsewhere(self) -> dict[str, str]:
+        """Hosts asked for that another live run holds, with who holds them."""
+        return self.store.held_elsewhere
 
     def _renew(self) -> None:
         other = self.open_other()

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator import audit
 from orchestrator.errors import StateError
@@ -27,6 +27,7 @@ from orchestrator.models import (
     transition_allowed,
 )
 from orchestrator.procs import pid_alive
+from orchestrator.sqltypes import Cursor, Db
 
 
 class StateStore(Protocol):
@@ -50,7 +51,12 @@ class StateStore(Protocol):
     def record_step(self, run_id: int, result: StepResult) -> None: ...
     def history(self, name: str | None = None) -> list[Transition]: ...
     def runs(self) -> list[dict[str, object]]: ...
-    def acquire_lease(self, holder: LeaseHolder, ttl: float) -> int: ...
+    def acquire_lease(self, holder: LeaseHolder, ttl: float,
+                      hosts: Sequence[str] | None = None) -> int: ...
+    @property
+    def claimed(self) -> frozenset[str] | None: ...
+    @property
+    def held_elsewhere(self) -> dict[str, str]: ...
     def renew_lease(self, epoch: int, ttl: float) -> None: ...
     def release_lease(self, epoch: int) -> None: ...
     def lease(self) -> Lease | None: ...
@@ -193,6 +199,24 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0004_states_index", """
         CREATE INDEX hosts_by_state ON hosts(state, name);
     """),
+    ("0005_operators_and_claims", """
+        CREATE TABLE operators (
+            epoch INTEGER PRIMARY KEY,
+            holder_user TEXT NOT NULL,
+            holder_host TEXT NOT NULL,
+            holder_pid INTEGER NOT NULL,
+            since REAL NOT NULL,
+            expires REAL NOT NULL,
+            released REAL,
+            whole INTEGER NOT NULL
+        );
+        CREATE TABLE claims (
+            host TEXT PRIMARY KEY,
+            operator INTEGER NOT NULL REFERENCES operators(epoch),
+            at REAL NOT NULL
+        );
+        CREATE INDEX claims_by_operator ON claims(operator);
+    """),
 ]
 
 
@@ -207,49 +231,58 @@ def _statements(sql: str) -> Iterator[str]:
             buf = ""
 
 
-class SqliteStore:
-    """StateStore on one SQLite file."""
+class SqlStore:
+    """The StateStore on a SQL database; subclasses give the connection and the dialect.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Every write is one transaction that first takes the database's writer lock (SQLite's
+    BEGIN IMMEDIATE, a PostgreSQL advisory lock), so the audit chain and the claims are
+    written by one operator at a time however many run at once.
+    """
+
+    migrations: list[tuple[str, str]] = MIGRATIONS
+    label = "state"
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
         self.fence_epoch: int | None = None
-        if path.exists() and not path.is_file():
-            raise StateError(f"state path {path} is not a file; pass --state FILE")
-        if not path.parent.exists():
-            raise StateError(f"directory {path.parent} of state file {path} does not exist")
-        try:
-            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {path} is not a usable SQLite database ({exc}); "
-                             "pass another --state or move it aside") from exc
+        self._claimed: frozenset[str] | None = None
+        self._held_elsewhere: dict[str, str] = {}
 
+    # ---- dialect ---------------------------------------------------------------------------
+    def _begin(self, cur: Cursor) -> None:
+        cur.execute("BEGIN IMMEDIATE")
+
+    def _apply_migration(self, cur: Cursor, sql: str) -> None:
+        for statement in _statements(sql):
+            cur.execute(statement)
+
+    # ---- schema ----------------------------------------------------------------------------
     def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                        "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-        done = {r[0] for r in self.db.execute("SELECT name FROM schema_migrations")}
-        known = {name for name, _ in MIGRATIONS}
+        with self._tx(fenced=False) as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        done = {r[0] for r in self.db.execute("SELECT name FROM schema_migrations").fetchall()}
+        known = {name for name, _ in self.migrations}
         unknown = done - known
         if unknown:
-            raise StateError(f"state file {self.path} was written by a newer avmigrate "
+            raise StateError(f"{self.label} was written by a newer avmigrate "
                              f"(migrations {sorted(unknown)}); upgrade avmigrate")
-        for name, sql in MIGRATIONS:
+        for name, sql in self.migrations:
             if name in done:
                 continue
-            with self._tx() as cur:
-                for statement in _statements(sql):
-                    cur.execute(statement)
+            with self._tx(fenced=False) as cur:
+                if cur.execute("SELECT 1 FROM schema_migrations WHERE name = ?",
+                               (name,)).fetchone():
+                    continue  # another process applied it while we waited for the lock
+                self._apply_migration(cur, sql)
                 cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
                 if name == "0003_audit_and_evidence":
                     audit.genesis(cur)
 
     @contextmanager
-    def _tx(self, fenced: bool = True) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, fenced: bool = True) -> Iterator[Cursor]:
         cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        self._begin(cur)
         try:
             if fenced:
                 self._check_fence(cur)
@@ -259,12 +292,14 @@ class SqliteStore:
             raise
         cur.execute("COMMIT")
 
+    # ---- runs and hosts --------------------------------------------------------------------
     def begin_run(self, command: str, operator: str, plan_digest: str | None) -> int:
         with self._tx() as cur:
             now = time.time()
-            cur.execute("INSERT INTO runs (started_at, operator, command, plan_digest) "
-                        "VALUES (?, ?, ?, ?)", (now, operator, command, plan_digest))
-            run_id = int(cur.lastrowid or 0)
+            run_id = int(cur.execute(
+                "INSERT INTO runs (started_at, operator, command, plan_digest) "
+                "VALUES (?, ?, ?, ?) RETURNING id",
+                (now, operator, command, plan_digest)).fetchone()[0])
             audit.append(cur, now, "run-start", None, run_id, run_id,
                          {"operator": operator, "command": command, "plan": plan_digest})
             return run_id
@@ -280,12 +315,12 @@ class SqliteStore:
         now = time.time()
         with self._tx() as cur:
             cur.executemany(
-                "INSERT OR IGNORE INTO hosts (name, state, updated_at) VALUES (?, ?, ?)",
+                "INSERT INTO hosts (name, state, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
                 [(n, HostState.PENDING.value, now) for n in names])
 
     @staticmethod
-    def _record(row: sqlite3.Row | tuple[object, ...],
-                parsed: dict[str, HostFacts] | None = None) -> HostRecord:
+    def _record(row: Sequence[Any], parsed: dict[str, HostFacts] | None = None) -> HostRecord:
         """A row as a record; `parsed` shares one HostFacts among hosts with the same facts."""
         name, state, reason, strategy, wave, facts, updated, stopped, verified = row
         host_facts = None
@@ -299,11 +334,11 @@ class SqliteStore:
         return HostRecord(
             name=str(name), state=HostState(str(state)), reason=str(reason),
             strategy=None if strategy is None else str(strategy),
-            wave=None if wave is None else int(str(wave)),
+            wave=None if wave is None else int(wave),
             facts=host_facts,
-            updated_at=float(str(updated)),
-            protection_stopped_at=None if stopped is None else float(str(stopped)),
-            replacement_verified_at=None if verified is None else float(str(verified)),
+            updated_at=float(updated),
+            protection_stopped_at=None if stopped is None else float(stopped),
+            replacement_verified_at=None if verified is None else float(verified),
         )
 
     _COLS = ("name, state, reason, strategy, wave, facts, updated_at, protection_stopped_at, "
@@ -358,9 +393,9 @@ class SqliteStore:
             for move in moves:
                 self._move(cur, move, run_id, now)
 
-    @staticmethod
-    def _move(cur: sqlite3.Cursor, move: Move, run_id: int | None, now: float) -> None:
+    def _move(self, cur: Cursor, move: Move, run_id: int | None, now: float) -> None:
         name, to, reason = move.name, move.to, move.reason
+        self._check_claim(cur, name)
         row = cur.execute("SELECT state FROM hosts WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise StateError(f"host {name!r} is not in the state; run discover first")
@@ -381,10 +416,11 @@ class SqliteStore:
         cur.execute(f"UPDATE hosts SET {', '.join(sets)} WHERE name = ?",  # noqa: S608
                     [*args, name])
         if src != to:
-            cur.execute("INSERT INTO transitions (host, from_state, to_state, at, run_id, "
-                        "reason) VALUES (?, ?, ?, ?, ?, ?)",
-                        (name, src.value, to.value, now, run_id, reason))
-            audit.append(cur, now, "transition", name, run_id, int(cur.lastrowid or 0),
+            tid = int(cur.execute(
+                "INSERT INTO transitions (host, from_state, to_state, at, run_id, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (name, src.value, to.value, now, run_id, reason)).fetchone()[0])
+            audit.append(cur, now, "transition", name, run_id, tid,
                          audit.transition_detail(src.value, to.value, reason))
 
     def record_step(self, run_id: int, result: StepResult) -> None:
@@ -408,77 +444,144 @@ class SqliteStore:
                 "outcome")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    # ---- one operator at a time ----------------------------------------------------------
-    def _check_fence(self, cur: sqlite3.Cursor) -> None:
-        """Inside a write transaction: refuse the write if this run no longer holds the lease."""
+    # ---- operators: leases on the whole state or on hosts, with fencing -------------------
+    @property
+    def claimed(self) -> frozenset[str] | None:
+        """Hosts this store's lease holds; None: the whole state (or no lease)."""
+        return self._claimed
+
+    @property
+    def held_elsewhere(self) -> dict[str, str]:
+        """Hosts asked for but held by another live operator, with who holds them."""
+        return dict(self._held_elsewhere)
+
+    def _check_fence(self, cur: Cursor) -> None:
+        """Inside a write transaction: refuse the write if this run no longer holds its lease."""
         if self.fence_epoch is None:
             return
-        row = cur.execute("SELECT epoch FROM lease WHERE id = 1").fetchone()
-        if row is None or int(row[0]) != self.fence_epoch:
+        row = cur.execute("SELECT released FROM operators WHERE epoch = ?",
+                          (self.fence_epoch,)).fetchone()
+        if row is None or row[0] is not None:
             raise Fenced("this run lost its lease to another run; it stopped writing. "
                          "See `avmigrate status`")
 
+    def _check_claim(self, cur: Cursor, host: str) -> None:
+        """A fenced run writes only hosts it claimed (a whole-state lease claims them all)."""
+        if self.fence_epoch is None or self._claimed is None:
+            return
+        row = cur.execute("SELECT operator FROM claims WHERE host = ?", (host,)).fetchone()
+        if row is None or int(row[0]) != self.fence_epoch:
+            raise Fenced(f"host {host} is not claimed by this run; it was not written")
+
+    @staticmethod
+    def _describe(user: str, host: str, pid: int, since: float, expires: float,
+                  now: float) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+        return (f"{user} on {host}, pid {pid}, since {started} (lease expires in "
+                f"{expires - now:.0f}s)")
+
+    def _live_operators(self, cur: Cursor, holder: LeaseHolder, now: float
+                        ) -> dict[int, tuple[str, bool]]:
+        """Other operators still holding leases: epoch -> (description, whole state).
+
+        A lease is ended here once it has expired, or at once when its holder ran on this
+        machine and that process is gone (a killed run cannot renew it anyway).
+        """
+        live: dict[int, tuple[str, bool]] = {}
+        for epoch, user, host, pid, since, expires, whole in cur.execute(
+                "SELECT epoch, holder_user, holder_host, holder_pid, since, expires, whole "
+                "FROM operators WHERE released IS NULL ORDER BY epoch").fetchall():
+            mine = host == holder.hostname and int(pid) == holder.pid
+            dead_here = host == socket.gethostname() and not pid_alive(int(pid))
+            if mine or dead_here or float(expires) <= now:
+                cur.execute("UPDATE operators SET released = ? WHERE epoch = ?", (now, epoch))
+                cur.execute("DELETE FROM claims WHERE operator = ?", (epoch,))
+                continue
+            live[int(epoch)] = (self._describe(str(user), str(host), int(pid), float(since),
+                                               float(expires), now), bool(whole))
+        return live
+
     def lease(self) -> Lease | None:
+        """The newest live lease, if any."""
         row = self.db.execute("SELECT holder_user, holder_host, holder_pid, since, expires, "
-                              "epoch FROM lease WHERE id = 1").fetchone()
-        if row is None or row[0] is None:
+                              "epoch FROM operators WHERE released IS NULL "
+                              "ORDER BY epoch DESC LIMIT 1").fetchone()
+        if row is None:
             return None
         return Lease(LeaseHolder(str(row[0]), str(row[1]), int(row[2])), float(row[3]),
                      float(row[4]), int(row[5]))
 
-    def acquire_lease(self, holder: LeaseHolder, ttl: float) -> int:
-        """Take the lease or raise LeaseHeld naming its holder; returns the new epoch.
-
-        A lease is taken over once it has expired, or at once when its holder ran on this
-        machine and that process is gone (a killed run cannot renew it anyway).
-        """
+    def acquire_lease(self, holder: LeaseHolder, ttl: float,
+                      hosts: Sequence[str] | None = None) -> int:
+        """Take a lease on the whole state (hosts=None) or on those of `hosts` no other live
+        operator holds; raise LeaseHeld naming the holder when nothing can be taken.
+        Returns the lease's epoch; `claimed` and `held_elsewhere` say what was taken."""
         now = time.time()
+        held: dict[str, str] = {}
         with self._tx(fenced=False) as cur:
-            row = cur.execute("SELECT holder_user, holder_host, holder_pid, since, expires, "
-                              "epoch FROM lease WHERE id = 1").fetchone()
-            user, host, pid, since, expires, epoch = row
-            if user is not None and float(expires) > now:
-                dead_here = host == socket.gethostname() and not pid_alive(int(pid))
-                mine = host == holder.hostname and int(pid) == holder.pid
-                if not (dead_here or mine):
-                    started = time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                            time.gmtime(float(since)))
-                    raise LeaseHeld(
-                        f"another run holds this state: {user} on {host}, pid {pid}, since "
-                        f"{started} (lease expires in {float(expires) - now:.0f}s); wait for "
-                        "it to finish or stop it")
-            new_epoch = int(epoch) + 1
-            cur.execute("UPDATE lease SET holder_user = ?, holder_host = ?, holder_pid = ?, "
-                        "since = ?, expires = ?, epoch = ? WHERE id = 1",
-                        (holder.user, holder.hostname, holder.pid, now, now + ttl, new_epoch))
-            audit.append(cur, now, "lease", None, None, new_epoch,
+            live = self._live_operators(cur, holder, now)
+            whole = [d for d, w in live.values() if w]
+            if whole or (hosts is None and live):
+                first = (whole or [d for d, _ in live.values()])[0]
+                raise LeaseHeld(f"another run holds this state: {first}; wait for it to "
+                                "finish or stop it")
+            if hosts is not None:
+                taken = {str(h): int(op) for h, op in cur.execute(
+                    "SELECT host, operator FROM claims").fetchall() if int(op) in live}
+                held = {h: live[taken[h]][0] for h in hosts if h in taken}
+                if hosts and len(held) == len(set(hosts)):
+                    raise LeaseHeld(f"another run holds these hosts: "
+                                    f"{next(iter(held.values()))}; wait for it to finish or "
+                                    "stop it")
+            epoch = int(cur.execute("UPDATE lease SET epoch = epoch + 1, holder_user = ?, "
+                                    "holder_host = ?, holder_pid = ?, since = ?, expires = ? "
+                                    "WHERE id = 1 RETURNING epoch",
+                                    (holder.user, holder.hostname, holder.pid, now,
+                                     now + ttl)).fetchone()[0])
+            cur.execute("INSERT INTO operators (epoch, holder_user, holder_host, holder_pid, "
+                        "since, expires, whole) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (epoch, holder.user, holder.hostname, holder.pid, now, now + ttl,
+                         int(hosts is None)))
+            claimed = None
+            if hosts is not None:
+                claimed = frozenset(h for h in hosts if h not in held)
+                cur.executemany("INSERT INTO claims (host, operator, at) VALUES (?, ?, ?) "
+                                "ON CONFLICT (host) DO UPDATE SET operator = excluded.operator, "
+                                "at = excluded.at", [(h, epoch, now) for h in sorted(claimed)])
+            audit.append(cur, now, "lease", None, None, epoch,
                          {"user": holder.user, "host": holder.hostname, "pid": holder.pid,
-                          "took_over": None if user is None else f"{user}@{host} pid {pid}"})
-        self.fence_epoch = new_epoch
-        return new_epoch
+                          "hosts": "all" if claimed is None else len(claimed)})
+        self.fence_epoch = epoch
+        self._claimed = claimed
+        self._held_elsewhere = held
+        return epoch
 
     def renew_lease(self, epoch: int, ttl: float) -> None:
         with self._tx(fenced=False) as cur:
-            updated = cur.execute("UPDATE lease SET expires = ? WHERE id = 1 AND epoch = ?",
-                                  (time.time() + ttl, epoch)).rowcount
+            updated = cur.execute("UPDATE operators SET expires = ? WHERE epoch = ? "
+                                  "AND released IS NULL", (time.time() + ttl, epoch)).rowcount
             if updated != 1:
                 raise Fenced("this run lost its lease to another run; it stopped writing")
 
     def release_lease(self, epoch: int) -> None:
         with self._tx(fenced=False) as cur:
-            cur.execute("UPDATE lease SET holder_user = NULL, holder_host = NULL, "
-                        "holder_pid = NULL, since = NULL, expires = NULL "
-                        "WHERE id = 1 AND epoch = ?", (epoch,))
+            cur.execute("UPDATE operators SET released = ? WHERE epoch = ? AND released IS NULL",
+                        (time.time(), epoch))
+            cur.execute("DELETE FROM claims WHERE operator = ?", (epoch,))
         self.fence_epoch = None
+        self._claimed = None
+        self._held_elsewhere = {}
 
     # ---- approvals -------------------------------------------------------------------------
     def add_approval(self, plan_hash: str, wave: int, operator: str,
                      plan_path: str = "") -> None:
         with self._tx(fenced=False) as cur:
             now = time.time()
-            cur.execute("INSERT INTO approvals (plan_hash, wave, operator, at, plan_path) "
-                        "VALUES (?, ?, ?, ?, ?)", (plan_hash, wave, operator, now, plan_path))
-            audit.append(cur, now, "approval", None, None, int(cur.lastrowid or 0),
+            aid = int(cur.execute(
+                "INSERT INTO approvals (plan_hash, wave, operator, at, plan_path) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (plan_hash, wave, operator, now, plan_path)).fetchone()[0])
+            audit.append(cur, now, "approval", None, None, aid,
                          {"plan": plan_hash, "wave": wave, "operator": operator})
 
     def approvals(self, plan_hash: str) -> dict[int, tuple[str, float]]:
@@ -503,15 +606,38 @@ class SqliteStore:
     def audit_verify(self) -> audit.Verdict:
         return audit.verify(self.db)
 
-    def integrity_ok(self) -> bool:
-        return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
-
     def close(self) -> None:
         self.db.close()
 
 
-def open_store(url: str) -> SqliteStore:
-    """Open the state named by --state / AVMIGRATE_STATE (a SQLite file path for now)."""
+class SqliteStore(SqlStore):
+    """StateStore on one SQLite file (WAL, synchronous=FULL: a commit is on disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.label = f"state file {path}"
+        if path.exists() and not path.is_file():
+            raise StateError(f"state path {path} is not a file; pass --state FILE")
+        if not path.parent.exists():
+            raise StateError(f"directory {path.parent} of state file {path} does not exist")
+        try:
+            db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+            super().__init__(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {path} is not a usable SQLite database ({exc}); "
+                             "pass another --state or move it aside") from exc
+
+    def integrity_ok(self) -> bool:
+        return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+def open_store(url: str) -> SqlStore:
+    """Open the state named by --state / AVMIGRATE_STATE: a SQLite file, or postgresql://."""
     if url.startswith(("postgresql://", "postgres://")):
-        raise StateError("PostgreSQL state is not available in this version; use a file path")
+        from orchestrator.pgstore import PostgresStore  # noqa: PLC0415 - only when asked for
+        return PostgresStore(url)
     return SqliteStore(Path(url))

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
@@ -23,27 +22,33 @@ from orchestrator.state import (
     LeaseHolder,
     Move,
     SqliteStore,
+    SqlStore,
     open_store,
 )
+from tests.conftest import Backend
 
 
+# Every test taking `store` or `backend` runs on SQLite and on PostgreSQL (tests/conftest.py).
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(tmp_path / "state.db")
+def store(backend: Backend) -> SqlStore:
+    s: SqlStore = backend.open()
     s.ensure_hosts(["a", "b"])
     return s
 
 
-def test_new_hosts_are_pending_and_migrations_recorded(store: SqliteStore) -> None:
+def test_new_hosts_are_pending_and_migrations_recorded(store: SqlStore) -> None:
     assert [r.state for r in store.all()] == [HostState.PENDING, HostState.PENDING]
-    names = [r[0] for r in store.db.execute("SELECT name FROM schema_migrations")]
+    names = [r[0] for r in store.db.execute("SELECT name FROM schema_migrations ORDER BY name")]
     assert names == [m[0] for m in MIGRATIONS]
+
+
+def test_sqlite_state_is_write_ahead_logged(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_transitions_are_committed_and_survive_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    s = SqliteStore(path)
+def test_transitions_are_committed_and_survive_reopen(backend: Backend) -> None:
+    s = backend.open()
     s.ensure_hosts(["a"])
     run = s.begin_run("run", "tester", None)
     s.transition("a", HostState.INSTALLING, "go", run, wave=0)
@@ -51,22 +56,22 @@ def test_transitions_are_committed_and_survive_reopen(tmp_path: Path) -> None:
     s.transition("a", HostState.REMOVING, "rm", run, protection_stopped_at=20.0)
     s.transition("a", HostState.MIGRATED, "done", run)
     # A second connection sees everything without the first being closed: each was committed.
-    other = sqlite3.connect(str(path))
-    rows = other.execute("SELECT to_state FROM transitions ORDER BY id").fetchall()
+    other = backend.open()
+    rows = other.db.execute("SELECT to_state FROM transitions ORDER BY id").fetchall()
     assert [r[0] for r in rows] == ["installing", "verified", "removing", "migrated"]
     other.close()
     s.close()
-    again = SqliteStore(path)
+    again = backend.open()
     rec = again.get("a")
     assert rec is not None
     assert rec.state == HostState.MIGRATED
     assert rec.wave == 0
     assert rec.gap_seconds == 0.0  # verified before the banned product was stopped
     assert [t.to_state for t in again.history("a")][-1] == HostState.MIGRATED
-    assert again.integrity_ok()
+    assert again.audit_verify().ok
 
 
-def test_gap_is_time_from_stop_to_verified(store: SqliteStore) -> None:
+def test_gap_is_time_from_stop_to_verified(store: SqlStore) -> None:
     store.transition("a", HostState.INSTALLING, "", None)
     store.transition("a", HostState.VERIFIED, "", None, replacement_verified_at=100.0,
                      protection_stopped_at=40.0)
@@ -75,7 +80,7 @@ def test_gap_is_time_from_stop_to_verified(store: SqliteStore) -> None:
     assert rec.gap_seconds == 60.0
 
 
-def test_forbidden_transition_is_refused_and_nothing_written(store: SqliteStore) -> None:
+def test_forbidden_transition_is_refused_and_nothing_written(store: SqlStore) -> None:
     with pytest.raises(StateError, match="refusing transition pending -> removing"):
         store.transition("a", HostState.REMOVING, "", None)
     rec = store.get("a")
@@ -100,7 +105,7 @@ def test_discovery_never_claims_a_host_migrated_or_verified() -> None:
             assert src == HostState.INSTALLING, src
 
 
-def test_same_state_updates_facts_without_transition(store: SqliteStore) -> None:
+def test_same_state_updates_facts_without_transition(store: SqlStore) -> None:
     f = HostFacts("Debian", "Debian", "12", (), False, False)
     store.transition("a", HostState.CLEAN, "none", None)
     store.transition("a", HostState.CLEAN, "none", None, facts=f)
@@ -110,7 +115,7 @@ def test_same_state_updates_facts_without_transition(store: SqliteStore) -> None
     assert len(store.history("a")) == 1
 
 
-def test_step_results_and_runs(store: SqliteStore) -> None:
+def test_step_results_and_runs(store: SqlStore) -> None:
     run = store.begin_run("run", "tester", "plan.json")
     store.record_step(run, StepResult("a", "install", StepOutcome.FAILED, "boom"))
     store.finish_run(run, "exit 4")
@@ -120,7 +125,7 @@ def test_step_results_and_runs(store: SqliteStore) -> None:
     assert store.db.execute("SELECT message FROM step_results").fetchone()[0] == "boom"
 
 
-def test_unknown_host_transition_is_an_error(store: SqliteStore) -> None:
+def test_unknown_host_transition_is_an_error(store: SqlStore) -> None:
     with pytest.raises(StateError, match="not in the state"):
         store.transition("zzz", HostState.CLEAN, "", None)
 
@@ -132,27 +137,27 @@ def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
         SqliteStore(bad)
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    SqliteStore(path).close()
-    db = sqlite3.connect(str(path))
-    db.execute("INSERT INTO schema_migrations VALUES ('9999_future', 0)")
-    db.commit()
-    db.close()
+def test_newer_schema_is_refused(backend: Backend) -> None:
+    first = backend.open()
+    first.db.execute("INSERT INTO schema_migrations VALUES ('9999_future', 0)")
+    first.close()
     with pytest.raises(StateError, match="newer avmigrate"):
-        SqliteStore(path)
+        backend.open()
 
 
-def test_missing_directory_and_postgres_url(tmp_path: Path) -> None:
+def test_missing_directory_and_unreachable_server_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="does not exist"):
         open_store(str(tmp_path / "nope" / "s.db"))
-    with pytest.raises(StateError, match="PostgreSQL"):
-        open_store("postgresql://localhost/x")
+    socket_dir = tmp_path / "no-server"
+    socket_dir.mkdir()
+    with pytest.raises(StateError, match="cannot connect to state database") as caught:
+        open_store(f"postgresql://avm:s3cret@/x?host={socket_dir}")
+    assert "s3cret" not in str(caught.value)  # the password is never repeated
+    assert "\n" not in str(caught.value)
 
 
-def test_lease_refuses_a_second_operator_and_names_the_holder(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    first, second = SqliteStore(path), SqliteStore(path)
+def test_lease_refuses_a_second_operator_and_names_the_holder(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
     me = LeaseHolder("alice", socket.gethostname(), os.getpid())
     epoch = first.acquire_lease(me, ttl=60)
     other = LeaseHolder("bob", "elsewhere", 4242)
@@ -162,9 +167,8 @@ def test_lease_refuses_a_second_operator_and_names_the_holder(tmp_path: Path) ->
     assert second.acquire_lease(other, ttl=60) == epoch + 1
 
 
-def test_expired_lease_is_taken_over_and_the_stale_holder_is_fenced(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    stale, fresh = SqliteStore(path), SqliteStore(path)
+def test_expired_lease_is_taken_over_and_the_stale_holder_is_fenced(backend: Backend) -> None:
+    stale, fresh = backend.open(), backend.open()
     stale.ensure_hosts(["a"])
     stale.acquire_lease(LeaseHolder("alice", "host-a", 1), ttl=0.01)
     time.sleep(0.05)
@@ -179,12 +183,12 @@ def test_expired_lease_is_taken_over_and_the_stale_holder_is_fenced(tmp_path: Pa
     fresh.transition("a", HostState.CLEAN, "ok", None)
 
 
-def test_lease_of_a_dead_local_process_is_taken_at_once(tmp_path: Path) -> None:
+def test_lease_of_a_dead_local_process_is_taken_at_once(backend: Backend) -> None:
     import subprocess  # noqa: PLC0415
 
     proc = subprocess.Popen(["true"])
     proc.wait()
-    store = SqliteStore(tmp_path / "s.db")
+    store = backend.open()
     store.acquire_lease(LeaseHolder("alice", socket.gethostname(), proc.pid), ttl=600)
     epoch = store.acquire_lease(LeaseHolder("bob", socket.gethostname(), os.getpid()), ttl=60)
     lease = store.lease()
@@ -193,14 +197,14 @@ def test_lease_of_a_dead_local_process_is_taken_at_once(tmp_path: Path) -> None:
     assert lease.epoch == epoch
 
 
-def test_approvals_are_recorded_per_plan(store: SqliteStore) -> None:
+def test_approvals_are_recorded_per_plan(store: SqlStore) -> None:
     store.add_approval("p1", 2, "carol")
     assert set(store.approvals("p1")) == {2}
     assert store.approvals("p1")[2][0] == "carol"
     assert store.approvals("p2") == {}
 
 
-def test_moves_in_one_transaction_are_all_or_nothing(store: SqliteStore) -> None:
+def test_moves_in_one_transaction_are_all_or_nothing(store: SqlStore) -> None:
     store.ensure_hosts(["c"])
     store.apply([Move("a", HostState.CLEAN, "none found"), Move("b", HostState.UNREACHABLE, "x")],
                 None)
@@ -214,7 +218,7 @@ def test_moves_in_one_transaction_are_all_or_nothing(store: SqliteStore) -> None
     assert store.audit_verify().ok
 
 
-def test_counts_and_hosts_in_states(store: SqliteStore) -> None:
+def test_counts_and_hosts_in_states(store: SqlStore) -> None:
     store.ensure_hosts(["c", "d"])
     store.apply([Move("a", HostState.CLEAN), Move("c", HostState.UNREACHABLE),
                  Move("d", HostState.UNREACHABLE)], None)
