@@ -9,7 +9,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ class Inventory:
     source: str
     hosts: tuple[InventoryHost, ...]
     digest: str
+    # Per-host digests when the loader computed them (load() does); else computed on demand.
+    digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def _by_name(self) -> dict[str, InventoryHost]:
@@ -46,11 +48,14 @@ class Inventory:
         """The same inventory with only `names` (in the inventory's order)."""
         wanted = set(names)
         hosts = tuple(h for h in self.hosts if h.name in wanted)
-        return Inventory(source=self.source, hosts=hosts, digest=digest_of(hosts))
+        if not self.digests:
+            return Inventory(source=self.source, hosts=hosts, digest=digest_of(hosts))
+        digests = {h.name: self.digests[h.name] for h in hosts}
+        return Inventory(self.source, hosts, _digest_of_digests(digests), digests)
 
     def host_digests(self) -> dict[str, str]:
         """One digest per host (groups and variables), to say what changed since a plan."""
-        return _host_digests(self.hosts)
+        return self.digests or _host_digests(self.hosts)
 
 
 def _plain(value: Any) -> Any:
@@ -102,8 +107,27 @@ def _host_digests(hosts: tuple[InventoryHost, ...]) -> dict[str, str]:
 
 def digest_of(hosts: tuple[InventoryHost, ...]) -> str:
     """The inventory's digest: every host's name and digest, in order."""
-    lines = "".join(f"{name} {d}\n" for name, d in _host_digests(hosts).items())
+    return _digest_of_digests(_host_digests(hosts))
+
+
+def _digest_of_digests(digests: dict[str, str]) -> str:
+    lines = "".join(f"{name} {d}\n" for name, d in digests.items())
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _split_digests(found: list[staticinv.Found]) -> dict[str, str]:
+    """Per-host digests from (groups, shared group variables, own variables): the shared
+    part is serialised once per group set, so 100k hosts cost one small dump each."""
+    dumps = json.JSONEncoder(sort_keys=True).encode
+    sha = hashlib.sha256
+    shared: dict[int, str] = {}
+    out = {}
+    for name, groups, gvars, own in found:
+        part = shared.get(id(gvars))
+        if part is None:
+            part = shared[id(gvars)] = dumps([list(groups), gvars])
+        out[name] = sha(f"{part}|{dumps(own)}".encode()).hexdigest()[:16]
+    return out
 
 
 def _parse_failure(path: Path, text: str, said: str, exc: Exception) -> str:
@@ -147,7 +171,7 @@ def _line_of(text: str, needle: str) -> str:
     return ""
 
 
-def _ansible_hosts(path: Path, text: str) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+def _ansible_hosts(path: Path, text: str) -> list[staticinv.Found]:
     """Hosts by Ansible's own InventoryManager: dynamic sources, and what staticinv declines."""
     # Unparseable sources must be an error, not a warning and an empty inventory.
     os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
@@ -169,23 +193,25 @@ def _ansible_hosts(path: Path, text: str) -> list[tuple[str, tuple[str, ...], di
     for group in manager.groups:
         if (problem := names.identifier_problem(group, "group")) is not None:
             raise InventoryError(f"{path}{_line_of(text, group)}: {problem}; rename it")
-    found = []
+    found: list[staticinv.Found] = []
     for host in sorted(manager.get_hosts(), key=lambda h: h.name):
         merged = combine_vars(get_group_vars(host.get_groups()), host.vars)
         groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
         variables = {k: v for k, v in _plain(dict(merged)).items()
                      if k not in ("inventory_file", "inventory_dir")}
-        found.append((str(host.name), groups, variables))
+        found.append((str(host.name), groups, {}, variables))
     return found
 
 
-def read_hosts(path: Path, *, fast: bool = True
-               ) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    """(name, groups, merged vars) of every host, by the fast static loader when it can."""
+def read_hosts(path: Path, *, fast: bool = True) -> list[staticinv.Found]:
+    """(name, groups, shared group vars, own vars) of every host, by the fast static loader
+    when it can (by Ansible's, whose merged vars are all 'own')."""
     text = _text(path)
     if fast:
         try:
-            return [(n, g, _plain_vars(v)) for n, g, v in staticinv.load(path)]
+            plain: dict[int, dict[str, Any]] = {}
+            return [(n, g, plain.get(id(gv)) or plain.setdefault(id(gv), _plain_vars(gv)),
+                     _plain_vars(v)) for n, g, gv, v in staticinv.load(path)]
         except staticinv.Unsupported:
             pass
         except OSError as exc:
@@ -210,7 +236,8 @@ def load(path: Path, *, fast: bool = True) -> Inventory:
         text = _text(path) if text is None else text
         return _line_of(text, needle)
 
-    for name, groups, variables in found:
+    for name, groups, gvars, own in found:
+        variables = {**gvars, **own} if gvars else own
         for group in groups:
             if group not in checked_groups:
                 if (problem := names.identifier_problem(group, "group")) is not None:
@@ -233,5 +260,5 @@ def load(path: Path, *, fast: bool = True) -> Inventory:
         hosts.append(InventoryHost(name=name, groups=groups, vars=variables))
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
-    host_tuple = tuple(hosts)
-    return Inventory(source=str(path), hosts=host_tuple, digest=digest_of(host_tuple))
+    digests = _split_digests(found)
+    return Inventory(str(path), tuple(hosts), _digest_of_digests(digests), digests)

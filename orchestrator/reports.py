@@ -159,7 +159,20 @@ def render_report(data: dict[str, Any], fmt: str) -> str:
 
 
 # ---- plan files ---------------------------------------------------------------------------
+_PLAN_JSON: list[tuple[Plan, dict[str, Any]]] = []
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan file's content, with its content hash (computed once per plan object)."""
+    for known, body in _PLAN_JSON:
+        if known is plan:
+            return body
+    body = _plan_body(plan)
+    _PLAN_JSON[:] = [(plan, body)]
+    return body
+
+
+def _plan_body(plan: Plan) -> dict[str, Any]:
     body = {
         "format": PLAN_FORMAT,
         "created_at": plan.created_at,

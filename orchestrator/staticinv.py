@@ -20,11 +20,14 @@ import ast
 import re
 import shlex
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# (host, its groups but 'all', variables of its groups merged (shared), its own variables)
+Found = tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]
 
 
 class Unsupported(Exception):
@@ -39,6 +42,8 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _DNS = re.compile(r"[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)+")
 _SPECIAL = frozenset("'\"\\#")
+_FAST_VALUE = re.compile(rf"(?P<int>{_INT.pattern})|(?P<name>{_NAME.pattern})|"
+                         rf"(?P<text>{_IPV4.pattern}|{_DNS.pattern})")
 _NAMED = {"True": True, "False": False, "None": None}
 
 
@@ -61,12 +66,14 @@ def _coerce(value: Any) -> Any:
 
 def ini_value(text: str) -> Any:
     """An INI value as Ansible types it (ast.literal_eval, else the string itself)."""
-    if _INT.fullmatch(text):
-        return int(text)
-    if _NAME.fullmatch(text):
-        return _NAMED.get(text, text)
-    if _IPV4.fullmatch(text) or _DNS.fullmatch(text):
-        return text  # neither can be a Python literal: literal_eval refuses both
+    m = _FAST_VALUE.fullmatch(text)
+    if m is not None:
+        kind = m.lastgroup
+        if kind == "int":
+            return int(text)
+        if kind == "name":
+            return _NAMED.get(text, text)
+        return text  # an IPv4 address or a DNS name: literal_eval refuses both
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
@@ -137,38 +144,41 @@ class _Builder:
             self.host_groups[name].append(group)
         return hv
 
-    def result(self) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
-        """Hosts sorted by name with their groups (no 'all') and merged variables."""
+    def result(self) -> list[Found]:
+        """Hosts sorted by name: groups (no 'all'), the merged group variables (one dict
+        shared by every host with the same groups) and the host's own variables."""
         for name in list(self.parents):
             if name != "all" and not self.parents[name]:
                 self.add_child("all", name)
         depth = self._depths()
-        ancestors_of: dict[str, frozenset[str]] = {}
-        for g in self.parents:
-            ancestors_of[g] = frozenset(self._ancestors(g))
+        ancestors_of = {g: frozenset(self._ancestors(g)) for g in self.parents}
         merged_for: dict[frozenset[str], tuple[tuple[str, ...], dict[str, Any]]] = {}
+        by_direct: dict[tuple[str, ...], tuple[tuple[str, ...], dict[str, Any]]] = {}
         out = []
         for host in sorted(self.host_vars):
-            direct = self.host_groups[host]
-            groups = set(direct)
-            for g in direct:
-                groups |= ancestors_of[g]
-            groups.add("all")
-            if "ungrouped" in groups and groups - {"all", "ungrouped"}:
-                groups.discard("ungrouped")
-            elif groups == {"all"}:
-                groups.add("ungrouped")
-            key = frozenset(groups)
-            cached = merged_for.get(key)
+            direct = tuple(self.host_groups[host])
+            cached = by_direct.get(direct)
             if cached is None:
-                ordered = sorted(groups, key=lambda g: (depth[g], self.priority.get(g, 1), g))
-                gvars: dict[str, Any] = {}
-                for g in ordered:
-                    gvars.update(self.group_vars[g])
-                cached = (tuple(sorted(g for g in groups if g != "all")), gvars)
-                merged_for[key] = cached
-            names, gvars = cached
-            out.append((host, names, {**gvars, **self.host_vars[host]}))
+                groups = set(direct)
+                for g in direct:
+                    groups |= ancestors_of[g]
+                groups.add("all")
+                if "ungrouped" in groups and groups - {"all", "ungrouped"}:
+                    groups.discard("ungrouped")
+                elif groups == {"all"}:
+                    groups.add("ungrouped")
+                key = frozenset(groups)
+                cached = merged_for.get(key)
+                if cached is None:
+                    ordered = sorted(groups,
+                                     key=lambda g: (depth[g], self.priority.get(g, 1), g))
+                    gvars: dict[str, Any] = {}
+                    for g in ordered:
+                        gvars.update(self.group_vars[g])
+                    cached = (tuple(sorted(g for g in groups if g != "all")), gvars)
+                    merged_for[key] = cached
+                by_direct[direct] = cached
+            out.append((host, cached[0], cached[1], self.host_vars[host]))
         return out
 
     def _depths(self) -> dict[str, int]:
@@ -219,8 +229,9 @@ def _host_pattern(pattern: str) -> tuple[list[str], int | None]:
     return [str(n) for n in names], port
 
 
-def parse_ini(text: str) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+def parse_ini(text: str) -> list[Found]:
     b = _Builder()
+    plain_host = _PLAIN_HOST.fullmatch
     pending: dict[str, dict[str, Any]] = {}
     group, state = "ungrouped", "hosts"
     for raw in text.splitlines():
@@ -254,7 +265,11 @@ def parse_ini(text: str) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
                     raise Unsupported(str(exc)) from exc
                 if not tokens:
                     raise Unsupported("empty host line")
-            names, port = _host_pattern(tokens[0])
+            first = tokens[0]
+            if plain_host(first) and first != "---":
+                names, port = [first], None
+            else:
+                names, port = _host_pattern(first)
             variables: dict[str, Any] = {}
             for token in tokens[1:]:
                 key, eq, value = token.partition("=")
@@ -263,8 +278,11 @@ def parse_ini(text: str) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
                 variables[key] = ini_value(value)
             for name in names:
                 hv = b.add_host(name, group, port)
-                for k, v in variables.items():
-                    _set(hv, k, v)
+                if hv:
+                    for k, v in variables.items():
+                        _set(hv, k, v)
+                else:
+                    hv.update(variables)
         elif state == "vars":
             key, eq, value = line.partition("=")
             if not eq:
@@ -341,7 +359,7 @@ def _no_tags(_loader: yaml.Loader, _suffix: str, node: yaml.Node) -> Any:
 _Loader.add_multi_constructor("!", _no_tags)
 
 
-def parse_yaml(text: str) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+def parse_yaml(text: str) -> list[Found]:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader subclass
     except Unsupported:
@@ -368,7 +386,7 @@ def kind(path: Path, head: str) -> str | None:
     return None
 
 
-def load(path: Path) -> Iterable[tuple[str, tuple[str, ...], dict[str, Any]]]:
+def load(path: Path) -> list[Found]:
     """The hosts of a static inventory file, sorted by name; raises Unsupported if unsure."""
     if not path.is_file():
         raise Unsupported("not a file")

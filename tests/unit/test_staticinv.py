@@ -106,14 +106,18 @@ all:
 """
 
 
+def _merged(found: list[staticinv.Found]) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    return [(n, g, {**gv, **own}) for n, g, gv, own in found]
+
+
 def _ansible(path: Path) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    return inventory.read_hosts(path, fast=False)
+    return _merged(inventory.read_hosts(path, fast=False))
 
 
 def _fast(path: Path) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
     """The fast loader's answer; failing if it declined the file (that would hide a gap)."""
     got = list(staticinv.load(path))
-    return inventory.read_hosts(path, fast=True) if got else []
+    return _merged(inventory.read_hosts(path, fast=True)) if got else []
 
 
 @pytest.mark.parametrize(("name", "text"), [
