@@ -46,10 +46,12 @@ pg-up: deps venv
 pg-down: venv
 	$(PY) -m tests.pgserver down
 
-## make bench: planning and state at 1k/10k/100k hosts with Ansible's own loader as the anchor
-## (bench/README.md); figures printed beside their targets.
+## make bench: planning and state at 1k/10k/100k hosts with Ansible's own loader as the anchor,
+## then a 24-host lab migration against bare ansible-playbook (three fresh labs, about 40 min on
+## 2 cores); figures printed beside their targets (bench/README.md).
 bench: deps venv
 	$(PY) -m bench.scale
+	$(PY) -m bench.lab --hosts 24
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make deps needs root (apt-get, mounts, namespaces)"; exit 2; fi

@@ -26,6 +26,8 @@ def settle(prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFac
             return (HostState.UNPROTECTED,
                     f"cannot probe a host whose protection was down ({message}); "
                     "treated as unprotected until a run or remediate verifies it")
+        if outcome == StepOutcome.UNKNOWN:
+            return HostState.INTERRUPTED, f"unknown: {message}"
         if outcome == StepOutcome.UNREACHABLE:
             return HostState.UNREACHABLE, f"unreachable: {message}"
         return HostState.BLOCKED, f"discovery failed: {message}"

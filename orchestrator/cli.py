@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import getpass
+import importlib.util
 import json
 import os
 import signal
@@ -15,28 +16,59 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import __version__, catalogue, inventory, planner, reports
-from orchestrator import policy as policy_mod
-from orchestrator import secrets as secretlib
-from orchestrator.engine import (
-    STRATEGIES,
-    Engine,
-    RunPolicy,
-    exit_code_for,
-    exit_code_for_states,
-)
+from orchestrator import __version__
 from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
-from orchestrator.executor import ExecConfig, RunnerExecutor, default_artifacts_dir
-from orchestrator.lease import LeaseKeeper
-from orchestrator.models import HostRecord, HostState, Plan
-from orchestrator.progress import RunProgress
+from orchestrator.models import HostRecord, HostState, Plan, exit_code_for_states
 from orchestrator.state import SqlStore, StateStore, open_store
+
+
+def _lazy(name: str) -> Any:
+    """A module loaded on its first use: `status`, `--help` and bad input need none of the
+    heavy ones (Ansible, paramiko, jinja2), and start in a fraction of the time."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:  # pragma: no cover - our own modules
+        raise ImportError(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from orchestrator import catalogue, inventory, planner, reports
+    from orchestrator import engine as engine_mod
+    from orchestrator import executor as executor_mod
+    from orchestrator import lease as lease_mod
+    from orchestrator import nodes as nodes_mod
+    from orchestrator import policy as policy_mod
+    from orchestrator import progress as progress_mod
+    from orchestrator import secrets as secretlib
+    from orchestrator.engine import Engine, RunPolicy
+    from orchestrator.lease import LeaseKeeper
+else:
+    catalogue = _lazy("orchestrator.catalogue")
+    inventory = _lazy("orchestrator.inventory")
+    planner = _lazy("orchestrator.planner")
+    reports = _lazy("orchestrator.reports")
+    engine_mod = _lazy("orchestrator.engine")
+    executor_mod = _lazy("orchestrator.executor")
+    lease_mod = _lazy("orchestrator.lease")
+    nodes_mod = _lazy("orchestrator.nodes")
+    policy_mod = _lazy("orchestrator.policy")
+    progress_mod = _lazy("orchestrator.progress")
+    secretlib = _lazy("orchestrator.secrets")
+
+STRATEGIES = ("auto", "make-before-break", "swap")  # engine.STRATEGIES (a test holds them equal)
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give them room.
@@ -104,16 +136,24 @@ class Context:
 
     def engine(self, inv: inventory.Inventory, replacement: str, forks: int,
                policy: RunPolicy | None = None) -> Engine:
-        cfg = ExecConfig(artifacts_dir=default_artifacts_dir(self.state_url), forks=forks,
+        cfg = executor_mod.ExecConfig(artifacts_dir=executor_mod.default_artifacts_dir(
+            self.state_url), forks=forks,
                          verbosity=self.verbose)
-        return Engine(self.store(), RunnerExecutor(cfg, self.secrets()), self.catalogue(), inv,
-                      replacement,
-                      log=lambda m: err.print(m, markup=False), policy=policy)
+        nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
+        if nodes:
+            err.print(f"execution nodes: {', '.join(n.name for n in nodes)}", markup=False)
+        executor = executor_mod.RunnerExecutor(cfg, self.secrets(), nodes)
+        engine = engine_mod.Engine(self.store(), executor, self.catalogue(), inv, replacement,
+                        log=lambda m: err.print(m, markup=False), policy=policy)
+        # Through the engine: its log becomes the progress view's during a run.
+        executor.log = lambda m: engine.log(m)  # noqa: PLW0108
+        return engine
 
     def lease(self, hosts: Sequence[str] | None = None) -> LeaseKeeper:
         """Every command that changes hosts or their state holds a lease on them: on `hosts`
         (those another live run holds are left to it), or on the whole state."""
-        return LeaseKeeper(self.store(), lambda: open_store(self.state_url), operator_name(),
+        return lease_mod.LeaseKeeper(self.store(), lambda: open_store(self.state_url),
+                                     operator_name(),
                            hosts=hosts)
 
 
@@ -314,7 +354,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                                                  | {"growth": growth}})
     store = obj.store()
     checks: dict[str, Any] = {}
-    engine = obj.engine(inv, replacement, forks, RunPolicy(strategy=pol.strategy))
+    engine = obj.engine(inv, replacement, forks, engine_mod.RunPolicy(strategy=pol.strategy))
     if not no_discover or check_mode:
         with obj.lease(inv.names()) as keeper:
             inv = engine.inventory = narrowed(keeper, inv)
@@ -435,7 +475,7 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
         if pol.require_approval:
             raise UsageError("--require-approval needs --plan: approvals are given for a "
                              "plan file; make one with `avmigrate plan`")
-    policy = RunPolicy(strategy=pol.strategy, max_unprotected=pol.max_unprotected,
+    policy = engine_mod.RunPolicy(strategy=pol.strategy, max_unprotected=pol.max_unprotected,
                        max_failed_percent=pol.max_failed_percent, soak_seconds=pol.soak_seconds,
                        require_approval=pol.require_approval,
                        plan_key=planner.plan_key(the_plan) if the_plan is not None else "",
@@ -462,7 +502,7 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
             the_plan = planner.make_plan(inv, cat, replacement, records, pol,
                                          planner.measure(store.history()), forks)
         if live:
-            with RunProgress(err, the_plan, records) as bars:
+            with progress_mod.RunProgress(err, the_plan, records) as bars:
                 engine.on_change = bars.update
                 engine.log = bars.log
                 summary = engine.run(the_plan)
@@ -491,7 +531,7 @@ def interrupts(engine: Engine) -> Iterator[None]:
             err.print("stopping: running steps finish and are recorded; Ctrl-C again to abort")
         else:
             executor = engine.executor
-            if isinstance(executor, RunnerExecutor):
+            if isinstance(executor, executor_mod.RunnerExecutor):
                 executor.cancel.set()
             err.print("aborting the running step")
 
@@ -532,9 +572,9 @@ def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
         engine.run_id = run_id
         engine.remediate(names)
         records = _records(store, inv.names())
-        store.finish_run(run_id, f"exit {exit_code_for(records)}")
+        store.finish_run(run_id, f"exit {engine_mod.exit_code_for(records)}")
     print_status([r for r in records if r.name in names])
-    sys.exit(exit_code_for([r for r in records if r.name in names]))
+    sys.exit(engine_mod.exit_code_for([r for r in records if r.name in names]))
 
 
 @cli.command()
@@ -689,19 +729,23 @@ LAB_NAME = click.option("--lab", "lab_name", default="demo", show_default=True,
               help="How many hosts.")
 @click.option("--scenario", "scenario_file", type=click.Path(path_type=Path),
               help="Scenario YAML (default: the built-in fleet mix).")
+@click.option("--nodes", default=0, show_default=True, type=int,
+              help="Execution nodes (group execution_nodes) that run `ansible-runner worker`.")
 @boundary
-def lab_up(lab_name: str, count: int, scenario_file: Path | None) -> None:
+def lab_up(lab_name: str, count: int, scenario_file: Path | None, nodes: int) -> None:
     """Build the lab (cleaning up what an earlier one left) and boot its hosts."""
     from orchestrator.lab.lab import Lab  # noqa: PLC0415
 
     log: list[str] = []
     t0 = time.monotonic()
     try:
-        info = Lab(lab_name).up(count, scenario_file, log)
+        info = Lab(lab_name).up(count, scenario_file, log, nodes=nodes)
     finally:
         for line in log:
             err.print(line, markup=False)
-    out.print(f"lab {info.name}: {len(info.hosts)} hosts up in {time.monotonic() - t0:.0f}s")
+    out.print(f"lab {info.name}: {len(info.hosts)} hosts"
+              + (f" and {len(info.nodes)} execution nodes" if info.nodes else "")
+              + f" up in {time.monotonic() - t0:.0f}s")
     out.print(f"inventory: {info.inventory}")
     out.print(f"known_hosts: {info.known_hosts}")
 

@@ -34,6 +34,7 @@ from orchestrator.models import (
     StepOutcome,
     StepResult,
     Wave,
+    exit_code_for_states,
 )
 from orchestrator.planner import strategy_for
 from orchestrator.policy import Policy
@@ -85,17 +86,6 @@ def exit_code_for(records: list[HostRecord]) -> int:
     return exit_code_for_states({r.state for r in records})
 
 
-def exit_code_for_states(states: set[HostState]) -> int:
-    """exit_code_for, from the set of states the hosts are in."""
-    if HostState.UNPROTECTED in states:
-        return 5
-    if states & {HostState.INSTALL_FAILED, HostState.REMOVE_FAILED}:
-        return 4
-    if any(not s.is_final_success for s in states):
-        return 3
-    return 0
-
-
 class Engine:
     """Drives steps through an Executor and writes every outcome to a StateStore."""
 
@@ -115,6 +105,8 @@ class Engine:
         self.clock: Callable[[], float] = time.time
         self.touched: set[str] = set()  # hosts this engine changed, re-probed for the evidence
         self.staged: dict[str, dict[str, str]] = {}  # host -> staged file -> SHA-256
+        # Hosts re-probed after their execution node died mid-step: not moved again this wave.
+        self.settled: set[str] = set()
 
     # ---- plumbing ----------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
@@ -150,9 +142,25 @@ class Engine:
         results = self.executor.run_step(request, record)
         ok = sum(1 for r in results.values() if r.outcome == StepOutcome.OK)
         self.log(f"  {step}: {ok}/{len(names)} ok in {time.monotonic() - t0:.0f}s")
+        unknown = sorted(n for n, r in results.items() if r.outcome == StepOutcome.UNKNOWN
+                         and n not in self.settled)
+        if unknown:
+            self._settle_unknown(unknown, results)
         return results
 
+    def _settle_unknown(self, names: list[str], results: dict[str, StepResult]) -> None:
+        """Hosts whose execution node died mid-step: committed as interrupted, re-probed at
+        once (through the nodes left), and left alone for the rest of this wave."""
+        for n in names:
+            self._move(n, HostState.INTERRUPTED, f"unknown: {results[n].message}; re-probed")
+        self.log(f"  {len(names)} host(s) in an unknown state: re-probing {', '.join(names)}")
+        self.discover(names)
+        self.settled.update(names)
+
     def _move(self, name: str, to: HostState, reason: str, **fields: Any) -> HostRecord:
+        if name in self.settled:
+            # Re-probed after its node died: what the step's caller would record is moot.
+            return self._record(name)
         record = self.store.transition(name, to, reason, self.run_id, **fields)
         if to not in DISCOVERY_RESULTS:
             self.touched.add(name)
@@ -231,7 +239,9 @@ class Engine:
                     break
                 if todo:
                     self.log(f"{label}: {len(todo)} host(s): {', '.join(todo)}")
+                    self.settled.clear()
                     self.migrate_wave(todo, wave.number)
+                    self.settled.clear()
                 stopped = self._gate(label, wave.hosts)
                 if stopped:
                     break

@@ -17,15 +17,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
+from orchestrator import nodes
 from orchestrator.errors import Aborted, ExecutionError
 from orchestrator.models import InventoryHost, StepOutcome, StepResult
+from orchestrator.nodes import ExecutionNode
 from orchestrator.secrets import Secrets, VaultChannel
 
 PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
@@ -139,13 +141,106 @@ _WHY = (re.compile(r"refused|denied|not allowed", re.IGNORECASE),
         re.compile(r"cannot|can't|error:", re.IGNORECASE))
 
 
+class Collector:
+    """Per-host results of one step from ansible-runner's events, reported as they are known.
+
+    The same for a local run and for events streamed back from an execution node.
+    """
+
+    def __init__(self, request: StepRequest, on_result: ResultCallback) -> None:
+        self.request = request
+        self.on_result = on_result
+        self.names = {h.name for h in request.hosts}
+        self.results: dict[str, StepResult] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, str] = {}
+        self.changes: dict[str, list[str]] = {}
+
+    def emit(self, result: StepResult) -> None:
+        if result.host in self.results or result.host not in self.names:
+            return
+        self.results[result.host] = result
+        self.on_result(result)
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        """ansible-runner's event handler; True keeps the event in the artifacts."""
+        step = self.request.step
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        host = data.get("host")
+        res = data.get("res") or {}
+        if kind == "runner_on_ok" and host and res.get("changed"):
+            task = str(data.get("task", "task"))
+            if task not in self.changes.setdefault(host, []):
+                self.changes[host].append(task)
+        if kind == "runner_on_ok" and host and "avmigrate_report" in res:
+            self.reports[host] = res["avmigrate_report"]
+        elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
+            msg = f"{data.get('task', 'task')}: {_failure_message(res)}"
+            self.failures.setdefault(host, msg)
+            self.emit(StepResult(host, step, StepOutcome.FAILED, msg))
+            return True
+        elif kind == "runner_on_unreachable" and host:
+            msg = host_key_message(_failure_message(res)) or "unreachable"
+            self.emit(StepResult(host, step, StepOutcome.UNREACHABLE, msg))
+            return True
+        elif kind == "playbook_on_stats":
+            for h in sorted(self.names):
+                if h in (data.get("dark") or {}):
+                    self.emit(StepResult(h, step, StepOutcome.UNREACHABLE, "unreachable"))
+                elif h in (data.get("failures") or {}):
+                    self.emit(StepResult(h, step, StepOutcome.FAILED,
+                                         self.failures.get(h, "failed")))
+                elif h in (data.get("ok") or {}) or h in (data.get("skipped") or {}):
+                    data_out = dict(self.reports.get(h, {}))
+                    if self.request.check:
+                        data_out["would_change"] = self.changes.get(h, [])
+                    self.emit(StepResult(h, step, StepOutcome.OK, "", data_out))
+        return False
+
+    def finish(self, status: str, pdd: Path) -> None:
+        """After the run: Ansible that never ran is an error; a host with no result failed."""
+        if not self.results and self.names:
+            # Not one host answered or failed: Ansible itself did not run. Touch no host state.
+            stdout = pdd / "artifacts"
+            first = ""
+            for f in sorted(stdout.glob("*/stdout")):
+                first = f.read_text(encoding="utf-8", errors="replace").strip()[:300]
+            raise ExecutionError(f"{self.request.step}: Ansible did not run (runner status "
+                                 f"{status}): {first or 'no output'}; see {stdout}")
+        for h in sorted(self.names - set(self.results)):
+            self.emit(StepResult(h, self.request.step, StepOutcome.FAILED,
+                                 f"no result from Ansible (runner status {status}); "
+                                 f"see {pdd}/artifacts"))
+
+
+# Paths on the controller that mean nothing on an execution node.
+_LOCAL_ONLY_ENV = ("ANSIBLE_ROLES_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR", "ANSIBLE_LOCAL_TEMP")
+
+
+def _scrub(pdd: Path) -> None:
+    """Keep only runner's artifacts (status, rc, stdout, failure events): not the inventory,
+    extravars, key or temporary files of the step."""
+    for sub in ("env", "inventory", "tmp", "project"):
+        shutil.rmtree(pdd / sub, ignore_errors=True)
+
+
 class RunnerExecutor:
     """Executor on ansible-runner's Python API, on this machine."""
 
-    def __init__(self, config: ExecConfig, secrets: Secrets | None = None) -> None:
+    def __init__(self, config: ExecConfig, secrets: Secrets | None = None,
+                 nodes: Sequence[ExecutionNode] = ()) -> None:
         self.config = config
         self.secrets = secrets or Secrets()
         self.cancel = threading.Event()
+        self.nodes = tuple(nodes)
+        self.dead: dict[str, str] = {}  # execution nodes lost in this run, and why
+        self._nodes_checked = False
+        self.log: Callable[[str], None] = lambda _message: None
+        if self.nodes and self.secrets:
+            raise ExecutionError("credentials (uninstall passwords) cannot be sent to execution "
+                                 "nodes yet; run without execution_nodes in the inventory, or "
+                                 "without --credentials")
 
     def _envvars(self, pdd: Path, control_dir: Path) -> dict[str, str]:
         return {
@@ -170,69 +265,17 @@ class RunnerExecutor:
         }
 
     def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
+        if self.nodes:
+            return self._run_on_nodes(request, on_result)
         import ansible_runner  # noqa: PLC0415  (slow import, only when a step runs)
 
         _ensure_ansible_on_path()
 
-        # Absolute: ansible-runner works from its own directory, a relative path breaks there.
-        artifacts = self.config.artifacts_dir.resolve()
-        artifacts.mkdir(parents=True, exist_ok=True)
-        pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=artifacts))
-        inventory = {"all": {"hosts": {
-            h.name: {**h.vars, **request.host_vars.get(h.name, {})} for h in request.hosts
-        }}}
+        pdd = self._private_data_dir(request)
         inv_path = pdd / "inventory" / "hosts.yml"
-        inv_path.parent.mkdir()
-        inv_path.write_text(dump_unsafe(inventory), encoding="utf-8")
         # Short, so that socket paths stay under the 108-byte limit.
         control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
-        names = {h.name for h in request.hosts}
-        results: dict[str, StepResult] = {}
-        reports: dict[str, dict[str, Any]] = {}
-        failures: dict[str, str] = {}
-        changes: dict[str, list[str]] = {}
-
-        def emit(result: StepResult) -> None:
-            if result.host in results or result.host not in names:
-                return
-            results[result.host] = result
-            on_result(result)
-
-        def handler(event: dict[str, Any]) -> bool:
-            kind = event.get("event", "")
-            data = event.get("event_data", {})
-            host = data.get("host")
-            res = data.get("res") or {}
-            if kind == "runner_on_ok" and host and res.get("changed"):
-                task = str(data.get("task", "task"))
-                if task not in changes.setdefault(host, []):
-                    changes[host].append(task)
-            if kind == "runner_on_ok" and host and "avmigrate_report" in res:
-                reports[host] = res["avmigrate_report"]
-            elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
-                msg = f"{data.get('task', 'task')}: {_failure_message(res)}"
-                failures.setdefault(host, msg)
-                emit(StepResult(host, request.step, StepOutcome.FAILED, msg))
-                return True
-            elif kind == "runner_on_unreachable" and host:
-                msg = host_key_message(_failure_message(res)) or "unreachable"
-                emit(StepResult(host, request.step, StepOutcome.UNREACHABLE, msg))
-                return True
-            elif kind == "playbook_on_stats":
-                stats = data
-                for h in sorted(names):
-                    if h in (stats.get("dark") or {}):
-                        emit(StepResult(h, request.step, StepOutcome.UNREACHABLE, "unreachable"))
-                    elif h in (stats.get("failures") or {}):
-                        emit(StepResult(h, request.step, StepOutcome.FAILED,
-                                        failures.get(h, "failed")))
-                    elif h in (stats.get("ok") or {}) or h in (stats.get("skipped") or {}):
-                        data_out = dict(reports.get(h, {}))
-                        if request.check:
-                            data_out["would_change"] = changes.get(h, [])
-                        emit(StepResult(h, request.step, StepOutcome.OK, "", data_out))
-            return False
-
+        collector = Collector(request, on_result)
         channel = VaultChannel(self.secrets, pdd) if self.secrets else None
         args = [*(channel.cmdline() if channel else []), *(["--check"] if request.check else [])]
         try:
@@ -245,7 +288,7 @@ class RunnerExecutor:
                 forks=self.config.forks,
                 verbosity=self.config.verbosity or None,
                 quiet=True,
-                event_handler=handler,
+                event_handler=collector.handle,
                 cancel_callback=self.cancel.is_set,
                 rotate_artifacts=0,
                 cmdline=shlex.join(args) if args else None,
@@ -256,29 +299,84 @@ class RunnerExecutor:
         finally:
             if channel is not None:
                 channel.close()
-            # Keep only runner's artifacts (status, rc, stdout, failure events): not the
-            # inventory, extravars or temporary files of the step.
-            for sub in ("env", "inventory", "tmp"):
-                shutil.rmtree(pdd / sub, ignore_errors=True)
+            _scrub(pdd)
             _close_masters(control_dir)
         status = getattr(runner, "status", "unknown")
         if self.cancel.is_set():
             raise Aborted(f"aborted during {request.step}; hosts caught mid-step keep their "
                           "intent and are re-probed by the next run")
-        if not results and names:
-            # Not one host answered or failed: Ansible itself did not run. Touch no host state.
-            stdout = pdd / "artifacts"
-            first = ""
-            for f in sorted(stdout.glob("*/stdout")):
-                first = f.read_text(encoding="utf-8", errors="replace").strip()[:300]
-            raise ExecutionError(f"{request.step}: Ansible did not run (runner status {status}): "
-                                 f"{first or 'no output'}; see {stdout}")
-        for h in sorted(names - set(results)):
-            emit(StepResult(h, request.step, StepOutcome.FAILED,
-                            f"no result from Ansible (runner status {status}); "
-                            f"see {pdd}/artifacts"))
+        collector.finish(status, pdd)
         self._rotate()
-        return results
+        return collector.results
+
+    def _run_on_nodes(self, request: StepRequest, on_result: ResultCallback
+                      ) -> dict[str, StepResult]:
+        """The step's hosts sharded across the live execution nodes, streamed at once."""
+        if not self._nodes_checked:
+            self._nodes_checked = True
+            for name, why in nodes.unreachable(self.nodes).items():
+                self.dead[name] = why
+                self.log(f"execution node {name} is not usable, not used in this run: {why}")
+        alive = [n for n in self.nodes if n.name not in self.dead]
+        if not alive:
+            lost = "; ".join(f"{k}: {v}" for k, v in sorted(self.dead.items()))
+            raise ExecutionError(f"no execution node left for {request.step} ({lost}); hosts "
+                                 "caught mid-step are re-probed by the next run")
+        collector = Collector(request, on_result)
+        env = {k: v for k, v in self._envvars(Path("/nonexistent"), Path("/nonexistent")).items()
+               if k not in _LOCAL_ONLY_ENV}
+        shards = []
+        names: dict[str, set[str]] = {}
+        for node, hosts in nodes.shard(request.hosts, alive):
+            key = nodes.target_key(hosts)
+            pdd = self._private_data_dir(request, hosts, drop=(
+                ("ansible_ssh_private_key_file",) if key else ()))
+            kwargs: dict[str, Any] = {
+                "playbook_dir": self.config.playbook_dir,
+                "inventory": str(pdd / "inventory" / "hosts.yml"),
+                "extravars": request.extravars, "envvars": env, "forks": self.config.forks,
+                "verbosity": self.config.verbosity or None,
+                "cmdline": "--check" if request.check else None,
+            }
+            if key:
+                kwargs["ssh_key"] = key
+            shards.append((node, pdd, kwargs))
+            names[node.name] = {h.name for h in hosts}
+        try:
+            dead = nodes.run_threads(shards, request.playbook, collector.handle,
+                                     self.cancel.is_set)
+        finally:
+            for _, pdd, _ in shards:
+                _scrub(pdd)
+        if self.cancel.is_set():
+            raise Aborted(f"aborted during {request.step}; hosts caught mid-step keep their "
+                          "intent and are re-probed by the next run")
+        for node, _, _ in shards:
+            if node.name in dead:
+                self.dead[node.name] = dead[node.name]
+                for h in sorted(names[node.name] - set(collector.results)):
+                    collector.emit(nodes.unknown_result(h, request.step, node,
+                                                        dead[node.name]))
+        collector.finish("done" if not dead else "node lost", shards[0][1])
+        self._rotate()
+        return collector.results
+
+    def _private_data_dir(self, request: StepRequest, hosts: tuple[InventoryHost, ...] | None
+                          = None, drop: tuple[str, ...] = ()) -> Path:
+        """A fresh private data dir under the artifacts, with an inventory of only `hosts`."""
+        # Absolute: ansible-runner works from its own directory, a relative path breaks there.
+        artifacts = self.config.artifacts_dir.resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=artifacts))
+        inventory = {"all": {"hosts": {
+            h.name: {k: v for k, v in {**h.vars, **request.host_vars.get(h.name, {})}.items()
+                     if k not in drop}
+            for h in (request.hosts if hosts is None else hosts)
+        }}}
+        inv_path = pdd / "inventory" / "hosts.yml"
+        inv_path.parent.mkdir()
+        inv_path.write_text(dump_unsafe(inventory), encoding="utf-8")
+        return pdd
 
     def _rotate(self) -> None:
         dirs = sorted((d for d in self.config.artifacts_dir.resolve().iterdir() if d.is_dir()),

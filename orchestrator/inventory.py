@@ -30,6 +30,8 @@ class Inventory:
     digest: str
     # Per-host digests when the loader computed them (load() does); else computed on demand.
     digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Hosts of the `execution_nodes` group: they run Ansible for us and are never migrated.
+    nodes: tuple[InventoryHost, ...] = field(default=(), compare=False)
 
     @cached_property
     def _by_name(self) -> dict[str, InventoryHost]:
@@ -49,9 +51,10 @@ class Inventory:
         wanted = set(names)
         hosts = tuple(h for h in self.hosts if h.name in wanted)
         if not self.digests:
-            return Inventory(source=self.source, hosts=hosts, digest=digest_of(hosts))
+            return Inventory(source=self.source, hosts=hosts, digest=digest_of(hosts),
+                             nodes=self.nodes)
         digests = {h.name: self.digests[h.name] for h in hosts}
-        return Inventory(self.source, hosts, _digest_of_digests(digests), digests)
+        return Inventory(self.source, hosts, _digest_of_digests(digests), digests, self.nodes)
 
     def host_digests(self) -> dict[str, str]:
         """One digest per host (groups and variables), to say what changed since a plan."""
@@ -78,6 +81,7 @@ def _plain(value: Any) -> Any:
 
 
 _SIMPLE = (str, int, bool, type(None))
+NODE_GROUP = "execution_nodes"
 
 
 def _plain_vars(variables: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +262,11 @@ def load(path: Path, *, fast: bool = True) -> Inventory:
             raise InventoryError(f"{path}{where(str(address))}: host {name}: "
                                  f"ansible_host {str(address)!r} {problem}")
         hosts.append(InventoryHost(name=name, groups=groups, vars=variables))
+    nodes = tuple(h for h in hosts if NODE_GROUP in h.groups)
+    if nodes:
+        hosts = [h for h in hosts if NODE_GROUP not in h.groups]
+        found = [f for f in found if NODE_GROUP not in f[1]]
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
     digests = _split_digests(found)
-    return Inventory(str(path), tuple(hosts), _digest_of_digests(digests), digests)
+    return Inventory(str(path), tuple(hosts), _digest_of_digests(digests), digests, nodes)

@@ -78,6 +78,17 @@ ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
 }
 
 
+def exit_code_for_states(states: set[HostState]) -> int:
+    """exit_code_for, from the set of states the hosts are in."""
+    if HostState.UNPROTECTED in states:
+        return 5
+    if states & {HostState.INSTALL_FAILED, HostState.REMOVE_FAILED}:
+        return 4
+    if any(not s.is_final_success for s in states):
+        return 3
+    return 0
+
+
 def transition_allowed(src: HostState, dst: HostState) -> bool:
     return dst in ALLOWED_TRANSITIONS[src]
 
@@ -245,6 +256,7 @@ class StepOutcome(StrEnum):
     OK = "ok"
     FAILED = "failed"
     UNREACHABLE = "unreachable"
+    UNKNOWN = "unknown"  # its execution node died mid-step: the host must be re-probed
 
 
 @dataclass(frozen=True)

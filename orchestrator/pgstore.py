@@ -122,6 +122,9 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX claims_by_operator ON claims(operator);
     """),
+    ("0006_free_space_apart", """
+        ALTER TABLE hosts ADD COLUMN free_mb TEXT;
+    """),
 ]
 if [n for n, _ in PG_MIGRATIONS] != [n for n, _ in MIGRATIONS]:  # pragma: no cover
     raise RuntimeError("the PostgreSQL migrations must mirror the SQLite ones")

@@ -6,6 +6,7 @@ the rest of the code uses, so a PostgreSQL store can stand behind the same inter
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sqlite3
@@ -217,6 +218,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX claims_by_operator ON claims(operator);
     """),
+    ("0006_free_space_apart", """
+        ALTER TABLE hosts ADD COLUMN free_mb TEXT;
+    """),
 ]
 
 
@@ -322,7 +326,7 @@ class SqlStore:
     @staticmethod
     def _record(row: Sequence[Any], parsed: dict[str, HostFacts] | None = None) -> HostRecord:
         """A row as a record; `parsed` shares one HostFacts among hosts with the same facts."""
-        name, state, reason, strategy, wave, facts, updated, stopped, verified = row
+        name, state, reason, strategy, wave, facts, updated, stopped, verified, free = row
         host_facts = None
         if facts:
             blob = str(facts)
@@ -331,6 +335,9 @@ class SqlStore:
                 host_facts = HostFacts.from_json(json.loads(blob))
                 if parsed is not None:
                     parsed[blob] = host_facts
+            if free:
+                host_facts = dataclasses.replace(host_facts, free_mb={
+                    str(k): int(v) for k, v in json.loads(str(free)).items()})
         return HostRecord(
             name=str(name), state=HostState(str(state)), reason=str(reason),
             strategy=None if strategy is None else str(strategy),
@@ -342,7 +349,7 @@ class SqlStore:
         )
 
     _COLS = ("name, state, reason, strategy, wave, facts, updated_at, protection_stopped_at, "
-             "replacement_verified_at")
+             "replacement_verified_at, free_mb")
 
     def get(self, name: str) -> HostRecord | None:
         row = self.db.execute(f"SELECT {self._COLS} FROM hosts WHERE name = ?",  # noqa: S608
@@ -405,9 +412,14 @@ class SqlStore:
         sets = ["state = ?", "reason = ?", "updated_at = ?"]
         args: list[object] = [to.value, reason, now]
         if move.facts is not None:
-            blob = json.dumps(move.facts.to_json(), sort_keys=True)
-            sets += ["facts = ?", "facts_before = COALESCE(facts_before, ?)"]
-            args += [blob, blob]
+            # Free space apart: it differs on every host, the rest is shared by thousands, so
+            # reading a large state parses each distinct rest once.
+            full = move.facts.to_json()
+            free = full.pop("free_mb")
+            blob = json.dumps(full, sort_keys=True)
+            sets += ["facts = ?", "free_mb = ?", "facts_before = COALESCE(facts_before, ?)"]
+            args += [blob, json.dumps(free, sort_keys=True),
+                     json.dumps(move.facts.to_json(), sort_keys=True)]
         for column in ("strategy", "wave", "protection_stopped_at", "replacement_verified_at"):
             value = getattr(move, column)
             if value is not None:

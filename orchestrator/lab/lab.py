@@ -10,6 +10,7 @@ even after an unclean stop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,22 +73,25 @@ class LabInfo:
     key_file: str
     user: str
     hosts: tuple[LabHost, ...]
+    nodes: tuple[LabHost, ...] = ()  # execution nodes: run `ansible-runner worker`, not migrated
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["hosts"] = [asdict(h) for h in self.hosts]
+        data["nodes"] = [asdict(h) for h in self.nodes]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabInfo:
         hosts = tuple(LabHost(**h) for h in data["hosts"])
-        return cls(**{**data, "hosts": hosts})
+        nodes = tuple(LabHost(**h) for h in data.get("nodes", []))
+        return cls(**{**data, "hosts": hosts, "nodes": nodes})
 
     def target(self, host: LabHost) -> ssh.SSHTarget:
         return ssh.SSHTarget(host.address, self.user, Path(self.key_file), Path(self.known_hosts))
 
     def host(self, name: str) -> LabHost:
-        for h in self.hosts:
+        for h in (*self.hosts, *self.nodes):
             if h.name == name:
                 return h
         raise LabError(f"lab {self.name} has no host {name!r}")
@@ -135,7 +140,8 @@ class Lab:
                 "gateway": info.gateway, "hosts": hosts}
 
     # ---- building ----------------------------------------------------------------------
-    def up(self, count: int, scenario_file: Path | None, log: list[str]) -> LabInfo:
+    def up(self, count: int, scenario_file: Path | None, log: list[str],
+           nodes: int = 0) -> LabInfo:
         if os.geteuid() != 0:
             raise LabError("`lab up` needs root (it mounts overlays and makes namespaces)")
         for tool in ("systemd-nspawn", "debootstrap", "dpkg-deb", "gpg", "sigtool", "ip"):
@@ -143,17 +149,19 @@ class Lab:
                 raise LabError(f"{tool} is not installed; run `make deps` first")
         if not 1 <= count <= 200:
             raise LabError("--hosts must be between 1 and 200")
+        if not 0 <= nodes <= 9:
+            raise LabError("--nodes must be between 0 and 9")
         plan = scenario.load(scenario_file).assign(count)
         self.down(log)  # whatever an earlier lab of this name left behind
         _raise_inotify_limits(log)
         try:
-            return self._up(plan, log)
+            return self._up(plan, log, nodes)
         except BaseException:
             # Nothing half-done: a lab that did not come up is taken down again.
             self.down(log)
             raise
 
-    def _up(self, plan: list[scenario.Profile], log: list[str]) -> LabInfo:
+    def _up(self, plan: list[scenario.Profile], log: list[str], node_count: int = 0) -> LabInfo:
         self.dir.mkdir(parents=True, exist_ok=True)
         rootfs = image.ensure_image(log)
         debs = packages.build(image.cache_root() / "standins")
@@ -173,15 +181,28 @@ class Lab:
             known.append(f"{host.name},{host.address} {pub}")
         known_hosts = self.dir / "known_hosts"
         _atomic_write(known_hosts, "\n".join(known) + "\n")
+        # Execution nodes see the targets' keys (that file, bound read-only) and the apt key;
+        # their own keys are added to the controller's known_hosts afterwards.
+        node_hosts: list[LabHost] = []
+        node_args = _node_binds(known_hosts, key_file)
+        for i in range(1, node_count + 1):
+            node, pub = self._start_host(100 + i, scenario.Profile("node", ()), rootfs, debs,
+                                         keys, name=f"{self.name}-node{i}", extra=node_args)
+            node_hosts.append(node)
+            known.append(f"{node.name},{node.address} {pub}")
+        if node_hosts:
+            _atomic_write(known_hosts, "\n".join(known) + "\n")
         info = LabInfo(
             name=self.name, directory=str(self.dir), bridge=self.bridge, gateway=self.gateway,
             http_pid=http_pid, inventory=str(self.dir / "inventory.yml"),
             known_hosts=str(known_hosts), key_file=str(keys), user=image.ADMIN_USER,
-            hosts=tuple(hosts),
+            hosts=tuple(hosts), nodes=tuple(node_hosts),
         )
         _atomic_write(self.dir / "lab.json", json.dumps(info.to_json(), indent=2) + "\n")
         _atomic_write(Path(info.inventory), self._inventory(info, key_file))
         self._wait_ready(info)
+        if node_hosts:
+            self._wait_ready(dataclasses.replace(info, hosts=info.nodes))
         log.append(f"{len(hosts)} hosts up in {time.monotonic() - t0:.0f}s; "
                    f"inventory {info.inventory}")
         return info
@@ -215,8 +236,9 @@ class Lab:
         return proc.pid
 
     def _start_host(self, index: int, profile: scenario.Profile, rootfs: Path,
-                    debs: dict[str, Path], client_key: Path) -> tuple[LabHost, str]:
-        name = f"{self.name}-{index:02d}"
+                    debs: dict[str, Path], client_key: Path, name: str = "",
+                    extra: Sequence[str] = ()) -> tuple[LabHost, str]:
+        name = name or f"{self.name}-{index:02d}"
         address = str(self.subnet.network_address + 10 + index)
         hdir = self.dir / "hosts" / name
         upper, work, merged = hdir / "upper", hdir / "work", hdir / "merged"
@@ -270,6 +292,11 @@ class Lab:
                 "--timezone=off"]
         if profile.small_fs_path:
             argv.append(f"--tmpfs={profile.small_fs_path}:size={profile.small_fs_mb}m,mode=0755")
+        if extra:
+            # An execution node runs the controller's own Python and venv, bound read-only at
+            # the same paths; its admin user must be able to reach them.
+            (merged / "root").chmod(0o755)
+            argv.extend(extra)
         logf = (hdir / "console.log").open("ab")
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
@@ -305,6 +332,11 @@ class Lab:
 
     def _inventory(self, info: LabInfo, key_file: Path) -> str:
         url = f"http://{self.gateway}:{HTTP_PORT}"
+        children: dict[str, Any] = {"lab": {"children": lab_groups(info.hosts)}}
+        if info.nodes:
+            children["execution_nodes"] = {"hosts": {
+                n.name: {"ansible_host": n.address, "avmigrate_runner_venv": sys.prefix}
+                for n in info.nodes}}
         data = {
             "all": {
                 "vars": {
@@ -321,7 +353,7 @@ class Lab:
                     "avmigrate_signature_url": f"{url}/clamav",
                     "avmigrate_signature_files": ["daily.cud"],
                 },
-                "children": {"lab": {"children": lab_groups(info.hosts)}},
+                "children": children,
             }
         }
         header = (f"# Written by `avmigrate lab up` for lab {self.name!r}; rewritten at each up.\n"
@@ -512,6 +544,14 @@ def _mounts_under(root: Path) -> list[str]:
         if len(parts) > 1 and parts[1].startswith(prefix):
             out.append(parts[1])
     return out
+
+
+def _node_binds(known_hosts: Path, apt_key: Path) -> list[str]:
+    """systemd-nspawn options giving a node what `ansible-runner worker` needs from us."""
+    paths = {Path(sys.prefix), known_hosts, apt_key}
+    if not Path(sys.base_prefix).resolve().is_relative_to("/usr"):
+        paths.add(Path(sys.base_prefix))  # a Python built elsewhere (pyenv): the venv's base
+    return [f"--bind-ro={p}" for p in sorted(paths)]
 
 
 def lab_groups(hosts: tuple[LabHost, ...] | list[LabHost]) -> dict[str, Any]:

@@ -290,3 +290,10 @@ def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path:
     assert "h0200" not in only.output
     every = CliRunner().invoke(cli, ["--state", str(state), "status", "--all"])
     assert "h0000" in every.output and "h0299" in every.output
+
+
+def test_the_cli_offers_the_engines_strategies() -> None:
+    from orchestrator import cli as cli_module  # noqa: PLC0415
+    from orchestrator.engine import STRATEGIES  # noqa: PLC0415
+
+    assert cli_module.STRATEGIES == STRATEGIES

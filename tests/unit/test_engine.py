@@ -39,6 +39,8 @@ class SimFleet:
     hosts: dict[str, SimHost]
     fail: dict[str, set[str]] = field(default_factory=dict)
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    # step -> hosts whose execution node dies during it: the step happens, its result is lost
+    lost: dict[str, set[str]] = field(default_factory=dict)
 
     def run_step(self, request: StepRequest, on_result: ResultCallback
                  ) -> dict[str, StepResult]:
@@ -50,6 +52,10 @@ class SimFleet:
             step = request.step.split("#")[0]
             if name in self.fail.get(step, set()):
                 result = StepResult(name, request.step, StepOutcome.FAILED, f"{step} broke")
+            elif name in self.lost.get(step, set()):
+                self._apply(step, host)
+                result = StepResult(name, request.step, StepOutcome.UNKNOWN,
+                                    "execution node n2 stopped answering mid-step")
             else:
                 result = StepResult(name, request.step, StepOutcome.OK, "",
                                     self._apply(step, host))
@@ -227,3 +233,28 @@ def test_a_staged_package_changed_before_removal_stops_that_host(tmp_path: Path)
     assert summary.exit_code == 4
     assert {r.name: r.state for r in store.all() if r.name != "h1"} == {
         "h0": HostState.MIGRATED, "h2": HostState.MIGRATED}
+
+
+def test_hosts_of_a_lost_execution_node_are_reprobed_before_anything_else(tmp_path: Path
+                                                                          ) -> None:
+    engine, fleet, store, inv = setup(tmp_path, 4, RunPolicy(strategy="make-before-break"))
+    fleet.lost = {"install": {"h2", "h3"}}
+    one_wave = planner.make_plan(inv, engine.catalogue, "clamav",
+                                 {r.name: r for r in store.all()}, Policy(canary=4))
+    summary = engine.run(one_wave)
+    assert summary.exit_code == 3  # the wave's gate: interrupted hosts count as failed
+    after_install = fleet.calls[[s for s, _ in fleet.calls].index("install") + 1]
+    assert after_install == ("discover", ("h2", "h3"))  # re-probed first
+    for name in ("h2", "h3"):
+        states = [t.to_state for t in store.history(name)]
+        assert HostState.INTERRUPTED in states
+        after = states[states.index(HostState.INTERRUPTED):]
+        assert HostState.REMOVING not in after and HostState.VERIFIED not in after
+        assert fleet.hosts[name].kesl  # the banned product was not touched
+        assert "unknown: execution node n2" in store.history(name)[
+            [t.to_state for t in store.history(name)].index(HostState.INTERRUPTED)].reason
+    assert {r.name: r.state for r in store.all()}["h0"] == HostState.MIGRATED
+    fleet.lost = {}
+    engine.discover(list(inv.names()))
+    assert engine.run(one_wave).exit_code == 0
+    assert all(r.state == HostState.MIGRATED for r in store.all())
