@@ -153,6 +153,33 @@ def target_key(hosts: Sequence[InventoryHost]) -> str | None:
 Event = tuple[str, Any]
 
 
+class _ChannelStream:
+    """A paramiko channel file as ansible-runner's streams want one (a name, close() that
+    leaves the channel to its owner)."""
+
+    name = "<execution node channel>"
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self._wrapped.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._wrapped.flush()
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self._wrapped.read(size))
+
+    def readline(self) -> bytes:
+        return bytes(self._wrapped.readline())
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str, Any],
                  events: queue.Queue[Event], cancel: Callable[[], bool]) -> None:
     """Run one shard on `node`: transmit, worker (remote), process; events into `events`.
@@ -171,8 +198,9 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
         project = pdd / "project"
         shutil.copytree(kwargs.pop("playbook_dir"), project)
         with channel.makefile("wb") as out:
-            ansible_runner.run(streamer="transmit", _output=out, private_data_dir=str(pdd),
-                               playbook=str(project / playbook), quiet=True, **kwargs)
+            ansible_runner.run(streamer="transmit", _output=_ChannelStream(out),
+                               private_data_dir=str(pdd), playbook=str(project / playbook),
+                               quiet=True, **kwargs)
         channel.shutdown_write()
 
         def handler(event: dict[str, Any]) -> bool:
@@ -182,8 +210,9 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
             return event.get("event") in ("runner_on_failed", "runner_on_unreachable")
 
         with channel.makefile("rb") as inp:
-            ansible_runner.run(streamer="process", _input=inp, private_data_dir=str(pdd),
-                               event_handler=handler, cancel_callback=cancel, quiet=True)
+            ansible_runner.run(streamer="process", _input=_ChannelStream(inp),
+                               private_data_dir=str(pdd), event_handler=handler,
+                               cancel_callback=cancel, quiet=True)
         status = channel.recv_exit_status() if channel.exit_status_ready() else -1
         if not saw_stats:
             said = channel.makefile_stderr("rb").read(2000).decode(errors="replace").strip()
