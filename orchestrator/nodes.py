@@ -179,6 +179,12 @@ class _ChannelStream:
     def close(self) -> None:
         self.closed = True
 
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
 
 def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str, Any],
                  events: queue.Queue[Event], cancel: Callable[[], bool]) -> None:
