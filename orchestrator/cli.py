@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from orchestrator import __version__
 from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
@@ -223,6 +222,8 @@ def _records(store: SqlStore, names: tuple[str, ...] | None = None) -> list[Host
 
 
 def print_status(records: list[HostRecord]) -> None:
+    from rich.table import Table  # noqa: PLC0415 - not needed for counts alone
+
     table = Table(title="avmigrate: host states", show_lines=False)
     for col in ("host", "state", "strategy", "wave", "banned found", "gap", "reason"):
         table.add_column(col, overflow="fold")
@@ -762,6 +763,8 @@ def lab_status(lab_name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title=f"lab {data['lab']} ({data['inventory']})")
     for col in ("host", "address", "profile", "running", "ssh"):
         table.add_column(col)

@@ -67,17 +67,30 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
     )
 
 
+_NEEDS: dict[int, tuple[dict[str, Any], str, frozenset[str], tuple[tuple[str, int], ...]]] = {}
+
+
+def _needs(repl: dict[str, Any]) -> tuple[str, frozenset[str], tuple[tuple[str, int], ...]]:
+    """A replacement's name, platforms and free-space needs, read once per catalogue entry."""
+    known = _NEEDS.get(id(repl))
+    if known is None or known[0] is not repl:
+        platforms = frozenset(p.lower() for p in repl.get("platforms", []))
+        free = tuple((str(path), int(need)) for path, need in
+                     repl.get("requirements", {}).get("free_mb", {}).items())
+        known = _NEEDS[id(repl)] = (repl, str(repl["name"]), platforms, free)
+    return known[1], known[2], known[3]
+
+
 def preflight_problems(facts: HostFacts, catalogue: Catalogue, replacement: str) -> list[str]:
     """Reasons, known from discovery alone, that a host cannot be migrated now."""
-    repl = catalogue.replacements[replacement]
+    name, platforms, free_needs = _needs(catalogue.replacements[replacement])
     problems = []
-    platforms = [p.lower() for p in repl.get("platforms", [])]
     if platforms and facts.os_family.lower() not in platforms:
-        problems.append(f"no {repl['name']} for platform {facts.os_family or 'unknown'}")
-    for path, need in repl.get("requirements", {}).get("free_mb", {}).items():
+        problems.append(f"no {name} for platform {facts.os_family or 'unknown'}")
+    for path, need in free_needs:
         have = facts.free_mb.get(path)
-        if have is not None and have < int(need):
-            problems.append(f"low disk: {have} MiB free at {path}, {repl['name']} needs {need} MiB")
+        if have is not None and have < need:
+            problems.append(f"low disk: {have} MiB free at {path}, {name} needs {need} MiB")
     if not facts.package_manager_ok:
         problems.append(f"broken package state: {facts.package_manager_problem}; run "
                         "`dpkg --configure -a` on the host and re-run")

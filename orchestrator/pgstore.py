@@ -217,6 +217,10 @@ class PostgresStore(SqlStore):
             raise StateError(f"{self.label} is not usable ({exc}); check its permissions "
                              "or pass another --state") from exc
 
+    def _has_migrations_table(self) -> bool:
+        row = self.db.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        return row is not None and row[0] is not None
+
     def _begin(self, cur: Cursor) -> None:
         cur.execute("BEGIN")
         cur.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))

@@ -288,6 +288,17 @@ def strategy_steps(catalogue: Catalogue, replacement: str, policy: Policy
     }
 
 
+def _derived(facts: HostFacts, made: datetime) -> tuple[str, str, str, int | None]:
+    """(os, banned products, signature dates, age in days of the newest) for a plan row."""
+    banned = [f"{b.product} {b.version or ''}".strip() for b in facts.banned]
+    dates = [d for b in facts.banned if (d := signature_date(b.signatures_date)) is not None]
+    age = min(((made - d).total_seconds() / 86400 for d in dates), default=None)
+    return (f"{facts.distribution} {facts.distribution_version}".strip(),
+            ", ".join(banned) or "none",
+            ", ".join(b.signatures_date or "" for b in facts.banned if b.signatures_date),
+            None if age is None else round(age))
+
+
 def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
               catalogue: Catalogue) -> dict[str, Any]:
     """Everything the plan templates show, computed once (the templates only lay it out)."""
@@ -297,38 +308,40 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
     checks = plan.checks.get("hosts", {})
     rows: dict[str, dict[str, Any]] = {}
     risks: list[dict[str, str]] = []
-    known: dict[int, list[str]] = {}
+    # What facts say, computed once per distinct finding (thousands of hosts share one).
+    derived_for: dict[tuple[int, str, str], tuple[str, str, str, int | None]] = {}
+    groups_text: dict[tuple[str, ...], str] = {}
+    unknown_host: tuple[str, str, str, int | None] = ("unknown", "unknown", "", None)
     for host in inventory.hosts:
-        r = records.get(host.name)
-        facts = r.facts if r else None
-        banned = [f"{b.product} {b.version or ''}".strip() for b in facts.banned] if facts else []
-        dates = [d for b in (facts.banned if facts else ()) if (d := signature_date(
-            b.signatures_date)) is not None]
-        age = min(((made - d).total_seconds() / 86400 for d in dates), default=None)
+        name = host.name
+        r = records.get(name)
+        facts = r.facts if r is not None else None
         problems: list[str] = []
+        derived = unknown_host
         if facts is not None:
-            found_before = known.get(id(facts))  # hosts with the same facts share one answer
-            problems = found_before if found_before is not None else known.setdefault(
-                id(facts), preflight_problems(facts, catalogue, plan.replacement))
-        host_risks = list(problems)
+            key = (id(facts.banned), facts.distribution, facts.distribution_version)
+            derived = derived_for.get(key) or derived_for.setdefault(key, _derived(facts, made))
+            problems = preflight_problems(facts, catalogue, plan.replacement)
+        host_risks = problems
         if r is not None and r.state == HostState.UNREACHABLE:
             host_risks.insert(0, f"unreachable: {r.reason}")
         if r is None or (facts is None and r.state != HostState.UNREACHABLE):
             host_risks.append("not discovered yet: nothing known about it")
-        found = checks.get(host.name, {})
-        host_risks += [f"check mode: {p}" for p in found.get("problems", [])]
+        found = checks.get(name, {}) if checks else {}
+        if found:
+            host_risks += [f"check mode: {p}" for p in found.get("problems", [])]
         for text in host_risks:
-            kind = text.split(":", 1)[0]
-            risks.append({"host": host.name, "kind": kind, "text": text})
-        rows[host.name] = {
-            "host": host.name,
-            "groups": ", ".join(host.groups),
-            "os": (f"{facts.distribution} {facts.distribution_version}".strip()
-                   if facts else "unknown"),
-            "banned": ", ".join(banned) or ("none" if facts else "unknown"),
-            "signatures": ", ".join(b.signatures_date or "" for b in facts.banned
-                                    if b.signatures_date) if facts else "",
-            "signature_age_days": None if age is None else round(age),
+            risks.append({"host": name, "kind": text.split(":", 1)[0], "text": text})
+        groups = groups_text.get(host.groups)
+        if groups is None:
+            groups = groups_text[host.groups] = ", ".join(host.groups)
+        rows[name] = {
+            "host": name,
+            "groups": groups,
+            "os": derived[0],
+            "banned": derived[1],
+            "signatures": derived[2],
+            "signature_age_days": derived[3],
             "strategy": (plan.strategy if plan.strategy != "auto" else
                          r.strategy if r and r.strategy else "make-before-break"),
             "state": r.state.value if r else "unknown",

@@ -235,6 +235,10 @@ def _statements(sql: str) -> Iterator[str]:
             buf = ""
 
 
+# Compact JSON; keys in the order to_json() gives them, the same for every host.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class SqlStore:
     """The StateStore on a SQL database; subclasses give the connection and the dialect.
 
@@ -261,10 +265,17 @@ class SqlStore:
             cur.execute(statement)
 
     # ---- schema ----------------------------------------------------------------------------
+    def _has_migrations_table(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'schema_migrations'").fetchone() is not None
+
     def _migrate(self) -> None:
-        with self._tx(fenced=False) as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                        "(name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        """Apply what is missing. A state already current is only read (no write lock), so
+        `status` and reports never wait for a running operator's transaction."""
+        if not self._has_migrations_table():
+            with self._tx(fenced=False) as cur:
+                cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                            "(name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
         done = {r[0] for r in self.db.execute("SELECT name FROM schema_migrations").fetchall()}
         known = {name for name, _ in self.migrations}
         unknown = done - known
@@ -416,10 +427,9 @@ class SqlStore:
             # reading a large state parses each distinct rest once.
             full = move.facts.to_json()
             free = full.pop("free_mb")
-            blob = json.dumps(full, sort_keys=True)
+            blob = _dumps(full)
             sets += ["facts = ?", "free_mb = ?", "facts_before = COALESCE(facts_before, ?)"]
-            args += [blob, json.dumps(free, sort_keys=True),
-                     json.dumps(move.facts.to_json(), sort_keys=True)]
+            args += [blob, _dumps(free), blob]
         for column in ("strategy", "wave", "protection_stopped_at", "replacement_verified_at"):
             value = getattr(move, column)
             if value is not None:
