@@ -371,13 +371,14 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                 err.print(f"check mode on {len(the_plan.hosts)} planned host(s)")
                 checks = engine.check(list(the_plan.hosts))
             store.finish_run(run_id, "done")
-    records = {r.name: r for r in _records(store, inv.names())}
-    the_plan = planner.make_plan(inv, cat, replacement, records, pol,
-                                 planner.measure(store.history()), forks)
-    if checks:
-        the_plan = dataclasses.replace(the_plan, checks=checks)
-    view = reports.plan_view(the_plan, records, inv, cat)
-    written = write_plan_files(out_dir, the_plan, view)
+    with inventory.bulk():  # many short-lived acyclic objects: no GC passes over them
+        records = {r.name: r for r in _records(store, inv.names())}
+        the_plan = planner.make_plan(inv, cat, replacement, records, pol,
+                                     planner.measure(store.history()), forks)
+        if checks:
+            the_plan = dataclasses.replace(the_plan, checks=checks)
+        view = reports.plan_view(the_plan, records, inv, cat)
+        written = write_plan_files(out_dir, the_plan, view)
     if as_json:
         click.echo(json.dumps(reports.plan_to_json(the_plan), indent=2))
         return

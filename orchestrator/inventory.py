@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -130,7 +131,11 @@ def _split_digests(found: list[staticinv.Found]) -> dict[str, str]:
         part = shared.get(id(gvars))
         if part is None:
             part = shared[id(gvars)] = dumps([list(groups), gvars])
-        out[name] = sha(f"{part}|{dumps(own)}".encode()).hexdigest()[:16]
+        # A host's own variables are mostly a few scalars: their sorted repr is canonical
+        # and a tenth of the cost of a JSON dump.
+        text = (repr(sorted(own.items())) if all(type(v) in _SIMPLE for v in own.values())
+                else dumps(own))
+        out[name] = sha(f"{part}|{text}".encode()).hexdigest()[:16]
     return out
 
 
@@ -225,6 +230,24 @@ def read_hosts(path: Path, *, fast: bool = True) -> list[staticinv.Found]:
 
 def load(path: Path, *, fast: bool = True) -> Inventory:
     """The inventory at `path`: static INI/YAML by our loader, anything else by Ansible's."""
+    with bulk():
+        return _load(path, fast=fast)
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Python's cyclic GC paused while a large inventory or state is read: it would scan the
+    hundreds of thousands of new (acyclic) objects again and again, a third of the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _load(path: Path, *, fast: bool = True) -> Inventory:
     if not path.exists():
         raise InventoryError(f"inventory {path} does not exist; pass -i with an inventory file")
     if path.is_file() and not os.access(path, os.R_OK):

@@ -7,6 +7,7 @@ the rest of the code uses, so a PostgreSQL store can stand behind the same inter
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import socket
 import sqlite3
@@ -370,7 +371,13 @@ class SqlStore:
     def all(self) -> list[HostRecord]:
         rows = self.db.execute(f"SELECT {self._COLS} FROM hosts ORDER BY name")  # noqa: S608
         parsed: dict[str, HostFacts] = {}
-        return [self._record(r, parsed) for r in rows]
+        gc_was = gc.isenabled()
+        gc.disable()  # many acyclic records at once: see inventory.bulk
+        try:
+            return [self._record(r, parsed) for r in rows]
+        finally:
+            if gc_was:
+                gc.enable()
 
     def counts(self) -> dict[HostState, int]:
         """How many hosts are in each state (one indexed query, whatever the fleet's size)."""
