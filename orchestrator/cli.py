@@ -366,7 +366,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                 engine.discover(list(inv.names()))
             records = {r.name: r for r in _records(store, inv.names())}
             the_plan = planner.make_plan(inv, cat, replacement, records, pol,
-                                         planner.measure(store.history()), forks)
+                                         planner.estimates_from(store.step_spans()), forks)
             if check_mode:
                 err.print(f"check mode on {len(the_plan.hosts)} planned host(s)")
                 checks = engine.check(list(the_plan.hosts))
@@ -374,7 +374,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
     with inventory.bulk():  # many short-lived acyclic objects: no GC passes over them
         records = {r.name: r for r in _records(store, inv.names())}
         the_plan = planner.make_plan(inv, cat, replacement, records, pol,
-                                     planner.measure(store.history()), forks)
+                                     planner.estimates_from(store.step_spans()), forks)
         if checks:
             the_plan = dataclasses.replace(the_plan, checks=checks)
         view = reports.plan_view(the_plan, records, inv, cat)
@@ -502,7 +502,7 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
         records = {r.name: r for r in _records(store, inv.names())}
         if the_plan is None:
             the_plan = planner.make_plan(inv, cat, replacement, records, pol,
-                                         planner.measure(store.history()), forks)
+                                         planner.estimates_from(store.step_spans()), forks)
         if live:
             with progress_mod.RunProgress(err, the_plan, records) as bars:
                 engine.on_change = bars.update

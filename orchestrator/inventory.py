@@ -13,13 +13,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from orchestrator import names, staticinv
 from orchestrator.errors import InventoryError
-from orchestrator.models import InventoryHost
+from orchestrator.models import InventoryHost, bulk_constructor
 
 
 @dataclass(frozen=True)
@@ -62,35 +61,10 @@ class Inventory:
         return self.digests or _host_digests(self.hosts)
 
 
-def _plain(value: Any) -> Any:
-    """Ansible's tagged/unsafe wrappers to plain Python, so nothing is ever templated later."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if value is None:
-        return None
-    return str(value)
-
-
+_plain = staticinv.plain
 _SIMPLE = (str, int, bool, type(None))
 NODE_GROUP = "execution_nodes"
-
-
-def _plain_vars(variables: dict[str, Any]) -> dict[str, Any]:
-    """`_plain` for one host's variables, skipping the walk when all are scalars already."""
-    for value in variables.values():
-        if type(value) not in _SIMPLE:
-            return dict(_plain(variables))
-    return variables
+_new_host = bulk_constructor(InventoryHost)
 
 
 _DIGESTS: dict[int, tuple[tuple[InventoryHost, ...], dict[str, str]]] = {}
@@ -118,25 +92,6 @@ def digest_of(hosts: tuple[InventoryHost, ...]) -> str:
 def _digest_of_digests(digests: dict[str, str]) -> str:
     lines = "".join(f"{name} {d}\n" for name, d in digests.items())
     return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _split_digests(found: list[staticinv.Found]) -> dict[str, str]:
-    """Per-host digests from (groups, shared group variables, own variables): the shared
-    part is serialised once per group set, so 100k hosts cost one small dump each."""
-    dumps = json.JSONEncoder(sort_keys=True).encode
-    sha = hashlib.sha256
-    shared: dict[int, str] = {}
-    out = {}
-    for name, groups, gvars, own in found:
-        part = shared.get(id(gvars))
-        if part is None:
-            part = shared[id(gvars)] = dumps([list(groups), gvars])
-        # A host's own variables are mostly a few scalars: their sorted repr is canonical
-        # and a tenth of the cost of a JSON dump.
-        text = (repr(sorted(own.items())) if all(type(v) in _SIMPLE for v in own.values())
-                else dumps(own))
-        out[name] = sha(f"{part}|{text}".encode()).hexdigest()[:16]
-    return out
 
 
 def _parse_failure(path: Path, text: str, said: str, exc: Exception) -> str:
@@ -215,17 +170,14 @@ def _ansible_hosts(path: Path, text: str) -> list[staticinv.Found]:
 def read_hosts(path: Path, *, fast: bool = True) -> list[staticinv.Found]:
     """(name, groups, shared group vars, own vars) of every host, by the fast static loader
     when it can (by Ansible's, whose merged vars are all 'own')."""
-    text = _text(path)
     if fast:
         try:
-            plain: dict[int, dict[str, Any]] = {}
-            return [(n, g, plain.get(id(gv)) or plain.setdefault(id(gv), _plain_vars(gv)),
-                     _plain_vars(v)) for n, g, gv, v in staticinv.load(path)]
+            return staticinv.load(path)
         except staticinv.Unsupported:
             pass
         except OSError as exc:
             raise InventoryError(f"inventory {path} cannot be read ({exc.strerror})") from exc
-    return _ansible_hosts(path, text)
+    return _ansible_hosts(path, _text(path))
 
 
 def load(path: Path, *, fast: bool = True) -> Inventory:
@@ -253,9 +205,6 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
     if path.is_file() and not os.access(path, os.R_OK):
         raise InventoryError(f"inventory {path} is not readable; check its permissions")
     found = read_hosts(path, fast=fast)
-    hosts = []
-    checked_groups: set[str] = set()
-    checked_vars: set[str] = set()
     text: str | None = None
 
     def where(needle: str) -> str:
@@ -263,33 +212,63 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
         text = _text(path) if text is None else text
         return _line_of(text, needle)
 
+    def check_names(names_: Iterable[str], what: str, host: str = "") -> None:
+        for name in names_:
+            if (problem := names.identifier_problem(name, what)) is not None:
+                raise InventoryError(f"{path}{where(name)}: "
+                                     + (f"host {host}: {problem}" if host else
+                                        f"{problem}; rename it"))
+
+    # What hosts share (their groups and those groups' merged variables) is checked and
+    # serialised once per group set; each host then costs its name, its own few variables
+    # and one small hash. 100,000 hosts take a fraction of a second.
+    shared: dict[tuple[int, int], tuple[str, bool]] = {}
+    checked_vars: set[str] = set()
+    dumps = json.JSONEncoder(sort_keys=True).encode
+    sha = hashlib.sha256
+    unwatched = names.WATCHED.isdisjoint
+    name_ok, ip_ok = names.name_fast, names.ipv4_fast
+    simple = frozenset(_SIMPLE).issuperset
+    new_host = _new_host
+    hosts, digests, nodes = [], {}, []
     for name, groups, gvars, own in found:
-        variables = {**gvars, **own} if gvars else own
-        for group in groups:
-            if group not in checked_groups:
-                if (problem := names.identifier_problem(group, "group")) is not None:
-                    raise InventoryError(f"{path}{where(group)}: {problem}; rename it")
-                checked_groups.add(group)
-        if (problem := names.host_problem(name)) is not None:
+        known = shared.get((id(groups), id(gvars)))
+        if known is None:
+            check_names(groups, "group")
+            check_names([v for v in gvars if v not in checked_vars], "variable", name)
+            checked_vars.update(gvars)
+            known = shared[(id(groups), id(gvars))] = (dumps([list(groups), gvars]),
+                                                       unwatched(gvars))
+        part, gvars_unwatched = known
+        if not ((len(name) <= 253 and name_ok(name)) or ip_ok(name)) and (
+                problem := names.host_problem(name)) is not None:
             raise InventoryError(f"{path}{where(name)}: host {name!r} "
                                  f"{problem}; fix the inventory (nothing was contacted)")
-        for var in variables:
+        for var in own:
             if var not in checked_vars:
-                if (problem := names.identifier_problem(var, "variable")) is not None:
-                    raise InventoryError(f"{path}{where(var)}: host {name}: {problem}")
+                check_names([var], "variable", name)
                 checked_vars.add(var)
-        if (problem := names.host_key_problem(variables)) is not None:
+        host = new_host(name, groups, own, gvars)
+        if not (gvars_unwatched and unwatched(own)) and (
+                problem := names.host_key_problem(host.vars)) is not None:
             raise InventoryError(f"{path}: host {name}: {problem}")
-        address = variables.get("ansible_host", name)
-        if address != name and (problem := names.host_problem(str(address))) is not None:
+        address = own.get("ansible_host")
+        if address is None:
+            address = gvars.get("ansible_host", name)
+        if address != name and not (type(address) is str and ip_ok(address)) and (
+                problem := names.host_problem(str(address))) is not None:
             raise InventoryError(f"{path}{where(str(address))}: host {name}: "
                                  f"ansible_host {str(address)!r} {problem}")
-        hosts.append(InventoryHost(name=name, groups=groups, vars=variables))
-    nodes = tuple(h for h in hosts if NODE_GROUP in h.groups)
-    if nodes:
-        hosts = [h for h in hosts if NODE_GROUP not in h.groups]
-        found = [f for f in found if NODE_GROUP not in f[1]]
+        if NODE_GROUP in groups:
+            nodes.append(host)
+            continue
+        hosts.append(host)
+        # A host's own variables are mostly a few scalars: their sorted repr is canonical
+        # and a tenth of the cost of a JSON dump.
+        own_text = (repr(sorted(own.items())) if simple(map(type, own.values()))
+                    else dumps(own))
+        digests[name] = sha(f"{part}|{own_text}".encode()).hexdigest()[:16]
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
-    digests = _split_digests(found)
-    return Inventory(str(path), tuple(hosts), _digest_of_digests(digests), digests, nodes)
+    return Inventory(str(path), tuple(hosts), _digest_of_digests(digests), digests,
+                     tuple(nodes))

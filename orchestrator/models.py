@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class HostState(StrEnum):
@@ -78,6 +81,13 @@ ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
 }
 
 
+# One step as the state history shows it: (state entered, from where, the next state, seconds
+# to it, the state after that, seconds to that; None where the history ends). The planner's
+# estimates come from these; `SqlStore.step_spans` reads them with one query.
+StepSpan = tuple[str, str, str | None, float | None, str | None, float | None]
+STEP_STARTS = (HostState.INSTALLING.value, HostState.STAGING.value, HostState.REMOVING.value)
+
+
 def exit_code_for_states(states: set[HostState]) -> int:
     """exit_code_for, from the set of states the hosts are in."""
     if HostState.UNPROTECTED in states:
@@ -93,20 +103,31 @@ def transition_allowed(src: HostState, dst: HostState) -> bool:
     return dst in ALLOWED_TRANSITIONS[src]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InventoryHost:
-    """A host as the inventory names it, with its merged variables (never templated by us)."""
+    """A host as the inventory names it, with its variables (never templated by us).
+
+    `own` are the host's own variables; `shared` the merged variables of its groups, one
+    dict shared by every host of the same groups (100,000 hosts need not hold 100,000
+    copies). `vars` merges them as Ansible does: the host's own win.
+    """
 
     name: str
     groups: tuple[str, ...]
-    vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    own: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return {**self.shared, **self.own} if self.shared else self.own
 
     @property
     def address(self) -> str:
-        return str(self.vars.get("ansible_host", self.name))
+        return str((self.own if "ansible_host" in self.own else self.shared)
+                   .get("ansible_host", self.name))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BannedFinding:
     """One banned product found on a host by discovery."""
 
@@ -118,7 +139,7 @@ class BannedFinding:
     processes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostFacts:
     """What discovery read off a host. Never written to the host."""
 
@@ -137,8 +158,9 @@ class HostFacts:
             "os_family": self.os_family,
             "distribution": self.distribution,
             "distribution_version": self.distribution_version,
-            "banned": [b.__dict__ | {"packages": list(b.packages),
-                                     "services_active": list(b.services_active)}
+            "banned": [{"product": b.product, "version": b.version,
+                        "signatures_date": b.signatures_date, "packages": list(b.packages),
+                        "services_active": list(b.services_active), "processes": b.processes}
                        for b in self.banned],
             "replacement_installed": self.replacement_installed,
             "replacement_active": self.replacement_active,
@@ -146,6 +168,12 @@ class HostFacts:
             "package_manager_ok": self.package_manager_ok,
             "package_manager_problem": self.package_manager_problem,
         }
+
+    def with_free_mb(self, free_mb: dict[str, int]) -> HostFacts:
+        """These facts with other free-space figures (`dataclasses.replace`, 10x cheaper)."""
+        return new_facts(self.os_family, self.distribution, self.distribution_version,
+                         self.banned, self.replacement_installed, self.replacement_active,
+                         free_mb, self.package_manager_ok, self.package_manager_problem)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostFacts:
@@ -172,7 +200,7 @@ class HostFacts:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostRecord:
     """The state database's view of one host."""
 
@@ -200,7 +228,7 @@ class HostRecord:
         return max(0.0, self.replacement_verified_at - self.protection_stopped_at)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
     """One committed change of a host's state."""
 
@@ -259,7 +287,7 @@ class StepOutcome(StrEnum):
     UNKNOWN = "unknown"  # its execution node died mid-step: the host must be re-probed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepResult:
     """One host's result of one step (one ansible-runner invocation)."""
 
@@ -268,3 +296,29 @@ class StepResult:
     outcome: StepOutcome
     message: str = ""
     data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def bulk_constructor(cls: type[T]) -> Callable[..., T]:
+    """A positional constructor of a frozen, slotted dataclass that fills its slots directly.
+
+    A frozen dataclass's `__init__` sets each field through `object.__setattr__`, which costs
+    three times what the object is worth when a store reads 100,000 rows. This one sets the
+    slots by their descriptors: the same object (equal, hashable, immutable afterwards),
+    without `__post_init__` or defaults, so only for callers that pass every field already
+    typed (the state store's bulk reads). `tests/unit/test_models.py` checks it equals `cls`.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    if {"obj", "new", "cls"} & set(names):
+        raise TypeError(f"{cls.__name__}: a field name clashes with bulk_constructor's own")
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    scope |= {f"set_{n}": getattr(cls, n).__set__ for n in names}
+    body = "".join(f"    set_{n}(obj, {n})\n" for n in names)
+    exec(f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n",  # noqa: S102 - fixed text from field names
+         scope)
+    made: Callable[..., T] = scope["make"]
+    made.__doc__ = f"{cls.__name__}(...), positional, every field given (see bulk_constructor)."
+    return made
+
+
+new_record = bulk_constructor(HostRecord)
+new_facts = bulk_constructor(HostFacts)

@@ -20,6 +20,12 @@ _NAME_FAST = re.compile(r"(?=.{1,253}$)(?=.*[A-Za-z-])[A-Za-z0-9](?:[A-Za-z0-9-]
                         r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_FAST = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+# Names that start with a letter need neither lookahead (they cannot be IP addresses): the
+# commonest case, a third of the cost of _NAME_FAST. Callers check the length (<= 253).
+_LETTER_FIRST = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+name_fast = _LETTER_FIRST.fullmatch
+ipv4_fast = _IPV4_FAST.fullmatch
 # ssh options that accept unknown or changed host keys, or hide them in a throwaway file.
 _LAX_SSH = re.compile(
     r"StrictHostKeyChecking\s*=?\s*(no|off|accept-new)\b|UserKnownHostsFile\s*=?\s*/dev/null",
@@ -30,14 +36,16 @@ _KEY_CHECK_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking",
                    "ansible_paramiko_host_key_checking")
 
 
-_WATCHED = frozenset(_SSH_ARG_VARS + _KEY_CHECK_VARS)
+WATCHED = frozenset(_SSH_ARG_VARS + _KEY_CHECK_VARS)
 
 
 def host_problem(name: str) -> str | None:
-    """Why `name` is not an acceptable host name, or None."""
+    """Why `name` is not an acceptable host name, or None. (For speed, bulk callers may first
+    accept what `name_fast` or `ipv4_fast` match in full, with len(name) <= 253.)"""
     if not isinstance(name, str) or not name:
         return "is empty"
-    if _NAME_FAST.fullmatch(name) or _IPV4_FAST.fullmatch(name):
+    if (len(name) <= 253 and name_fast(name)) or _NAME_FAST.fullmatch(name) \
+            or _IPV4_FAST.fullmatch(name):
         return None
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(name)
@@ -63,7 +71,7 @@ def identifier_problem(name: str, what: str) -> str | None:
 
 def host_key_problem(variables: dict[str, Any]) -> str | None:
     """An inventory setting that would accept an unknown or changed host key, or None."""
-    if _WATCHED.isdisjoint(variables):
+    if WATCHED.isdisjoint(variables):
         return None
     for var in _KEY_CHECK_VARS:
         value = variables.get(var)

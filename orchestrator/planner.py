@@ -15,12 +15,20 @@ import statistics
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 from typing import Any, ClassVar
 
 from orchestrator.catalogue import Catalogue
 from orchestrator.inventory import Inventory
-from orchestrator.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
+from orchestrator.models import (
+    STEP_STARTS,
+    HostFacts,
+    HostRecord,
+    HostState,
+    Plan,
+    StepSpan,
+    Transition,
+    Wave,
+)
 from orchestrator.policy import Policy
 
 
@@ -76,24 +84,28 @@ def plan_key(plan: Plan) -> str:
 
 def make_waves(inventory: Inventory, todo: list[str], policy: Policy) -> list[Wave]:
     """Order hosts by the policy and cut them into waves that never mix windows."""
-    position = {n: i for i, n in enumerate(inventory.names())}
-
-    def key(name: str) -> tuple[tuple[int, int], str, int]:
-        groups = inventory.get(name).groups
-        window = policy.window_for(groups)
-        return (policy.rank(groups), window.group if window else "", position[name])
-
-    ordered = sorted(todo, key=key)
+    # Rank and window depend on a host's groups only: judged once per distinct group set.
+    by_groups: dict[tuple[str, ...], tuple[tuple[int, int], str, str | None]] = {}
+    keyed = []
+    wanted = set(todo)
+    for position, host in enumerate(inventory.hosts):
+        if host.name not in wanted:
+            continue
+        judged = by_groups.get(host.groups)
+        if judged is None:
+            window = policy.window_for(host.groups)
+            group = window.group if window else None
+            judged = by_groups[host.groups] = (policy.rank(host.groups), group or "", group)
+        keyed.append((judged[0], judged[1], position, host.name, judged[2]))
+    keyed.sort()
     segments: list[tuple[str | None, list[str]]] = []
     last_key: tuple[tuple[int, int], str] | None = None
-    for name in ordered:
-        k = key(name)[:2]
-        if k != last_key:
-            window = policy.window_for(inventory.get(name).groups)
-            segments.append((window.group if window else None, []))
-            last_key = k
+    for rank, window_name, _, name, group in keyed:
+        if (rank, window_name) != last_key:
+            segments.append((group, []))
+            last_key = (rank, window_name)
         segments[-1][1].append(name)
-    sizes = _size_stream(policy.canary_size(len(ordered)), policy.growth, policy.max_wave)
+    sizes = _size_stream(policy.canary_size(len(keyed)), policy.growth, policy.max_wave)
     waves: list[Wave] = []
     for group, names in segments:
         start = 0
@@ -172,26 +184,44 @@ class Estimates:
                 for step, n in self.measured.items()}
 
 
-def measure(history: list[Transition]) -> Estimates:
-    """Median durations of earlier steps, from the committed transitions."""
-    spans: dict[str, list[float]] = {k: [] for k in Estimates.DEFAULTS}
+def spans_of(history: list[Transition]) -> list[StepSpan]:
+    """The step rows of `history` (in commit order), as `SqlStore.step_spans` gives them."""
     by_host: dict[str, list[Transition]] = {}
     for t in history:
         by_host.setdefault(t.host, []).append(t)
+    rows: list[StepSpan] = []
     for moves in by_host.values():
-        for i, (a, b) in enumerate(pairwise(moves)):
-            d = b.at - a.at
-            if a.to_state == HostState.INSTALLING and b.to_state == HostState.VERIFIED:
-                spans["install_verify"].append(d)
-            elif a.to_state == HostState.STAGING and b.to_state == HostState.STAGED:
-                spans["stage"].append(d)
-            elif (a.to_state == HostState.REMOVING and a.from_state == HostState.VERIFIED
-                  and b.to_state == HostState.MIGRATED):
-                spans["remove_verify"].append(d)
-            elif (a.to_state == HostState.REMOVING and a.from_state == HostState.STAGED
-                  and b.to_state == HostState.SWAPPING and i + 2 < len(moves)
-                  and moves[i + 2].to_state == HostState.MIGRATED):
-                spans["swap_window"].append(moves[i + 2].at - a.at)
+        for i, a in enumerate(moves):
+            if a.to_state.value not in STEP_STARTS:
+                continue
+            b = moves[i + 1] if i + 1 < len(moves) else None
+            c = moves[i + 2] if i + 2 < len(moves) else None
+            rows.append((a.to_state.value, a.from_state.value,
+                         b.to_state.value if b else None, b.at - a.at if b else None,
+                         c.to_state.value if c else None, c.at - a.at if c else None))
+    return rows
+
+
+def measure(history: list[Transition]) -> Estimates:
+    """Median durations of earlier steps, from the committed transitions."""
+    return estimates_from(spans_of(history))
+
+
+def estimates_from(rows: list[StepSpan]) -> Estimates:
+    """Median durations of earlier steps, from their step rows."""
+    spans: dict[str, list[float]] = {k: [] for k in Estimates.DEFAULTS}
+    for entered, came_from, then, took, after, took_after in rows:
+        if then is None or took is None:
+            continue
+        if entered == "installing" and then == "verified":
+            spans["install_verify"].append(took)
+        elif entered == "staging" and then == "staged":
+            spans["stage"].append(took)
+        elif entered == "removing" and came_from == "verified" and then == "migrated":
+            spans["remove_verify"].append(took)
+        elif (entered == "removing" and came_from == "staged" and then == "swapping"
+              and after == "migrated" and took_after is not None):
+            spans["swap_window"].append(took_after)
     values = {k: (statistics.median(v) if v else Estimates.DEFAULTS[k])
               for k, v in spans.items()}
     return Estimates(**values, measured={k: len(v) for k, v in spans.items()})

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-# (host, its groups but 'all', variables of its groups merged (shared), its own variables)
+# (host, its groups but 'all', variables of its groups merged (shared), its own variables);
+# every value plain (str, int, float, bool, None, lists and dicts of them).
 Found = tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]
 
 
@@ -45,6 +46,27 @@ _SPECIAL = frozenset("'\"\\#")
 _FAST_VALUE = re.compile(rf"(?P<int>{_INT.pattern})|(?P<name>{_NAME.pattern})|"
                          rf"(?P<text>{_IPV4.pattern}|{_DNS.pattern})")
 _NAMED = {"True": True, "False": False, "None": None}
+_SIMPLE = frozenset({str, int, float, bool, type(None)})
+
+
+def plain(value: Any) -> Any:
+    """Ansible's tagged/unsafe wrappers, dates and tuples to plain JSON-able Python, so that
+    nothing is ever templated later and every value serialises."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if value is None:
+        return None
+    return str(value)
 
 
 def _coerce(value: Any) -> Any:
@@ -93,6 +115,12 @@ class _Builder:
         self.parents: dict[str, list[str]] = {"all": [], "ungrouped": ["all"]}
         self.host_vars: dict[str, dict[str, Any]] = {}
         self.host_groups: dict[str, list[str]] = {}
+        # False once any value is not a plain scalar: result() then makes every value plain.
+        self.plain = True
+
+    def check(self, variables: Mapping[str, Any]) -> None:
+        if self.plain and any(type(v) not in _SIMPLE for v in variables.values()):
+            self.plain = False
 
     def add_group(self, name: str) -> None:
         if name not in self.group_vars:
@@ -131,6 +159,8 @@ class _Builder:
             except ValueError as exc:
                 raise Unsupported("bad group priority") from exc
             return
+        if type(value) not in _SIMPLE:
+            self.plain = False
         _set(self.group_vars[group], key, value)
 
     def add_host(self, name: str, group: str | None, port: int | None) -> dict[str, Any]:
@@ -150,6 +180,9 @@ class _Builder:
         for name in list(self.parents):
             if name != "all" and not self.parents[name]:
                 self.add_child("all", name)
+        if not self.plain:
+            self.group_vars = {g: plain(v) for g, v in self.group_vars.items()}
+            self.host_vars = {h: plain(v) for h, v in self.host_vars.items()}
         depth = self._depths()
         ancestors_of = {g: frozenset(self._ancestors(g)) for g in self.parents}
         merged_for: dict[frozenset[str], tuple[tuple[str, ...], dict[str, Any]]] = {}
@@ -232,6 +265,8 @@ def _host_pattern(pattern: str) -> tuple[list[str], int | None]:
 def parse_ini(text: str) -> list[Found]:
     b = _Builder()
     plain_host = _PLAIN_HOST.fullmatch
+    fast_value = _FAST_VALUE.fullmatch
+    host_vars, host_groups = b.host_vars, b.host_groups
     pending: dict[str, dict[str, Any]] = {}
     group, state = "ungrouped", "hosts"
     for raw in text.splitlines():
@@ -275,8 +310,24 @@ def parse_ini(text: str) -> list[Found]:
                 key, eq, value = token.partition("=")
                 if not eq:
                     raise Unsupported("expected key=value")
-                variables[key] = ini_value(value)
+                m = fast_value(value)  # ini_value's common cases, inline: 100,000 lines
+                if m is None:
+                    typed = ini_value(value)
+                    if type(typed) not in _SIMPLE:
+                        b.plain = False
+                elif m.lastgroup == "int":
+                    typed = int(value)
+                elif m.lastgroup == "name":
+                    typed = _NAMED.get(value, value)
+                else:
+                    typed = value
+                variables[key] = typed
             for name in names:
+                hv = host_vars.get(name)
+                if hv is None and port is None:  # add_host's commonest case, inline
+                    host_vars[name] = variables if len(names) == 1 else dict(variables)
+                    host_groups[name] = [group]
+                    continue
                 hv = b.add_host(name, group, port)
                 if hv:
                     for k, v in variables.items():
@@ -341,6 +392,7 @@ def _yaml_group(b: _Builder, name: Any, data: Any) -> str:
                 hosts, port = _host_pattern(pattern)
                 if host_vars is not None and not isinstance(host_vars, Mapping):
                     raise Unsupported("host vars are not a mapping")
+                b.check(host_vars or {})
                 for host in hosts:
                     hv = b.add_host(host, name, port)
                     for k, v in (host_vars or {}).items():

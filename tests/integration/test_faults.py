@@ -7,6 +7,7 @@ reported for what it is, and the other hosts finish.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -136,7 +137,7 @@ def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) 
     kills = generations = 0
     info = up(lab, 3)
     while kills < kills_wanted:
-        committed = ([t.__dict__ for t in SqliteStore(workdir / "state.db").history()]
+        committed = ([dataclasses.asdict(t) for t in SqliteStore(workdir / "state.db").history()]
                      if (workdir / "state.db").exists() else [])
         strategy = rng.choice(["swap", "swap", "make-before-break"])
         proc = start_run(workdir, info.inventory, "--strategy", strategy,
@@ -147,7 +148,7 @@ def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) 
             power_loss(proc)
             kills += 1
         store = check_record(workdir, K)
-        after = [t.__dict__ for t in store.history()]
+        after = [dataclasses.asdict(t) for t in store.history()]
         assert after[: len(committed)] == committed, "a committed transition was lost"
         store.close()
         if proc.returncode == 0:  # this generation is done: check it, start another

@@ -80,6 +80,29 @@ def test_gap_is_time_from_stop_to_verified(store: SqlStore) -> None:
     assert rec.gap_seconds == 60.0
 
 
+def test_step_spans_from_one_query_match_the_history(store: SqlStore) -> None:
+    """The planner's estimates read step rows with one windowed query (both backends): the
+    same rows, and so the same medians, as derived from the transitions in Python."""
+    from orchestrator import planner  # noqa: PLC0415
+
+    s = HostState
+    store.ensure_hosts(["c"])
+    for state in (s.INSTALLING, s.VERIFIED, s.REMOVING, s.MIGRATED):  # make-before-break
+        store.transition("a", state, "", None)
+    for state in (s.STAGING, s.STAGED, s.REMOVING, s.SWAPPING, s.MIGRATED):  # swap
+        store.transition("b", state, "", None)
+    for state in (s.INSTALLING, s.INSTALL_FAILED, s.INSTALLING):  # failed, then retried
+        store.transition("c", state, "", None)
+    spans = store.step_spans()
+    assert sorted(spans, key=repr) == sorted(planner.spans_of(store.history()), key=repr)
+    assert [r[0] for r in spans].count("installing") == 3 and len(spans) == 6
+    assert ("installing", "pending", "verified") in {r[:3] for r in spans}
+    assert ("installing", "install_failed", None) in {r[:3] for r in spans}
+    assert planner.estimates_from(spans) == planner.measure(store.history())
+    assert planner.estimates_from(spans).measured == {
+        "preflight": 0, "install_verify": 1, "remove_verify": 1, "stage": 1, "swap_window": 1}
+
+
 def test_forbidden_transition_is_refused_and_nothing_written(store: SqlStore) -> None:
     with pytest.raises(StateError, match="refusing transition pending -> removing"):
         store.transition("a", HostState.REMOVING, "", None)
