@@ -307,8 +307,8 @@ def write_plan_files(out_dir: Path, the_plan: Plan, view: dict[str, Any]) -> lis
     """plan.json (what `run --plan` executes) and its renderings, each written atomically."""
     files = {
         # Indented for reading when small; a 100k-host plan is written compact (3x faster).
-        "plan.json": json.dumps(reports.plan_to_json(the_plan),
-                                indent=2 if len(the_plan.hosts) <= 1000 else None) + "\n",
+        "plan.json": reports.plan_json_text(the_plan,
+                                            indent=2 if len(the_plan.hosts) <= 1000 else None),
         "plan.html": reports.render_plan(view, "html"),
         "plan.md": reports.render_plan(view, "md"),
         "plan.csv": reports.render_plan(view, "csv"),

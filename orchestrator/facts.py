@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,18 +84,34 @@ def _needs(repl: dict[str, Any]) -> tuple[str, frozenset[str], tuple[tuple[str, 
 
 def preflight_problems(facts: HostFacts, catalogue: Catalogue, replacement: str) -> list[str]:
     """Reasons, known from discovery alone, that a host cannot be migrated now."""
+    return preflight_checker(catalogue, replacement)(facts)
+
+
+def preflight_checker(catalogue: Catalogue, replacement: str
+                      ) -> Callable[[HostFacts], list[str]]:
+    """`preflight_problems` for one replacement, its needs read once: for 100,000 hosts."""
     name, platforms, free_needs = _needs(catalogue.replacements[replacement])
-    problems = []
-    if platforms and facts.os_family.lower() not in platforms:
-        problems.append(f"no {name} for platform {facts.os_family or 'unknown'}")
-    for path, need in free_needs:
-        have = facts.free_mb.get(path)
-        if have is not None and have < need:
-            problems.append(f"low disk: {have} MiB free at {path}, {name} needs {need} MiB")
-    if not facts.package_manager_ok:
-        problems.append(f"broken package state: {facts.package_manager_problem}; run "
-                        "`dpkg --configure -a` on the host and re-run")
-    return problems
+    platform_ok: dict[str, bool] = {}
+
+    def problems_of(facts: HostFacts) -> list[str]:
+        problems = []
+        ok = platform_ok.get(facts.os_family)
+        if ok is None:
+            ok = platform_ok[facts.os_family] = (not platforms
+                                                 or facts.os_family.lower() in platforms)
+        if not ok:
+            problems.append(f"no {name} for platform {facts.os_family or 'unknown'}")
+        free = facts.free_mb
+        for path, need in free_needs:
+            have = free.get(path)
+            if have is not None and have < need:
+                problems.append(f"low disk: {have} MiB free at {path}, {name} needs {need} MiB")
+        if not facts.package_manager_ok:
+            problems.append(f"broken package state: {facts.package_manager_problem}; run "
+                            "`dpkg --configure -a` on the host and re-run")
+        return problems
+
+    return problems_of
 
 
 _CLAMD_VERSION = re.compile(r"^\S+ [\d.]+/(\d+)/(.+)$")

@@ -75,6 +75,10 @@ def skip_reason(record: HostRecord | None) -> str | None:
     return None
 
 
+_SKIPPED = frozenset({HostState.CLEAN, HostState.MIGRATED, HostState.UNREACHABLE,
+                      HostState.BLOCKED})  # the states skip_reason gives a reason for
+
+
 def plan_key(plan: Plan) -> str:
     """What approvals are given for: the waves and what they were planned from."""
     blob = json.dumps([plan.inventory_digest, plan.catalogue_digest, plan.replacement,
@@ -125,7 +129,8 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
     policy = policy or Policy()
     todo, skipped = [], {}
     for host in inventory.hosts:
-        reason = skip_reason(records.get(host.name))
+        record = records.get(host.name)
+        reason = skip_reason(record) if record is not None and record.state in _SKIPPED else None
         if reason:
             skipped[host.name] = reason
         else:

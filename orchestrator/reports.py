@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ from orchestrator import timeline
 from orchestrator.audit import Verdict
 from orchestrator.catalogue import Catalogue
 from orchestrator.errors import PlanError
-from orchestrator.facts import preflight_problems, signature_date
+from orchestrator.facts import preflight_checker, signature_date
 from orchestrator.inventory import Inventory
 from orchestrator.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
 from orchestrator.policy import Policy
@@ -159,21 +160,36 @@ def render_report(data: dict[str, Any], fmt: str) -> str:
 
 
 # ---- plan files ---------------------------------------------------------------------------
-_PLAN_JSON: list[tuple[Plan, dict[str, Any]]] = []
+_PLAN_JSON: list[tuple[Plan, dict[str, Any], str]] = []
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan file's content, with its content hash (computed once per plan object)."""
-    for known, body in _PLAN_JSON:
+    return _plan_json(plan)[0]
+
+
+def plan_json_text(plan: Plan, indent: int | None = None) -> str:
+    """plan.json's text. Compact, it reuses the serialisation the content hash was taken
+    over (sorted keys; the hash appended last), so a 100k-host plan is serialised once."""
+    body, hashed = _plan_json(plan)
+    if indent is not None:
+        return json.dumps(body, indent=indent) + "\n"
+    return f'{hashed[:-1]}, "content_hash": "{body["content_hash"]}"}}\n'
+
+
+def _plan_json(plan: Plan) -> tuple[dict[str, Any], str]:
+    for known, body, hashed in _PLAN_JSON:
         if known is plan:
-            return body
+            return body, hashed
     body = _plan_body(plan)
-    _PLAN_JSON[:] = [(plan, body)]
-    return body
+    hashed = json.dumps(body, sort_keys=True)
+    body["content_hash"] = hashlib.sha256(hashed.encode()).hexdigest()
+    _PLAN_JSON[:] = [(plan, body, hashed)]
+    return body, hashed
 
 
 def _plan_body(plan: Plan) -> dict[str, Any]:
-    body = {
+    return {
         "format": PLAN_FORMAT,
         "created_at": plan.created_at,
         "inventory_digest": plan.inventory_digest,
@@ -189,8 +205,6 @@ def _plan_body(plan: Plan) -> dict[str, Any]:
         "estimate": plan.estimate,
         "checks": plan.checks,
     }
-    body["content_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return body
 
 
 def plan_from_json(data: Any, source: str) -> Plan:
@@ -231,11 +245,36 @@ def load_plan(path: Path) -> Plan:
     return plan_from_json(data, str(path))
 
 
-def _count(items: list[str]) -> list[tuple[str, int]]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
+def _count(items: Iterable[str] | collections.Counter[str]) -> list[tuple[str, int]]:
+    counts = items if isinstance(items, collections.Counter) else collections.Counter(items)
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _split_counts(counts: collections.Counter[str]) -> collections.Counter[str]:
+    """Counts of each part of ', '-joined texts (split once per distinct text)."""
+    out: collections.Counter[str] = collections.Counter()
+    for text, n in counts.items():
+        for part in text.split(", "):
+            out[part] += n
+    return out
+
+
+def _bucket_counts(ages: collections.Counter[int | None]) -> collections.Counter[str]:
+    """Hosts per signature-age bucket (bucketed once per distinct age)."""
+    out: collections.Counter[str] = collections.Counter()
+    for days, n in ages.items():
+        out[_age_bucket(days)] += n
+    return out
+
+
+def _group_counts(inventory: Inventory) -> collections.Counter[str]:
+    """Hosts per group, counted once per distinct group set."""
+    sets = collections.Counter(h.groups for h in inventory.hosts)
+    counts: collections.Counter[str] = collections.Counter()
+    for groups, n in sets.items():
+        for g in groups or ("ungrouped",):
+            counts[g] += n
+    return counts
 
 
 def _age_bucket(days: float | None) -> str:
@@ -330,6 +369,8 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
     unknown_host: tuple[str, str, str, int | None] = ("unknown", "unknown", "", None)
     fixed_strategy = plan.strategy if plan.strategy != "auto" else None
     no_change: list[str] = []
+    problems_of = preflight_checker(catalogue, plan.replacement)
+    state_text = {s: s.value for s in HostState}  # Enum's .value is a slow descriptor
     for host in inventory.hosts:
         name = host.name
         r = records.get(name)
@@ -339,7 +380,7 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         if facts is not None:
             key = (id(facts.banned), facts.distribution, facts.distribution_version)
             derived = derived_for.get(key) or derived_for.setdefault(key, _derived(facts, made))
-            host_risks = preflight_problems(facts, catalogue, plan.replacement)
+            host_risks = problems_of(facts)
         if r is not None and r.state == HostState.UNREACHABLE:
             host_risks.insert(0, f"unreachable: {r.reason}")
         if r is None or (facts is None and r.state != HostState.UNREACHABLE):
@@ -355,7 +396,7 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         rows[name] = PlanRow(
             name, groups, derived[0], derived[1], derived[2], derived[3],
             fixed_strategy or (r.strategy if r and r.strategy else "make-before-break"),
-            r.state.value if r else "unknown",
+            state_text[r.state] if r else "unknown",
             "; ".join(host_risks) if host_risks else "",
             found.get("would_change", []) if found else no_change)
     waves = []
@@ -379,11 +420,11 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         "summary": {
             "hosts": len(rows),
             "identified": len(identified),
-            "by_os": _count([r.os for r in rows.values()]),
-            "by_group": _count([g for h in inventory.hosts for g in (h.groups or ("ungrouped",))]),
-            "by_banned": _count([b for r in identified for b in r.banned.split(", ")]),
-            "by_signature_age": _count([_age_bucket(r.signature_age_days)
-                                        for r in identified]),
+            "by_os": _count(r.os for r in rows.values()),
+            "by_group": _count(_group_counts(inventory)),
+            "by_banned": _count(_split_counts(collections.Counter(r.banned for r in identified))),
+            "by_signature_age": _count(_bucket_counts(collections.Counter(
+                r.signature_age_days for r in identified))),
         },
         "rows": rows,
         "waves": waves,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from orchestrator import catalogue, planner, reports
+from orchestrator.errors import PlanError
 from orchestrator.inventory import Inventory, digest_of
 from orchestrator.models import (
     BannedFinding,
@@ -179,3 +182,15 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
     assert got == buf.getvalue()
     assert '"Deb""ian, ""x"" 12"' in got and "\r\n  half-configured" in got
     assert len(list(csv.reader(io.StringIO(got)))) == 1 + len(hosts)
+
+
+def test_compact_plan_json_is_the_same_plan_and_passes_its_own_hash_check() -> None:
+    inv, records = fleet()
+    plan = planner.make_plan(inv, catalogue.load(), "clamav", records, now=1_790_000_000.0)
+    compact, indented = reports.plan_json_text(plan), reports.plan_json_text(plan, indent=2)
+    assert json.loads(compact) == json.loads(indented) == reports.plan_to_json(plan)
+    again = reports.plan_from_json(json.loads(compact), "compact")
+    assert again == plan and again.host_digests == plan.host_digests
+    edited = compact.replace('"clamav"', '"clamav2"', 1)
+    with pytest.raises(PlanError, match="edited after it was made"):
+        reports.plan_from_json(json.loads(edited), "edited")
