@@ -341,7 +341,11 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
          policy_path: Path | None, out_dir: Path, canary: int | None, growth: float | None,
          check_mode: bool, no_discover: bool, as_json: bool) -> None:
     """Make the wave plan. A dry run: hosts are only read, never changed."""
-    inv = inventory.load(inventory_path)
+    contacts_hosts = not no_discover or check_mode
+    # With no host to contact, the state is read while a child process reads the inventory.
+    loading = (inventory.load_in_background(inventory_path) if not contacts_hosts
+               else None)
+    inv = inventory.load(inventory_path) if loading is None else None
     cat = obj.catalogue()
     cat.replacement(replacement)
     pol = _load_policy(policy_path)
@@ -355,8 +359,9 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                                                  | {"growth": growth}})
     store = obj.store()
     checks: dict[str, Any] = {}
-    engine = obj.engine(inv, replacement, forks, engine_mod.RunPolicy(strategy=pol.strategy))
-    if not no_discover or check_mode:
+    if inv is not None:  # discovery or check mode
+        engine = obj.engine(inv, replacement, forks,
+                            engine_mod.RunPolicy(strategy=pol.strategy))
         with obj.lease(inv.names()) as keeper:
             inv = engine.inventory = narrowed(keeper, inv)
             run_id = store.begin_run("plan --check" if check_mode else "plan", operator_name(),
@@ -372,9 +377,15 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                 checks = engine.check(list(the_plan.hosts))
             store.finish_run(run_id, "done")
     with inventory.bulk():  # many short-lived acyclic objects: no GC passes over them
-        records = {r.name: r for r in _records(store, inv.names())}
-        the_plan = planner.make_plan(inv, cat, replacement, records, pol,
-                                     planner.estimates_from(store.step_spans()), forks)
+        every = store.all()
+        estimates = planner.estimates_from(store.step_spans())
+        if loading is not None:
+            inv = loading()
+        assert inv is not None  # noqa: S101 - loaded above, one way or the other
+        wanted = set(inv.names())
+        records = {r.name: r for r in every if r.name in wanted}
+        del every
+        the_plan = planner.make_plan(inv, cat, replacement, records, pol, estimates, forks)
         if checks:
             the_plan = dataclasses.replace(the_plan, checks=checks)
         view = reports.plan_view(the_plan, records, inv, cat)

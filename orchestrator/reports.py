@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -42,6 +43,7 @@ def _duration(seconds: float | None) -> str:
     return str(timedelta(seconds=round(float(seconds))))
 
 
+@functools.lru_cache(maxsize=2)
 def _env(html: bool = False) -> jinja2.Environment:
     """Markdown templates are not escaped; HTML templates are, every value we put in them."""
     env = jinja2.Environment(
