@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -304,17 +304,18 @@ def _load_policy(path: Path | None) -> policy_mod.Policy:
 
 
 def write_plan_files(out_dir: Path, the_plan: Plan, view: dict[str, Any]) -> list[Path]:
-    """plan.json (what `run --plan` executes) and its renderings, each written atomically."""
-    files = {
+    """plan.json (what `run --plan` executes) and its renderings, each written atomically,
+    one after the other (a 100k-host plan's texts are not all held at once)."""
+    files: dict[str, Callable[[], str | Iterable[str]]] = {
         # Indented for reading when small; a 100k-host plan is written compact (3x faster).
-        "plan.json": reports.plan_json_text(the_plan,
-                                            indent=2 if len(the_plan.hosts) <= 1000 else None),
-        "plan.html": reports.render_plan(view, "html"),
-        "plan.md": reports.render_plan(view, "md"),
-        "plan.csv": reports.render_plan(view, "csv"),
+        "plan.json": lambda: reports.plan_json_text(
+            the_plan, indent=2 if len(the_plan.hosts) <= 1000 else None),
+        "plan.html": lambda: reports.render_plan(view, "html"),
+        "plan.md": lambda: reports.render_plan(view, "md"),
+        "plan.csv": lambda: reports.plan_csv_chunks(view),
     }
-    for name, text in files.items():
-        reports.write_atomic(out_dir / name, text)
+    for name, render in files.items():
+        reports.write_atomic(out_dir / name, render())
     return [out_dir / n for n in files]
 
 
@@ -377,18 +378,21 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
                 checks = engine.check(list(the_plan.hosts))
             store.finish_run(run_id, "done")
     with inventory.bulk():  # many short-lived acyclic objects: no GC passes over them
-        every = store.all()
+        # All that needs only the state is done before waiting for the inventory; hosts of
+        # the state that the inventory does not name are never looked up.
+        now = time.time()
+        records = {r.name: r for r in store.all()}
         estimates = planner.estimates_from(store.step_spans())
+        lines = reports.host_lines(records.values(), cat, replacement, now, pol.strategy)
         if loading is not None:
             inv = loading()
         assert inv is not None  # noqa: S101 - loaded above, one way or the other
-        wanted = set(inv.names())
-        records = {r.name: r for r in every if r.name in wanted}
-        del every
-        the_plan = planner.make_plan(inv, cat, replacement, records, pol, estimates, forks)
+        the_plan = planner.make_plan(inv, cat, replacement, records, pol, estimates, forks,
+                                     now=now)
         if checks:
             the_plan = dataclasses.replace(the_plan, checks=checks)
-        view = reports.plan_view(the_plan, records, inv, cat)
+        view = reports.plan_view(the_plan, records, inv, cat, lines)
+        del records, lines  # the view has what the files need: free 100k records first
         written = write_plan_files(out_dir, the_plan, view)
     if as_json:
         click.echo(json.dumps(reports.plan_to_json(the_plan), indent=2))

@@ -203,7 +203,8 @@ def load_in_background(path: Path, *, fast: bool = True) -> Callable[[], Invento
         try:
             os.close(read_end)
             try:
-                payload: tuple[Any, ...] = ("ok", *_export(load(path, fast=fast)))
+                with bulk():
+                    payload: tuple[Any, ...] = ("ok", str(path), *_checked(path, fast=fast))
             except InventoryError as exc:
                 payload = ("error", str(exc), exc.exit_code)
             with os.fdopen(write_end, "wb") as pipe:
@@ -221,25 +222,21 @@ def load_in_background(path: Path, *, fast: bool = True) -> Callable[[], Invento
         if status != 0 or not data:
             return load(path, fast=fast)
         payload = marshal.loads(data)  # noqa: S302 - our own child's output, through a pipe
+        del data
         if payload[0] == "error":
             raise InventoryError(payload[1], exit_code=payload[2])
-        return _import(*payload[1:])
+        with bulk():
+            return _inventory(*payload[1:])
 
     return wait
 
 
-def _export(inv: Inventory) -> tuple[Any, ...]:
-    """An inventory as plain data for marshal; shared group tuples and dicts stay shared."""
-    def rows(hosts: tuple[InventoryHost, ...]) -> list[tuple[Any, ...]]:
-        return [(h.name, h.groups, h.own, h.shared) for h in hosts]
-    return inv.source, rows(inv.hosts), inv.digest, inv.digests, rows(inv.nodes)
-
-
-def _import(source: str, hosts: list[tuple[Any, ...]], digest: str, digests: dict[str, str],
-            nodes: list[tuple[Any, ...]]) -> Inventory:
-    with bulk():
-        return Inventory(source, tuple(_new_host(*h) for h in hosts), digest, digests,
-                         tuple(_new_host(*h) for h in nodes))
+def _inventory(source: str, hosts: list[staticinv.Found], nodes: list[staticinv.Found],
+               digests: dict[str, str]) -> Inventory:
+    """An Inventory from checked rows (name, groups, shared group vars, own vars)."""
+    return Inventory(source, tuple(_new_host(n, g, own, gv) for n, g, gv, own in hosts),
+                     _digest_of_digests(digests), digests,
+                     tuple(_new_host(n, g, own, gv) for n, g, gv, own in nodes))
 
 
 @contextlib.contextmanager
@@ -256,6 +253,13 @@ def bulk() -> Iterator[None]:
 
 
 def _load(path: Path, *, fast: bool = True) -> Inventory:
+    return _inventory(str(path), *_checked(path, fast=fast))
+
+
+def _checked(path: Path, *, fast: bool = True
+             ) -> tuple[list[staticinv.Found], list[staticinv.Found], dict[str, str]]:
+    """The hosts of `path`, every name and setting checked: (hosts, execution nodes,
+    per-host digests). Plain data, so that a child process can send it (marshal)."""
     if not path.exists():
         raise InventoryError(f"inventory {path} does not exist; pass -i with an inventory file")
     if path.is_file() and not os.access(path, os.R_OK):
@@ -285,9 +289,11 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
     unwatched = names.WATCHED.isdisjoint
     name_ok, ip_ok = names.name_fast, names.ipv4_fast
     simple = frozenset(_SIMPLE).issuperset
-    new_host = _new_host
-    hosts, digests, nodes = [], {}, []
-    for name, groups, gvars, own in found:
+    hosts: list[staticinv.Found] = []
+    nodes: list[staticinv.Found] = []
+    digests: dict[str, str] = {}
+    for row in found:
+        name, groups, gvars, own = row
         known = shared.get((id(groups), id(gvars)))
         if known is None:
             check_names(groups, "group")
@@ -304,9 +310,8 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
             if var not in checked_vars:
                 check_names([var], "variable", name)
                 checked_vars.add(var)
-        host = new_host(name, groups, own, gvars)
         if not (gvars_unwatched and unwatched(own)) and (
-                problem := names.host_key_problem(host.vars)) is not None:
+                problem := names.host_key_problem({**gvars, **own})) is not None:
             raise InventoryError(f"{path}: host {name}: {problem}")
         address = own.get("ansible_host")
         if address is None:
@@ -316,9 +321,9 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
             raise InventoryError(f"{path}{where(str(address))}: host {name}: "
                                  f"ansible_host {str(address)!r} {problem}")
         if NODE_GROUP in groups:
-            nodes.append(host)
+            nodes.append(row)
             continue
-        hosts.append(host)
+        hosts.append(row)
         # A host's own variables are mostly a few scalars: their sorted repr is canonical
         # and a tenth of the cost of a JSON dump.
         own_text = (repr(sorted(own.items())) if simple(map(type, own.values()))
@@ -326,5 +331,4 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
         digests[name] = sha(f"{part}|{own_text}".encode()).hexdigest()[:16]
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
-    return Inventory(str(path), tuple(hosts), _digest_of_digests(digests), digests,
-                     tuple(nodes))
+    return hosts, nodes, digests

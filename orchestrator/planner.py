@@ -90,16 +90,19 @@ def make_waves(inventory: Inventory, todo: list[str], policy: Policy) -> list[Wa
     """Order hosts by the policy and cut them into waves that never mix windows."""
     # Rank and window depend on a host's groups only: judged once per distinct group set.
     by_groups: dict[tuple[str, ...], tuple[tuple[int, int], str, str | None]] = {}
+    for groups in {h.groups for h in inventory.hosts}:
+        window = policy.window_for(groups)
+        group = window.group if window else None
+        by_groups[groups] = (policy.rank(groups), group or "", group)
+    if len(set(by_groups.values())) <= 1:  # one order and window for all: inventory order
+        group = next(iter(by_groups.values()))[2] if by_groups else None
+        return _cut(policy, [(group, list(todo))], len(todo))
     keyed = []
     wanted = set(todo)
     for position, host in enumerate(inventory.hosts):
         if host.name not in wanted:
             continue
-        judged = by_groups.get(host.groups)
-        if judged is None:
-            window = policy.window_for(host.groups)
-            group = window.group if window else None
-            judged = by_groups[host.groups] = (policy.rank(host.groups), group or "", group)
+        judged = by_groups[host.groups]
         keyed.append((judged[0], judged[1], position, host.name, judged[2]))
     keyed.sort()
     segments: list[tuple[str | None, list[str]]] = []
@@ -109,7 +112,13 @@ def make_waves(inventory: Inventory, todo: list[str], policy: Policy) -> list[Wa
             segments.append((group, []))
             last_key = (rank, window_name)
         segments[-1][1].append(name)
-    sizes = _size_stream(policy.canary_size(len(keyed)), policy.growth, policy.max_wave)
+    return _cut(policy, segments, len(keyed))
+
+
+def _cut(policy: Policy, segments: list[tuple[str | None, list[str]]], total: int
+         ) -> list[Wave]:
+    """Waves from ordered segments (hosts of one window each): canary, then growing."""
+    sizes = _size_stream(policy.canary_size(total), policy.growth, policy.max_wave)
     waves: list[Wave] = []
     for group, names in segments:
         start = 0
@@ -137,10 +146,11 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
             todo.append(host.name)
     created = time.time() if now is None else now
     waves = make_waves(inventory, todo, policy)
-    strategies = {n: (r.strategy or "make-before-break") for n, r in records.items()}
-    if policy.strategy != "auto":
-        strategies = dict.fromkeys(records, policy.strategy)
-    estimate = schedule(waves, policy, estimates or Estimates.defaults(), forks, strategies,
+    if policy.strategy == "auto":
+        swaps = {n for n, r in records.items() if r.strategy == "swap"}
+    else:
+        swaps = set(records) if policy.strategy == "swap" else set()
+    estimate = schedule(waves, policy, estimates or Estimates.defaults(), forks, swaps,
                         datetime.fromtimestamp(created, UTC))
     return Plan(
         created_at=created,
@@ -244,13 +254,14 @@ def wave_seconds(n_mbb: int, n_swap: int, est: Estimates, forks: int, budget: in
 
 
 def schedule(waves: list[Wave], policy: Policy, est: Estimates, forks: int,
-             strategies: dict[str, str], now: datetime) -> dict[str, Any]:
-    """Place each wave at the first opening of its window that fits it; judge the deadline."""
+             swaps: set[str], now: datetime) -> dict[str, Any]:
+    """Place each wave at the first opening of its window that fits it; judge the deadline.
+    `swaps`: the hosts migrated by swap (the others make-before-break)."""
     rows = []
     t = now
     problems = []
     for w in waves:
-        n_swap = sum(1 for h in w.hosts if strategies.get(h) == "swap")
+        n_swap = len(swaps.intersection(w.hosts)) if swaps else 0
         secs = wave_seconds(len(w.hosts) - n_swap, n_swap, est, forks, policy.max_unprotected)
         window = policy.window_named(w.window)
         begin = policy.earliest_start(window, t, timedelta(seconds=secs))

@@ -9,7 +9,8 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -252,23 +253,6 @@ def _count(items: Iterable[str] | collections.Counter[str]) -> list[tuple[str, i
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _split_counts(counts: collections.Counter[str]) -> collections.Counter[str]:
-    """Counts of each part of ', '-joined texts (split once per distinct text)."""
-    out: collections.Counter[str] = collections.Counter()
-    for text, n in counts.items():
-        for part in text.split(", "):
-            out[part] += n
-    return out
-
-
-def _bucket_counts(ages: collections.Counter[int | None]) -> collections.Counter[str]:
-    """Hosts per signature-age bucket (bucketed once per distinct age)."""
-    out: collections.Counter[str] = collections.Counter()
-    for days, n in ages.items():
-        out[_age_bucket(days)] += n
-    return out
-
-
 def _group_counts(inventory: Inventory) -> collections.Counter[str]:
     """Hosts per group, counted once per distinct group set."""
     sets = collections.Counter(h.groups for h in inventory.hosts)
@@ -356,51 +340,88 @@ class PlanRow(NamedTuple):
     would_change: list[str]
 
 
+# A host's plan line as its record alone says it: (os, banned, signatures, signature age,
+# strategy, state, risks, the risks joined).
+Known = tuple[str, str, str, int | None, str, str, list[str], str]
+
+
+@dataclass(frozen=True)
+class HostLines:
+    """Every recorded host's plan line, from the state alone: `plan` computes them while
+    the inventory is still being read, for the plan made at `made` with these settings."""
+
+    made: float
+    replacement: str
+    strategy: str
+    lines: dict[str, Known]
+
+
+def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement: str,
+               made: float, strategy: str) -> HostLines:
+    at = datetime.fromtimestamp(made, UTC)
+    # What facts say, computed once per distinct finding (thousands of hosts share one).
+    derived_for: dict[tuple[int, str, str], tuple[str, str, str, int | None]] = {}
+    fixed_strategy = strategy if strategy != "auto" else None
+    problems_of = preflight_checker(catalogue, replacement)
+    state_text = {s: s.value for s in HostState}  # Enum's .value is a slow descriptor
+    lines: dict[str, Known] = {}
+    for r in records:
+        facts = r.facts
+        if facts is not None:
+            key = (id(facts.banned), facts.distribution, facts.distribution_version)
+            derived = derived_for.get(key) or derived_for.setdefault(key, _derived(facts, at))
+            risks = problems_of(facts) or _NO_RISKS
+        else:
+            derived, risks = _UNKNOWN, _NO_RISKS
+        if r.state == HostState.UNREACHABLE:
+            risks = [f"unreachable: {r.reason}", *risks]
+        elif facts is None:
+            risks = [*risks, _UNDISCOVERED]
+        lines[r.name] = (*derived, fixed_strategy or r.strategy or "make-before-break",
+                         state_text[r.state], risks, "; ".join(risks) if risks else "")
+    return HostLines(made, replacement, strategy, lines)
+
+
+_UNKNOWN: tuple[str, str, str, int | None] = ("unknown", "unknown", "", None)
+_NO_RISKS: list[str] = []  # shared by every host without a risk: never changed in place
+_UNDISCOVERED = "not discovered yet: nothing known about it"
+
+
 def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
-              catalogue: Catalogue) -> dict[str, Any]:
-    """Everything the plan templates show, computed once (the templates only lay it out)."""
+              catalogue: Catalogue, known: HostLines | None = None) -> dict[str, Any]:
+    """Everything the plan templates show, computed once (the templates only lay it out).
+    `known`: the host lines from `host_lines`, if already computed for this plan."""
     policy = policy_from_plan(plan)
     made = datetime.fromtimestamp(plan.created_at, UTC)
     schedule = {w["wave"]: w for w in plan.estimate.get("waves", [])}
     checks = plan.checks.get("hosts", {})
+    if known is None or (known.made, known.replacement, known.strategy) != (
+            plan.created_at, plan.replacement, plan.strategy):
+        known = host_lines(records.values(), catalogue, plan.replacement, plan.created_at,
+                           plan.strategy)
+    lines = known.lines
+    unrecorded: Known = (*_UNKNOWN, plan.strategy if plan.strategy != "auto" else
+                         "make-before-break", "unknown", [_UNDISCOVERED], _UNDISCOVERED)
     rows: dict[str, PlanRow] = {}
     risks: list[dict[str, str]] = []
-    # What facts say, computed once per distinct finding (thousands of hosts share one).
-    derived_for: dict[tuple[int, str, str], tuple[str, str, str, int | None]] = {}
     groups_text: dict[tuple[str, ...], str] = {}
-    unknown_host: tuple[str, str, str, int | None] = ("unknown", "unknown", "", None)
-    fixed_strategy = plan.strategy if plan.strategy != "auto" else None
     no_change: list[str] = []
-    problems_of = preflight_checker(catalogue, plan.replacement)
-    state_text = {s: s.value for s in HostState}  # Enum's .value is a slow descriptor
     for host in inventory.hosts:
         name = host.name
-        r = records.get(name)
-        facts = r.facts if r is not None else None
-        host_risks: list[str] = []
-        derived = unknown_host
-        if facts is not None:
-            key = (id(facts.banned), facts.distribution, facts.distribution_version)
-            derived = derived_for.get(key) or derived_for.setdefault(key, _derived(facts, made))
-            host_risks = problems_of(facts)
-        if r is not None and r.state == HostState.UNREACHABLE:
-            host_risks.insert(0, f"unreachable: {r.reason}")
-        if r is None or (facts is None and r.state != HostState.UNREACHABLE):
-            host_risks.append("not discovered yet: nothing known about it")
+        line = lines.get(name) or unrecorded
+        host_risks, risk_text = line[6], line[7]
         found = checks.get(name) if checks else None
-        if found:
-            host_risks += [f"check mode: {p}" for p in found.get("problems", [])]
+        if found and found.get("problems"):
+            host_risks = host_risks + [f"check mode: {p}" for p in found["problems"]]
+            risk_text = "; ".join(host_risks)
         for text in host_risks:
             risks.append({"host": name, "kind": text.split(":", 1)[0], "text": text})
         groups = groups_text.get(host.groups)
         if groups is None:
             groups = groups_text[host.groups] = ", ".join(host.groups)
-        rows[name] = PlanRow(
-            name, groups, derived[0], derived[1], derived[2], derived[3],
-            fixed_strategy or (r.strategy if r and r.strategy else "make-before-break"),
-            state_text[r.state] if r else "unknown",
-            "; ".join(host_risks) if host_risks else "",
-            found.get("would_change", []) if found else no_change)
+        rows[name] = PlanRow(name, groups, line[0], line[1], line[2], line[3], line[4],
+                             line[5], risk_text,
+                             found.get("would_change", []) if found else no_change)
     waves = []
     for w in plan.waves:
         est = schedule.get(w.number, {})
@@ -410,7 +431,18 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
             "start": est.get("start"), "end": est.get("end"), "seconds": est.get("seconds"),
             "hosts": [rows[h] for h in w.hosts if h in rows],
         })
-    identified = [r for r in rows.values() if r.banned not in ("none", "unknown")]
+    # The summary counts hosts per distinct (os, banned, age): one pass over the rows.
+    kinds = collections.Counter((r.os, r.banned, r.signature_age_days) for r in rows.values())
+    identified = {k: n for k, n in kinds.items() if k[1] not in ("none", "unknown")}
+    by_os: collections.Counter[str] = collections.Counter()
+    by_banned: collections.Counter[str] = collections.Counter()
+    by_age: collections.Counter[str] = collections.Counter()
+    for (os_name, banned, age), n in kinds.items():
+        by_os[os_name] += n
+        if (os_name, banned, age) in identified:
+            by_age[_age_bucket(age)] += n
+            for product in banned.split(", "):
+                by_banned[product] += n
     blackouts = [(a.timestamp(), b.timestamp()) for a, b in policy.blackout_intervals(
         made, made + timedelta(days=800))]
     return {
@@ -421,12 +453,11 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         "windows": [{"group": w.group, "text": w.describe()} for w in policy.windows],
         "summary": {
             "hosts": len(rows),
-            "identified": len(identified),
-            "by_os": _count(r.os for r in rows.values()),
+            "identified": sum(identified.values()),
+            "by_os": _count(by_os),
             "by_group": _count(_group_counts(inventory)),
-            "by_banned": _count(_split_counts(collections.Counter(r.banned for r in identified))),
-            "by_signature_age": _count(_bucket_counts(collections.Counter(
-                r.signature_age_days for r in identified))),
+            "by_banned": _count(by_banned),
+            "by_signature_age": _count(by_age),
         },
         "rows": rows,
         "waves": waves,
@@ -477,15 +508,22 @@ _CSV_SPECIAL = frozenset(',"\r\n')
 
 
 def _plan_csv(view: dict[str, Any]) -> str:
-    """plan.csv: what `csv.writer` would write, built from parts shared by many hosts (the
-    same groups, findings, strategy, state and risks) so 100,000 rows take a tenth of a
-    second; `test_reports` checks it against `csv.writer`."""
-    lines = [",".join(PLAN_CSV_COLUMNS)]
+    return "".join(plan_csv_chunks(view))
+
+
+def plan_csv_chunks(view: dict[str, Any]) -> Iterator[str]:
+    """plan.csv, a wave at a time: what `csv.writer` would write, built from parts shared by
+    many hosts (the same groups, findings, strategy, state and risks) so 100,000 rows take
+    a tenth of a second; `test_reports` checks it against `csv.writer`."""
+    yield ",".join(PLAN_CSV_COLUMNS) + "\r\n"
     tails: dict[tuple[Any, ...], str] = {}
     heads: dict[str, str] = {}
     for w in view["waves"]:
         wave = csv_field(w["number"])
         middle = ",".join(csv_field(v) for v in (w["window"], ts(w["start"]), ts(w["end"])))
+        # Checked names (RFC 1123) never need quotes: the wave's are checked all at once.
+        plain_names = _CSV_SPECIAL.isdisjoint("".join(h.host for h in w["hosts"]))
+        lines = []
         for h in w["hosts"]:
             key = h[2:9]
             tail = tails.get(key)
@@ -494,9 +532,9 @@ def _plan_csv(view: dict[str, Any]) -> str:
             groups = heads.get(h.groups)
             if groups is None:
                 groups = heads[h.groups] = csv_field(h.groups)
-            lines.append(f"{wave},{csv_field(h.host)},{groups},{middle},{tail}")
-    lines.append("")
-    return "\r\n".join(lines)
+            host = h.host if plain_names else csv_field(h.host)
+            lines.append(f"{wave},{host},{groups},{middle},{tail}\r\n")
+        yield "".join(lines)
 
 
 def render_plan(view: dict[str, Any], fmt: str) -> str:
@@ -508,8 +546,14 @@ def render_plan(view: dict[str, Any], fmt: str) -> str:
     return _env().get_template("plan.md.j2").render(**view, **_row_limits(view))
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write `text` (or its chunks, as they come) to a temporary file, then move it over
+    `path`: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as out:
+        if isinstance(text, str):
+            out.write(text)
+        else:
+            out.writelines(text)
     tmp.replace(path)

@@ -158,7 +158,8 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
     standard csv.writer makes of the same rows, quotes, commas and newlines included."""
     import csv  # noqa: PLC0415
 
-    hosts = tuple(InventoryHost(f"h{i}", ('web,"edge"', "db") if i % 2 else ("web",), {})
+    hosts = tuple(InventoryHost(f"h{i}" if i != 4 else 'h,"4"',
+                                ('web,"edge"', "db") if i % 2 else ("web",), {})
                   for i in range(6))
     inv = Inventory("awkward", hosts, digest_of(hosts))
     odd = dataclasses.replace(facts("kesl"), distribution='Deb"ian, "x"',
@@ -181,6 +182,7 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
     got = reports.render_plan(view, "csv")
     assert got == buf.getvalue()
     assert '"Deb""ian, ""x"" 12"' in got and "\r\n  half-configured" in got
+    assert '"h,""4"""' in got
     assert len(list(csv.reader(io.StringIO(got)))) == 1 + len(hosts)
 
 

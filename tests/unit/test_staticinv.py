@@ -265,3 +265,27 @@ def test_ini_values_are_typed_as_ansible_types_them(text: str) -> None:
     theirs = inventory._plain(module._parse_value(text))
     assert staticinv.ini_value(text) == theirs
     assert type(staticinv.ini_value(text)) is type(theirs)
+
+
+def test_loading_in_a_child_process_gives_the_same_inventory(tmp_path: Path) -> None:
+    """`plan` reads the state while a forked child reads the inventory: what comes back
+    through the pipe is the same inventory, and an error is the same one line."""
+    path = tmp_path / "fleet.ini"
+    path.write_text(ANSIBLE_DOC_INI + "\n[execution_nodes]\nnode1 ansible_host=10.0.0.9\n")
+    here, there = inventory.load(path), inventory.load_in_background(path)()
+    assert there == here and there.digests == here.digests and there.nodes == here.nodes
+    assert [h.vars for h in there.hosts] == [h.vars for h in here.hosts]
+    web = [h for h in there.hosts if "web" in h.groups]
+    assert len(web) >= 2 and all(h.shared is web[0].shared for h in web if h.groups ==
+                                 web[0].groups)  # shared group variables stay shared
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[web]\nok.example\nbad!name\n")
+    with pytest.raises(inventory.InventoryError) as theirs:
+        inventory.load_in_background(bad)()
+    with pytest.raises(inventory.InventoryError) as ours:
+        inventory.load(bad)
+    assert str(theirs.value) == str(ours.value) and "bad.ini:3" in str(ours.value)
+    assert theirs.value.exit_code == ours.value.exit_code
+    missing = inventory.load_in_background(tmp_path / "none.ini")
+    with pytest.raises(inventory.InventoryError, match="does not exist"):
+        missing()
