@@ -384,6 +384,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
         records = {r.name: r for r in store.all()}
         estimates = planner.estimates_from(store.step_spans())
         lines = reports.host_lines(records.values(), cat, replacement, now, pol.strategy)
+        reports.compile_plan_templates()
         if loading is not None:
             inv = loading()
         assert inv is not None  # noqa: S101 - loaded above, one way or the other

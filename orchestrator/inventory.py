@@ -282,7 +282,7 @@ def _checked(path: Path, *, fast: bool = True
     # What hosts share (their groups and those groups' merged variables) is checked and
     # serialised once per group set; each host then costs its name, its own few variables
     # and one small hash. 100,000 hosts take a fraction of a second.
-    shared: dict[tuple[int, int], tuple[str, bool]] = {}
+    shared: dict[int, tuple[Any, bool, tuple[str, ...]]] = {}
     checked_vars: set[str] = set()
     dumps = json.JSONEncoder(sort_keys=True).encode
     sha = hashlib.sha256
@@ -294,22 +294,24 @@ def _checked(path: Path, *, fast: bool = True
     digests: dict[str, str] = {}
     for row in found:
         name, groups, gvars, own = row
-        known = shared.get((id(groups), id(gvars)))
-        if known is None:
+        # Both loaders give each group set one shared-variables dict of its own (Ansible's:
+        # an empty one per host), so the dict's identity stands for the pair.
+        known = shared.get(id(gvars))
+        if known is None or known[2] is not groups:
             check_names(groups, "group")
             check_names([v for v in gvars if v not in checked_vars], "variable", name)
             checked_vars.update(gvars)
-            known = shared[(id(groups), id(gvars))] = (dumps([list(groups), gvars]),
-                                                       unwatched(gvars))
-        part, gvars_unwatched = known
+            serialised = dumps([list(groups), gvars])
+            known = shared[id(gvars)] = (sha(f"{serialised}|".encode()), unwatched(gvars),
+                                         groups)
+        part, gvars_unwatched = known[0], known[1]
         if not ((len(name) <= 253 and name_ok(name)) or ip_ok(name)) and (
                 problem := names.host_problem(name)) is not None:
             raise InventoryError(f"{path}{where(name)}: host {name!r} "
                                  f"{problem}; fix the inventory (nothing was contacted)")
-        for var in own:
-            if var not in checked_vars:
-                check_names([var], "variable", name)
-                checked_vars.add(var)
+        if not checked_vars.issuperset(own):
+            check_names([v for v in own if v not in checked_vars], "variable", name)
+            checked_vars.update(own)
         if not (gvars_unwatched and unwatched(own)) and (
                 problem := names.host_key_problem({**gvars, **own})) is not None:
             raise InventoryError(f"{path}: host {name}: {problem}")
@@ -328,7 +330,9 @@ def _checked(path: Path, *, fast: bool = True
         # and a tenth of the cost of a JSON dump.
         own_text = (repr(sorted(own.items())) if simple(map(type, own.values()))
                     else dumps(own))
-        digests[name] = sha(f"{part}|{own_text}".encode()).hexdigest()[:16]
+        digest = part.copy()  # the shared part is hashed once per group set
+        digest.update(own_text.encode())
+        digests[name] = digest.hexdigest()[:16]
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
     return hosts, nodes, digests

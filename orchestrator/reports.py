@@ -537,6 +537,12 @@ def plan_csv_chunks(view: dict[str, Any]) -> Iterator[str]:
         yield "".join(lines)
 
 
+def compile_plan_templates() -> None:
+    """Compile the plan page templates now (a plan does it while the inventory loads)."""
+    _env(html=True).get_template("plan.html.j2")
+    _env().get_template("plan.md.j2")
+
+
 def render_plan(view: dict[str, Any], fmt: str) -> str:
     if fmt == "csv":
         return _plan_csv(view)
