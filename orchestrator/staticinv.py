@@ -21,6 +21,7 @@ import re
 import shlex
 import warnings
 from collections.abc import Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -301,12 +302,8 @@ def parse_ini(text: str) -> list[Found]:
                 if not tokens:
                     raise Unsupported("empty host line")
             first = tokens[0]
-            if plain_host(first) and first != "---":
-                names, port = [first], None
-            else:
-                names, port = _host_pattern(first)
             variables: dict[str, Any] = {}
-            for token in tokens[1:]:
+            for token in islice(tokens, 1, None):
                 key, eq, value = token.partition("=")
                 if not eq:
                     raise Unsupported("expected key=value")
@@ -315,13 +312,19 @@ def parse_ini(text: str) -> list[Found]:
                     typed = ini_value(value)
                     if type(typed) not in _SIMPLE:
                         b.plain = False
-                elif m.lastgroup == "int":
-                    typed = int(value)
-                elif m.lastgroup == "name":
-                    typed = _NAMED.get(value, value)
                 else:
-                    typed = value
+                    kind = m.lastgroup
+                    typed = (value if kind == "text" else int(value) if kind == "int"
+                             else _NAMED.get(value, value))
                 variables[key] = typed
+            if plain_host(first) and first != "---":
+                if first not in host_vars:  # add_host's commonest case, inline
+                    host_vars[first] = variables
+                    host_groups[first] = [group]
+                    continue
+                names, port = [first], None
+            else:
+                names, port = _host_pattern(first)
             for name in names:
                 hv = host_vars.get(name)
                 if hv is None and port is None:  # add_host's commonest case, inline
