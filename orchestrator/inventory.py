@@ -10,6 +10,7 @@ import json
 import marshal
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -192,9 +193,10 @@ def load_in_background(path: Path, *, fast: bool = True) -> Callable[[], Invento
     """`load(path)` in a forked child process, while this one does other work (a plan reads
     the state meanwhile: on two cores, a 100k-host plan is a third faster). Call the
     returned function to wait for the inventory. The child only reads the file; it sends
-    back plain data (marshal), and an InventoryError as its one line. Anything else, or no
-    fork(), and the inventory is loaded here, as `load` would."""
-    if not hasattr(os, "fork") or not path.is_file():
+    back plain data (marshal), and an InventoryError as its one line. Anything else, no
+    fork(), or other threads running, and the inventory is loaded here, as `load` would."""
+    if not hasattr(os, "fork") or not path.is_file() or threading.active_count() > 1:
+        # fork() copies only this thread: a lock another thread holds would never be freed
         return lambda: load(path, fast=fast)
     read_end, write_end = os.pipe()
     pid = os.fork()

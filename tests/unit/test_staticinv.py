@@ -289,3 +289,25 @@ def test_loading_in_a_child_process_gives_the_same_inventory(tmp_path: Path) -> 
     missing = inventory.load_in_background(tmp_path / "none.ini")
     with pytest.raises(inventory.InventoryError, match="does not exist"):
         missing()
+
+
+def test_no_child_process_while_other_threads_run(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork() copies only the calling thread; with others running the load stays here."""
+    import threading  # noqa: PLC0415
+
+    path = tmp_path / "fleet.ini"
+    path.write_text(ANSIBLE_DOC_INI)
+
+    def no_fork() -> int:
+        raise AssertionError("forked while another thread ran")
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        monkeypatch.setattr(inventory.os, "fork", no_fork)
+        assert inventory.load_in_background(path)() == inventory.load(path)
+    finally:
+        stop.set()
+        other.join()
