@@ -48,9 +48,10 @@ pg-down: venv
 
 ## make bench: planning and state at 1k/10k/100k hosts with Ansible's own loader as the anchor,
 ## then a 24-host lab migration against bare ansible-playbook (three fresh labs, about 40 min on
-## 2 cores); figures printed beside their targets (bench/README.md).
+## 2 cores); figures printed beside their targets (bench/README.md). Our modules are
+## compiled to bytecode first, as an installed copy is.
 bench: deps venv
-	$(PY) -m compileall -q orchestrator  # as an installed copy runs: from compiled bytecode
+	$(PY) -m compileall -q orchestrator
 	$(PY) -m bench.scale
 	$(PY) -m bench.lab --hosts 24
 
@@ -62,12 +63,12 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# An editable install leaves our modules uncompiled, and with PYTHONDONTWRITEBYTECODE set
+# every command would compile them again (50 ms of each `status`): compiled once here.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	# An editable install leaves our modules uncompiled, and with PYTHONDONTWRITEBYTECODE set
-	# every command would compile them again (50 ms of each `status`): compile them once.
 	$(BIN)/python -m compileall -q orchestrator
 	touch $@
 
