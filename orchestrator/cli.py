@@ -365,6 +365,8 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
     # With no host to contact, the state is read while a child process reads the inventory.
     loading = (inventory.load_in_background(inventory_path) if not contacts_hosts
                else None)
+    if loading is not None:  # whatever happens next, no child is left behind
+        click.get_current_context().call_on_close(loading.close)
     inv = inventory.load(inventory_path) if loading is None else None
     cat = obj.catalogue()
     cat.replacement(replacement)

@@ -10,8 +10,9 @@ import json
 import marshal
 import os
 import re
+import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -189,40 +190,55 @@ def load(path: Path, *, fast: bool = True) -> Inventory:
         return _load(path, fast=fast)
 
 
-def load_in_background(path: Path, *, fast: bool = True) -> Callable[[], Inventory]:
+def load_in_background(path: Path, *, fast: bool = True) -> BackgroundLoad:
     """`load(path)` in a forked child process, while this one does other work (a plan reads
-    the state meanwhile: on two cores, a 100k-host plan is a third faster). Call the
-    returned function to wait for the inventory. The child only reads the file; it sends
-    back plain data (marshal), and an InventoryError as its one line. Anything else, no
-    fork(), or other threads running, and the inventory is loaded here, as `load` would."""
-    if not hasattr(os, "fork") or not path.is_file() or threading.active_count() > 1:
-        # fork() copies only this thread: a lock another thread holds would never be freed
-        return lambda: load(path, fast=fast)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: parse, send, and leave without any cleanup of the parent's
-        status = 0
-        try:
-            os.close(read_end)
-            try:
-                with bulk():
-                    payload: tuple[Any, ...] = ("ok", str(path), *_checked(path, fast=fast))
-            except InventoryError as exc:
-                payload = ("error", str(exc), exc.exit_code)
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(marshal.dumps(payload))
-        except BaseException:  # noqa: BLE001 - the parent then loads it itself
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_end)
+    the state meanwhile: on two cores, about a quarter of a 100k-host plan). Call the
+    result to wait for the inventory; close it if it is not needed after all. The child only
+    reads the file; it sends back plain data (marshal), and an InventoryError as its one
+    line. Anything else, no fork(), or other threads running, and the inventory is loaded
+    here, as `load` would."""
+    return BackgroundLoad(path, fast)
 
-    def wait() -> Inventory:
-        with os.fdopen(read_end, "rb") as pipe:
+
+class BackgroundLoad:
+    """An inventory being loaded by a child process (see `load_in_background`)."""
+
+    def __init__(self, path: Path, fast: bool) -> None:
+        self.path, self.fast = path, fast
+        self.pid: int | None = None
+        self.pipe: int | None = None
+        if not hasattr(os, "fork") or not path.is_file() or threading.active_count() > 1:
+            return  # fork() copies only this thread: a lock another one holds stays held
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: parse, send, and leave without any cleanup of the parent's
+            status = 0
+            try:
+                os.close(read_end)
+                try:
+                    with bulk():
+                        payload: tuple[Any, ...] = ("ok", str(path), *_checked(path, fast=fast))
+                except InventoryError as exc:
+                    payload = ("error", str(exc), exc.exit_code)
+                with os.fdopen(write_end, "wb") as pipe:
+                    pipe.write(marshal.dumps(payload))
+            except BaseException:  # noqa: BLE001 - the parent then loads it itself
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self.pid, self.pipe = pid, read_end
+
+    def __call__(self) -> Inventory:
+        if self.pid is None or self.pipe is None:
+            return load(self.path, fast=self.fast)
+        with os.fdopen(self.pipe, "rb") as pipe:
+            self.pipe = None
             data = pipe.read()
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
         if status != 0 or not data:
-            return load(path, fast=fast)
+            return load(self.path, fast=self.fast)
         payload = marshal.loads(data)  # noqa: S302 - our own child's output, through a pipe
         del data
         if payload[0] == "error":
@@ -230,7 +246,16 @@ def load_in_background(path: Path, *, fast: bool = True) -> Callable[[], Invento
         with bulk():
             return _inventory(*payload[1:])
 
-    return wait
+    def close(self) -> None:
+        """Stop the child if its inventory was never asked for (the command failed first)."""
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = None
 
 
 def _inventory(source: str, hosts: list[staticinv.Found], nodes: list[staticinv.Found],

@@ -311,3 +311,21 @@ def test_no_child_process_while_other_threads_run(tmp_path: Path,
     finally:
         stop.set()
         other.join()
+
+
+def test_a_background_load_that_is_not_needed_leaves_no_process(tmp_path: Path) -> None:
+    """A plan that fails before it needs the inventory closes the child: killed, reaped."""
+    import os  # noqa: PLC0415
+
+    path = tmp_path / "fleet.ini"
+    path.write_text("[web]\n" + "".join(f"h{i}.example ansible_host=10.0.{i // 256}.{i % 256}\n"
+                                         for i in range(20000)))
+    loading = inventory.load_in_background(path)
+    pid = loading.pid
+    assert pid is not None
+    loading.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie, no orphan
+    assert loading.pid is None and loading.pipe is None
+    loading.close()  # twice is harmless
+    assert len(inventory.load_in_background(path)().hosts) == 20000
