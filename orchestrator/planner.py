@@ -87,7 +87,8 @@ def plan_key(plan: Plan) -> str:
 
 
 def make_waves(inventory: Inventory, todo: list[str], policy: Policy) -> list[Wave]:
-    """Order hosts by the policy and cut them into waves that never mix windows."""
+    """Order hosts by the policy and cut them into waves that never mix windows. `todo` is
+    in inventory order (make_plan's), the order kept among hosts the policy ranks alike."""
     # Rank and window depend on a host's groups only: judged once per distinct group set.
     by_groups: dict[tuple[str, ...], tuple[tuple[int, int], str, str | None]] = {}
     for groups in {h.groups for h in inventory.hosts}:
