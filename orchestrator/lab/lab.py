@@ -307,6 +307,7 @@ class Lab:
     def _wait_ready(self, info: LabInfo) -> None:
         deadline = time.monotonic() + SSH_WAIT_S
         pending = {h.name: h for h in info.hosts}
+        last: dict[str, str] = {}  # why each host was not ready yet, the last time we looked
         while pending and time.monotonic() < deadline:
             for name, h in list(pending.items()):
                 if h.pid is None or not pid_alive(h.pid):
@@ -317,18 +318,28 @@ class Lab:
                                      check=False).returncode == 0
                 else:
                     try:
-                        code, _, _ = ssh.run(info.target(h), "systemctl is-system-running --wait",
-                                             timeout=60)
+                        code, said, _ = ssh.run(info.target(h),
+                                                "systemctl is-system-running --wait", timeout=60)
                         done = code in (0, 1)  # running or degraded: boot has finished
-                    except ssh.SSHError:
+                        last[name] = f"systemd says {said.strip() or code}"
+                    except ssh.SSHError as exc:
+                        last[name] = f"ssh: {exc}"
                         done = False
                 if done:
                     del pending[name]
             if pending:
                 time.sleep(1)
         if pending:
-            raise LabError(f"lab hosts not ready after {SSH_WAIT_S:.0f}s: "
-                           f"{', '.join(sorted(pending))}; see their console.log in {self.dir}")
+            # `lab down` removes the hosts' directories: their boot logs are kept apart.
+            kept = self.dir.parent / "failed-boots"
+            kept.mkdir(parents=True, exist_ok=True)
+            for name in pending:
+                with contextlib.suppress(OSError):
+                    shutil.copy(self.dir / "hosts" / name / "console.log",
+                                kept / f"{name}-{int(time.time())}.log")
+            why = "; ".join(f"{n} ({last.get(n, 'no answer yet')})" for n in sorted(pending))
+            raise LabError(f"lab hosts not ready after {SSH_WAIT_S:.0f}s: {why}; their boot "
+                           f"logs are kept in {kept}")
 
     def _inventory(self, info: LabInfo, key_file: Path) -> str:
         url = f"http://{self.gateway}:{HTTP_PORT}"
