@@ -3,7 +3,8 @@
 Each entry's hash covers its content and the previous entry's hash, so altering an entry breaks
 its own hash, and removing or reordering entries breaks the chain. Every entry also stands for a
 row elsewhere (a run, a transition, an approval, a lease epoch): `verify` checks both ways, so
-removing the last entry, or changing a transition without its entry, is found too. Triggers
+removing the last entry, or changing a transition without its entry, is found too; and every
+host's current state must be where its last transition led. Triggers
 refuse UPDATE and DELETE on the table; the chain is what catches someone who drops them.
 """
 
@@ -118,6 +119,21 @@ def verify(db: Db) -> Verdict:
     return Verdict(entries=len(rows), head=prev, problems=tuple(problems))
 
 
+def _host_states(db: Db) -> list[str]:
+    """Every host's current state is where its last transition (each one audited) led; a
+    host never moved is still as discovery first inserted it (pending)."""
+    problems = []
+    for name, state, last in db.execute(
+            "SELECT h.name, h.state, (SELECT t.to_state FROM transitions t WHERE t.host = h.name "
+            "ORDER BY t.id DESC LIMIT 1) FROM hosts h ORDER BY h.name"):
+        expected = "pending" if last is None else str(last)
+        if str(state) != expected:
+            problems.append(f"host {name} is recorded {state}, but its last transition (and "
+                            f"audit entry) leads to {expected}: its state was changed behind "
+                            "the log")
+    return problems
+
+
 def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
     """Every recorded fact since the log began has its entry, and every entry its fact."""
     if not rows:
@@ -142,6 +158,7 @@ def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
         elif got != want:
             problems.append(f"transition {tid} ({host}) differs from its audit entry; one of "
                             "them was altered")
+    problems += _host_states(db)
     for rid, finished in db.execute("SELECT id, finished_at FROM runs WHERE id > ?",
                                     (base["runs"],)):
         if logged.pop(("run-start", int(rid)), None) is None:

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.errors import CatalogueError
 from orchestrator.yamlfile import key_lines, load_yaml
 
-_BANNED_KEYS = {"name", "vendor", "platforms", "detect", "remove"}
+_BANNED_KEYS = {"name", "vendor", "platforms", "detect", "protection", "remove"}
 _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
 _REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file"}
 _REPL_KEYS = {"name", "platforms", "role", "coexists_with", "packages", "services",
@@ -49,6 +49,12 @@ class Catalogue:
         """Credentials the catalogue's products may need (e.g. an uninstall password)."""
         return {str(b["remove"]["secret"]) for b in self.banned.values()
                 if b["remove"].get("secret")}
+
+    def protection_services(self, bid: str) -> tuple[str, ...]:
+        """The services whose running is banned product `bid`'s protection (none: it
+        protects nothing)."""
+        entry = self.banned.get(bid)
+        return tuple(entry["protection"]["services"]) if entry else ()
 
     def coexists(self, rid: str, banned_ids: list[str]) -> bool:
         allowed = set(self.replacements[rid].get("coexists_with", ()))
@@ -91,7 +97,8 @@ def parse(data: Any, source: str) -> Catalogue:
              "needs one product")
     for bid, entry in banned.items():
         where = f"banned.{bid}"
-        _check_keys(entry, _BANNED_KEYS, {"name", "detect", "remove"}, source, where)
+        _check_keys(entry, _BANNED_KEYS, {"name", "detect", "protection", "remove"}, source,
+                    where)
         _check_keys(entry["detect"], _DETECT_KEYS, {"packages", "services", "paths",
                                                     "process_pattern"}, source, where + ".detect")
         _check_keys(entry["remove"], _REMOVE_KEYS, {"services", "packages", "leftovers"},
@@ -100,6 +107,16 @@ def parse(data: Any, source: str) -> Catalogue:
             _str_list(entry["detect"][key], source, f"{where}.detect.{key}")
         for key in ("services", "packages", "leftovers"):
             _str_list(entry["remove"][key], source, f"{where}.remove.{key}")
+        _check_keys(entry["protection"], {"services"}, {"services"}, source,
+                    where + ".protection")
+        protecting = entry["protection"]["services"]
+        _require(isinstance(protecting, list) and all(isinstance(v, str) and v
+                                                      for v in protecting),
+                 source, f"{where}.protection.services",
+                 "must be a list of services (empty for a product that protects nothing)")
+        missing = [s for s in protecting if s not in entry["detect"]["services"]]
+        _require(not missing, source, f"{where}.protection.services",
+                 f"{missing} must also be in detect.services (discovery reads them there)")
         for path in entry["remove"]["leftovers"] + entry["remove"].get("shared_parents", []):
             _require(path.startswith("/") and path.count("/") >= 2 and ".." not in path,
                      source, f"{where}.remove", f"{path!r} is not a safe absolute path to delete")

@@ -2,64 +2,91 @@
 
 from __future__ import annotations
 
-from orchestrator.models import INTENTS, HostFacts, HostRecord, HostState, StepOutcome
+from dataclasses import dataclass
+
+from orchestrator.models import (
+    INTENTS,
+    SLOT_STATES,
+    UNTOUCHED,
+    HostFacts,
+    HostRecord,
+    HostState,
+    StepOutcome,
+)
 
 SWAP = "swap"
 MAKE_BEFORE_BREAK = "make-before-break"
 
-# States in which a host may be without protection: they count against the budget.
-WINDOW_STATES = frozenset({HostState.SWAPPING, HostState.UNPROTECTED})
+_WHAT = {StepOutcome.UNREACHABLE: "unreachable", StepOutcome.UNKNOWN: "outcome unknown",
+         StepOutcome.FAILED: "probe failed"}
 
 
-def in_window(record: HostRecord) -> bool:
-    """Is this host between "banned product stopped" and "replacement verified"?"""
-    if record.state in WINDOW_STATES:
-        return True
-    return record.state == HostState.REMOVING and record.strategy == SWAP
+@dataclass(frozen=True)
+class Settled:
+    """What a probe concludes: the state, why, and the evidence of protection to record
+    (a text; "" when the probe found none; None to keep the evidence recorded before)."""
+
+    state: HostState
+    reason: str
+    proof: str | None
 
 
 def settle(prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFacts | None,
-           problems: list[str]) -> tuple[HostState, str]:
-    """The state discovery records for a host, and why."""
+           problems: list[str], proof: str | None, verified: bool = False) -> Settled:
+    """The state a probe records for a host, given what the record said before.
+
+    `proof` is the evidence of protection the probe gave (protection.proof_of), `verified`
+    whether it is the replacement's own verification. A host caught mid-migration (an intent,
+    a slot, interrupted) leaves doubt only with such evidence; a touched host never becomes
+    "unreachable", "blocked" or "clean" (those say nothing was done to it).
+    """
+    state = prior.state
+    touched = state not in UNTOUCHED
     if outcome != StepOutcome.OK or facts is None:
-        if in_window(prior):
-            return (HostState.UNPROTECTED,
-                    f"cannot probe a host whose protection was down ({message}); "
-                    "treated as unprotected until a run or remediate verifies it")
-        if outcome == StepOutcome.UNKNOWN:
-            return HostState.INTERRUPTED, f"unknown: {message}"
-        if outcome == StepOutcome.UNREACHABLE:
-            return HostState.UNREACHABLE, f"unreachable: {message}"
-        return HostState.BLOCKED, f"discovery failed: {message}"
-    banned_on = [b.product for b in facts.banned if b.services_active or b.processes]
-    replacement_on = facts.replacement_active
-    if prior.state in INTENTS or prior.state in (HostState.UNPROTECTED, HostState.INTERRUPTED):
-        if not banned_on and not replacement_on:
-            return (HostState.UNPROTECTED,
-                    f"re-probed after {prior.state.value}: neither the banned product nor the "
-                    "replacement is running")
-        if prior.state == HostState.UNPROTECTED:
-            return HostState.UNPROTECTED, (
-                "was unprotected; " + ("replacement running again" if replacement_on else
-                                       f"{', '.join(banned_on)} running") +
-                ": a run or remediate must verify it")
-        running = ", ".join([*banned_on, *(["replacement"] if replacement_on else [])])
-        return HostState.INTERRUPTED, (f"re-probed after {prior.state.value}: {running} "
-                                       "running; the next run resumes it")
-    if not facts.banned:
-        if prior.state in (HostState.PENDING, HostState.UNREACHABLE, HostState.BLOCKED,
-                           HostState.CLEAN):
-            return HostState.CLEAN, "no banned product found"
-        return prior.state, prior.reason  # we were migrating it: the run finishes and proves it
-    if problems:
-        return HostState.BLOCKED, "; ".join(problems)
-    if prior.state in (HostState.INSTALL_FAILED, HostState.VERIFIED, HostState.STAGED,
-                       HostState.REMOVE_FAILED):
-        return prior.state, prior.reason
+        what = _WHAT.get(outcome, outcome.value)
+        if state in SLOT_STATES:
+            return Settled(HostState.UNPROTECTED,
+                           f"protection unknown ({what}: {message}); it keeps its slot of the "
+                           "protection budget until a probe proves protection", None)
+        if state in (HostState.INSTALLING, HostState.STAGING):
+            return Settled(HostState.INTERRUPTED,
+                           f"{what} at the re-probe after {state.value} ({message}); its banned "
+                           "product was not touched; the next run re-probes it", None)
+        if touched:
+            return Settled(state, f"{what} at the last probe ({message}); state as last known",
+                           None)
+        if outcome == StepOutcome.FAILED:
+            return Settled(HostState.BLOCKED, f"discovery failed: {message}", "")
+        return Settled(HostState.UNREACHABLE, f"{what}: {message}; nothing done to it", None)
     found = ", ".join(f"{b.product} {b.version or ''}".strip() for b in facts.banned)
-    if prior.state == HostState.MIGRATED:
-        return HostState.PENDING, f"banned product is back: {found}"
-    return HostState.PENDING, f"found {found}"
+    if state in INTENTS or state in SLOT_STATES or state == HostState.INTERRUPTED:
+        after = f"re-probed after {state.value}"
+        if verified and proof and not facts.banned:
+            return Settled(HostState.MIGRATED, f"{after}: no banned product left; {proof}", proof)
+        if verified and proof:
+            return Settled(HostState.VERIFIED, f"{after}: {proof}; {found} still on", proof)
+        if proof:
+            return Settled(HostState.INTERRUPTED, f"{after}: {proof}; the next run resumes it",
+                           proof)
+        return Settled(HostState.UNPROTECTED,
+                       f"{after}: no protecting product runs and the replacement is not "
+                       "verified; treated as unprotected until a run or remediate verifies it",
+                       "")
+    if not facts.banned:
+        if not touched:
+            return Settled(HostState.CLEAN, "no banned product found", proof or "")
+        return Settled(state, prior.reason, proof)  # we were migrating it: the run proves it
+    if problems:
+        if not touched:
+            return Settled(HostState.BLOCKED, "; ".join(problems), proof or "")
+        return Settled(state, f"{'; '.join(problems)} (was {state.value}: nothing more is "
+                       "done to it until that is fixed)", proof)
+    if state in (HostState.INSTALL_FAILED, HostState.VERIFIED, HostState.STAGED,
+                 HostState.REMOVE_FAILED):
+        return Settled(state, prior.reason, proof)
+    if state == HostState.MIGRATED:
+        return Settled(HostState.PENDING, f"banned product is back: {found}", proof or "")
+    return Settled(HostState.PENDING, f"found {found}", proof or "")
 
 
 # Host outcomes that count as a failure for a wave's gate. BLOCKED does not: preflight left

@@ -23,6 +23,7 @@ import click
 from orchestrator import __version__
 from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
 from orchestrator.models import HostRecord, HostState, Plan, exit_code_for_states
+from orchestrator.protection import resolve_budget
 from orchestrator.state import SqlStore, StateStore, open_store
 
 
@@ -167,12 +168,25 @@ class Context:
         executor.log = lambda m: engine.log(m)  # noqa: PLW0108
         return engine
 
-    def lease(self, hosts: Sequence[str] | None = None) -> LeaseKeeper:
+    def lease(self, hosts: Sequence[str] | None = None, engine: Engine | None = None
+              ) -> LeaseKeeper:
         """Every command that changes hosts or their state holds a lease on them: on `hosts`
-        (those another live run holds are left to it), or on the whole state."""
-        return lease_mod.LeaseKeeper(self.store(), lambda: open_store(self.state_url),
-                                     operator_name(),
-                           hosts=hosts)
+        (those another live run holds are left to it), or on the whole state. If the lease
+        cannot be kept, `engine` starts no further step and its running step is aborted
+        before the lease could expire."""
+        def lost(why: str) -> None:
+            if engine is not None:
+                err.print(f"avmigrate: the lease is lost ({why}); aborting the running step",
+                          markup=False, soft_wrap=True)
+                engine.stop.set()
+                if isinstance(engine.executor, executor_mod.RunnerExecutor):
+                    engine.executor.cancel.set()
+
+        keeper = lease_mod.LeaseKeeper(self.store(), lambda: open_store(self.state_url),
+                                       operator_name(), hosts=hosts, on_lost=lost)
+        if engine is not None:
+            engine.guard = keeper.problem
+        return keeper
 
 
 def narrowed(keeper: LeaseKeeper, inv: inventory.Inventory) -> inventory.Inventory:
@@ -244,13 +258,14 @@ def print_status(records: list[HostRecord]) -> None:
     from rich.table import Table  # noqa: PLC0415 - not needed for counts alone
 
     table = Table(title="avmigrate: host states", show_lines=False)
-    for col in ("host", "state", "strategy", "wave", "banned found", "gap", "reason"):
+    for col in ("host", "state", "protected by", "strategy", "wave", "banned found", "gap",
+                "reason"):
         table.add_column(col, overflow="fold")
     for r in records:
         row = reports.host_row(r)
         colour = STATE_COLOURS.get(r.state.value, "white")
-        table.add_row(r.name, f"[{colour}]{r.state.value}[/]", row["strategy"], str(row["wave"]),
-                      row["banned_found"],
+        table.add_row(r.name, f"[{colour}]{r.state.value}[/]", row["protected_by"],
+                      row["strategy"], str(row["wave"]), row["banned_found"],
                       "-" if row["gap_seconds"] is None else f"{row['gap_seconds']:.0f}s",
                       r.reason)
     out.print(table)
@@ -268,7 +283,7 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
     """Probe every host read-only: banned products, replacement, disk and package health."""
     inv = inventory.load(inventory_path)
     engine = obj.engine(inv, replacement, forks)
-    with obj.lease(inv.names()) as keeper:
+    with obj.lease(inv.names(), engine) as keeper:
         inv = engine.inventory = narrowed(keeper, inv)
         run_id = obj.store().begin_run("discover", operator_name(), None)
         engine.run_id = run_id
@@ -384,7 +399,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
     if inv is not None:  # discovery or check mode
         engine = obj.engine(inv, replacement, forks,
                             engine_mod.RunPolicy(strategy=pol.strategy))
-        with obj.lease(inv.names()) as keeper:
+        with obj.lease(inv.names(), engine) as keeper:
             inv = engine.inventory = narrowed(keeper, inv)
             run_id = store.begin_run("plan --check" if check_mode else "plan", operator_name(),
                                      None)
@@ -472,9 +487,13 @@ def _few(names: list[str], limit: int = 5) -> str:
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="auto (default): make-before-break where the catalogue says the products "
                    "coexist, else swap.")
-@click.option("--max-unprotected", type=int,
-              help="Protection budget: hosts that may be without protection at once (swap). "
-                   "Default 1.")
+@click.option("--max-unprotected", metavar="N|P%",
+              help="Protection budget: hosts whose protection may be unproven at once, from "
+                   "a removal to its verification (both strategies, every operator of the "
+                   "state): a count, or a share of the fleet such as 1%. Default 1.")
+@click.option("--reconnect-window", "reconnect_seconds", type=click.FloatRange(0, 86400),
+              help="Seconds a host in its protection window that does not answer is retried "
+                   "before it is declared unprotected. Default 600.")
 @click.option("--max-failed-percent", type=float,
               help="Wave gate: stop when more than this percent of a wave failed "
                    "(unreachable counts as failed). Default 0.")
@@ -488,13 +507,14 @@ def _few(names: list[str], limit: int = 5) -> str:
 @boundary
 def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
         policy_path: Path | None, plan_path: Path | None, yes: bool, strategy: str | None,
-        max_unprotected: int | None, max_failed_percent: float | None,
-        soak_seconds: float | None, require_approval: bool | None,
-        progress: bool | None) -> None:
+        max_unprotected: str | None, reconnect_seconds: float | None,
+        max_failed_percent: float | None, soak_seconds: float | None,
+        require_approval: bool | None, progress: bool | None) -> None:
     """Migrate the hosts: install and verify the replacement, then remove the banned product."""
     inv = inventory.load(inventory_path)
     cat = obj.catalogue()
     overrides = {"strategy": strategy, "max_unprotected": max_unprotected,
+                 "reconnect_seconds": reconnect_seconds,
                  "max_failed_percent": max_failed_percent, "soak_seconds": soak_seconds,
                  "require_approval": require_approval}
     given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
@@ -514,11 +534,11 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
         if pol.require_approval:
             raise UsageError("--require-approval needs --plan: approvals are given for a "
                              "plan file; make one with `avmigrate plan`")
-    policy = engine_mod.RunPolicy(strategy=pol.strategy, max_unprotected=pol.max_unprotected,
-                       max_failed_percent=pol.max_failed_percent, soak_seconds=pol.soak_seconds,
-                       require_approval=pol.require_approval,
-                       plan_key=planner.plan_key(the_plan) if the_plan is not None else "",
-                       windows=pol)
+    policy = engine_mod.RunPolicy(
+        strategy=pol.strategy, max_unprotected=pol.max_unprotected,
+        reconnect_seconds=pol.reconnect_seconds, max_failed_percent=pol.max_failed_percent,
+        soak_seconds=pol.soak_seconds, require_approval=pol.require_approval,
+        plan_key=planner.plan_key(the_plan) if the_plan is not None else "", windows=pol)
     engine = obj.engine(inv, replacement, forks, policy)
     store = obj.store()
     if not yes:
@@ -527,7 +547,7 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
         click.confirm(f"Migrate up to {len(inv.hosts)} host(s) to {replacement}?", abort=True)
     t0 = time.monotonic()
     live = err.is_terminal if progress is None else progress
-    with obj.lease(inv.names()) as keeper, interrupts(engine):
+    with obj.lease(inv.names(), engine) as keeper, interrupts(engine):
         inv = engine.inventory = narrowed(keeper, inv)
         if the_plan is not None:
             the_plan = narrowed_plan(the_plan, inv)
@@ -604,16 +624,20 @@ def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
                           exit_code=2)
         click.confirm(f"Install and verify {replacement} on {', '.join(names)}?", abort=True)
     engine = obj.engine(inv, replacement, forks)
-    with obj.lease(names) as keeper, interrupts(engine):
+    with obj.lease(names, engine) as keeper, interrupts(engine):
         engine.inventory = narrowed(keeper, inv.only(names))
         names = list(engine.inventory.names())
         run_id = store.begin_run("remediate", operator_name(), None)
         engine.run_id = run_id
-        engine.remediate(names)
-        records = _records(store, inv.names())
+        # Read first: a host whose protecting product runs again, or whose replacement
+        # verifies, leaves its slot on that evidence; the others are remediated.
+        engine.discover(names)
+        engine.remediate([n for n in names if (r := store.get(n)) is not None
+                          and r.state == HostState.UNPROTECTED])
+        records = [r for r in _records(store, inv.names()) if r.name in names]
         store.finish_run(run_id, f"exit {engine_mod.exit_code_for(records)}")
-    print_status([r for r in records if r.name in names])
-    sys.exit(engine_mod.exit_code_for([r for r in records if r.name in names]))
+    print_status(records)
+    sys.exit(engine_mod.exit_code_for(records))
 
 
 @cli.command()
@@ -631,6 +655,32 @@ def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
     obj.store().add_approval(planner.plan_key(the_plan), wave_number, operator_name(),
                              str(plan_path))
     out.print(f"wave {wave_number} of {plan_path} approved by {operator_name()}")
+
+
+@cli.command()
+@click.option("--set", "spec", metavar="N|P%",
+              help="Set the fleet's budget, which every run on this state keeps to (the "
+                   "smaller of it and the run's own applies): a count, or a share like 1%.")
+@pass_ctx
+@boundary
+def budget(obj: Context, spec: str | None) -> None:
+    """Show the fleet's protection budget and the hosts holding its slots (or set it)."""
+    store = _existing_store(obj) if spec is None else obj.store()
+    if spec is not None:
+        store.set_fleet_budget(spec, operator_name())
+    now = store.budget()
+    if now.fleet_spec is None:
+        out.print("fleet budget: not set; each run keeps to its own --max-unprotected "
+                  "(default 1)", markup=False)
+    else:
+        hosts = resolve_budget(now.fleet_spec, now.fleet_size)
+        out.print(f"fleet budget: {now.fleet_spec} ({hosts} host(s) of {now.fleet_size} at "
+                  f"once; set by {now.set_by}); a run that asks for less keeps to its own",
+                  markup=False)
+    holders = store.slot_holders()
+    out.print(f"{len(holders)} host(s) hold a slot now (protection unproven)"
+              + (": " + ", ".join(f"{r.name} ({r.state.value})" for r in holders[:20])
+                 if holders else ""), markup=False, soft_wrap=True)
 
 
 STATUS_TABLE_MAX = 100  # above this many hosts, `status` prints counts and what needs attention

@@ -1,11 +1,17 @@
 """Discover and migrate hosts wave by wave, committing every host's state before the next step.
 
-make-before-break (products coexist): preflight, install, verify, remove, final verify; the
-banned product is touched only on a host whose replacement was verified in this run.
-swap (they cannot): preflight, stage, then in batches no larger than the protection budget:
-remove, install from the staged files, verify, once more if needed, else UNPROTECTED.
-An intent (INSTALLING, STAGING, REMOVING, SWAPPING) is committed before each step that changes
-a host; a later run re-probes such hosts read-only before doing anything to them.
+make-before-break (products coexist): preflight, install, verify; then in batches that the
+fleet's protection budget allows: remove, final verify.
+swap (they cannot): preflight, stage; then in batches the budget allows: prove the install from
+the stage again, remove, install from the staged files, verify, once more if needed, else
+UNPROTECTED.
+
+A host's removal intent (REMOVING) takes a slot of the budget in the same transaction (the
+store refuses it when every slot is held, by any operator); the slot is given back only by
+evidence of protection: a protecting banned product seen running, or the replacement verified.
+A host in its window that does not answer is retried with backoff for the reconnect window
+before it is declared UNPROTECTED. A later run re-probes hosts caught mid-step before doing
+anything to them.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from orchestrator import classify
 from orchestrator import facts as factlib
 from orchestrator.catalogue import Catalogue
 from orchestrator.classify import MAKE_BEFORE_BREAK, SWAP
-from orchestrator.errors import UsageError
+from orchestrator.errors import Aborted, UsageError
 from orchestrator.executor import Executor, StepRequest
 from orchestrator.inventory import Inventory
-from orchestrator.lab.repo import EICAR_B64
 from orchestrator.models import (
-    DISCOVERY_RESULTS,
+    INTENTS,
     RESTARTABLE,
+    SLOT_STATES,
+    UNTOUCHED,
+    HostFacts,
     HostRecord,
     HostState,
     Plan,
@@ -38,33 +46,55 @@ from orchestrator.models import (
 )
 from orchestrator.planner import strategy_for
 from orchestrator.policy import Policy
-from orchestrator.state import StateStore
+from orchestrator.protection import (
+    EICAR_B64,
+    budget_problem,
+    proof_of,
+    protecting_products,
+    replacement_proof,
+)
+from orchestrator.state import BudgetFull, LeaseLost, StateStore
 
 Log = Callable[[str], None]
+Guard = Callable[[], str | None]
 STRATEGIES = ("auto", MAKE_BEFORE_BREAK, SWAP)
+DEFAULT_RECONNECT_S = 600.0
+SLOT_POLL_S = 5.0
+# A make-before-break host waiting this long for a budget slot is verified again before its
+# banned product is touched: the verification it had may no longer hold.
+STALE_VERIFICATION_S = 600.0
 
 
 @dataclass(frozen=True)
 class RunPolicy:
-    """How a run may proceed: strategy, protection budget and wave gates."""
+    """How a run may proceed: strategy, protection budget, reconnect window and wave gates."""
 
     strategy: str = "auto"
-    max_unprotected: int = 1
+    # Hosts at once whose protection is unproven (removal to verification), fleet-wide: a
+    # count (3) or a share of the fleet ("1%").
+    max_unprotected: int | str = 1
     max_failed_percent: float = 0.0
     soak_seconds: float = 0.0
     require_approval: bool = False
     plan_key: str = ""
     # Maintenance windows and blackout dates: a wave starts only while its window is open.
     windows: Policy | None = None
+    # How long a host in its protection window that does not answer is retried.
+    reconnect_seconds: float = DEFAULT_RECONNECT_S
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
-        if self.max_unprotected < 1:
-            raise UsageError("--max-unprotected must be at least 1: a swap needs one host "
-                             "without protection for the length of its install")
+        if (problem := budget_problem(str(self.max_unprotected))) is not None:
+            raise UsageError(f"--max-unprotected: {problem}")
         if not 0 <= self.max_failed_percent <= 100:
             raise UsageError("--max-failed-percent must be between 0 and 100")
+        if self.reconnect_seconds < 0:
+            raise UsageError("--reconnect-window must be 0 or more seconds")
+
+    @property
+    def budget_spec(self) -> str:
+        return str(self.max_unprotected).strip()
 
 
 @dataclass(frozen=True)
@@ -91,7 +121,7 @@ class Engine:
 
     def __init__(self, store: StateStore, executor: Executor, catalogue: Catalogue,
                  inventory: Inventory, replacement: str, log: Log,
-                 policy: RunPolicy | None = None) -> None:
+                 policy: RunPolicy | None = None, guard: Guard | None = None) -> None:
         self.store = store
         self.executor = executor
         self.catalogue = catalogue
@@ -99,14 +129,22 @@ class Engine:
         self.replacement = replacement
         self.log = log
         self.policy = policy or RunPolicy()
+        self.store.run_budget = self.policy.budget_spec
+        # Says why the run must start no further step (its lease could not be kept), or None.
+        self.guard = guard
         self.run_id: int | None = None
         self.stop = threading.Event()  # set by the first Ctrl-C
         self.on_change: Callable[[HostRecord], None] | None = None  # live progress
         self.clock: Callable[[], float] = time.time
+        self.monotonic: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], None] = time.sleep
         self.touched: set[str] = set()  # hosts this engine changed, re-probed for the evidence
         self.staged: dict[str, dict[str, str]] = {}  # host -> staged file -> SHA-256
         # Hosts re-probed after their execution node died mid-step: not moved again this wave.
         self.settled: set[str] = set()
+        self._reprobing: set[str] = set()
+        # Touched hosts of this wave that preflight could not reach: they fail the gate.
+        self.unreached: set[str] = set()
 
     # ---- plumbing ----------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
@@ -116,7 +154,19 @@ class Engine:
             "avmigrate_eicar_b64": EICAR_B64,
         }
 
+    def _check_lease(self) -> None:
+        if self.guard is not None and (why := self.guard()):
+            raise LeaseLost(f"{why}; no further step was started. Hosts caught mid-step keep "
+                            "their intent and are re-probed by the next run")
+
+    def _check_abort(self) -> None:
+        cancel = getattr(self.executor, "cancel", None)
+        if isinstance(cancel, threading.Event) and cancel.is_set():
+            raise Aborted("aborted; hosts caught mid-step keep their intent and are "
+                          "re-probed by the next run")
+
     def _check_stop(self) -> None:
+        self._check_lease()
         if self.stop.is_set():
             raise _Stopped
 
@@ -126,6 +176,7 @@ class Engine:
               check: bool = False) -> dict[str, StepResult]:
         if not names:
             return {}
+        self._check_lease()
         request = StepRequest(
             step=step, playbook=playbook,
             hosts=tuple(self.inventory.get(n) for n in names),
@@ -143,26 +194,52 @@ class Engine:
         ok = sum(1 for r in results.values() if r.outcome == StepOutcome.OK)
         self.log(f"  {step}: {ok}/{len(names)} ok in {time.monotonic() - t0:.0f}s")
         unknown = sorted(n for n, r in results.items() if r.outcome == StepOutcome.UNKNOWN
-                         and n not in self.settled)
+                         and n not in self.settled and n not in self._reprobing)
         if unknown:
-            self._settle_unknown(unknown, results)
+            self._settle_unknown({n: results[n].message for n in unknown})
         return results
 
-    def _settle_unknown(self, names: list[str], results: dict[str, StepResult]) -> None:
-        """Hosts whose execution node died mid-step: committed as interrupted, re-probed at
-        once (through the nodes left), and left alone for the rest of this wave."""
-        for n in names:
-            self._move(n, HostState.INTERRUPTED, f"unknown: {results[n].message}; re-probed")
+    def _reach(self, step: str, playbook: str, names: list[str],
+               host_vars: dict[str, dict[str, Any]] | None = None) -> dict[str, StepResult]:
+        """`_step` for hosts in their protection window: a host that does not answer is
+        retried with backoff for the reconnect window (it keeps its slot meanwhile)."""
+        results = self._step(step, playbook, names, host_vars)
+        deadline = self.monotonic() + self.policy.reconnect_seconds
+        delay = 5.0
+        while True:
+            away = [n for n in names if n not in self.settled
+                    and results[n].outcome == StepOutcome.UNREACHABLE]
+            left = deadline - self.monotonic()
+            if not away or left <= 0:
+                return results
+            self._check_abort()
+            wait = min(delay, left)
+            self.log(f"  {len(away)} host(s) in their protection window do not answer "
+                     f"({', '.join(away[:5])}{'...' if len(away) > 5 else ''}): {step} again "
+                     f"in {wait:.0f}s, for up to {left:.0f}s more")
+            self.sleep(wait)
+            self._check_abort()
+            delay = min(delay * 2, 60.0)
+            results.update(self._step(step, playbook, away, host_vars))
+
+    def _settle_unknown(self, why: dict[str, str]) -> None:
+        """Hosts whose execution node died mid-step: re-probed at once (through the nodes
+        left) from the intent they were caught in, and left alone for the rest of this wave."""
+        names = sorted(why)
         self.log(f"  {len(names)} host(s) in an unknown state: re-probing {', '.join(names)}")
-        self.discover(names)
-        self.settled.update(names)
+        self._reprobing.update(names)
+        try:
+            self.discover(names, {n: f"unknown: {m}" for n, m in why.items()})
+        finally:
+            self._reprobing.difference_update(names)
+            self.settled.update(names)
 
     def _move(self, name: str, to: HostState, reason: str, **fields: Any) -> HostRecord:
         if name in self.settled:
             # Re-probed after its node died: what the step's caller would record is moot.
             return self._record(name)
         record = self.store.transition(name, to, reason, self.run_id, **fields)
-        if to not in DISCOVERY_RESULTS:
+        if to not in UNTOUCHED:
             self.touched.add(name)
         if self.on_change is not None:
             self.on_change(record)
@@ -181,43 +258,74 @@ class Engine:
             return MAKE_BEFORE_BREAK
         return strategy_for(record.facts, self.catalogue, self.replacement)
 
-    def window_count(self) -> int:
-        return sum(1 for r in self.store.all() if classify.in_window(r))
-
     def unprotected(self) -> list[str]:
-        return [r.name for r in self.store.all() if r.state == HostState.UNPROTECTED]
+        return [r.name for r in self.store.in_states([HostState.UNPROTECTED])]
 
     # ---- discovery ---------------------------------------------------------------------
-    def discover(self, names: list[str]) -> dict[str, HostRecord]:
-        """Read-only probe of hosts; settle each from what it really has now."""
+    def discover(self, names: list[str], why: dict[str, str] | None = None
+                 ) -> dict[str, HostRecord]:
+        """Read-only probe of hosts; settle each from what it really has now.
+
+        A host caught mid-migration whose probe shows no protecting product running but the
+        replacement installed is verified as well (EICAR through its daemon): only that proof,
+        or a protecting product running, lets it out of doubt. `why` says, per host, what led
+        to the probe (kept at the head of the reason).
+        """
+        why = why or {}
         self.store.ensure_hosts(names)
         out: dict[str, HostRecord] = {}
+        deferred: list[tuple[StepResult, HostFacts, list[str]]] = []
 
-        def settle(result: StepResult) -> None:
+        def probed(result: StepResult) -> None:
             prior = self._record(result.host)
-            facts = problems = None
-            if result.outcome == StepOutcome.OK:
-                facts = factlib.parse_discovery(result.data, self.catalogue, self.replacement)
-                problems = factlib.preflight_problems(facts, self.catalogue, self.replacement)
-            to, why = classify.settle(prior, result.outcome, result.message, facts,
-                                      problems or [])
-            extra: dict[str, Any] = {}
-            if facts is not None:
-                extra["facts"] = facts
-                # The recommendation, for hosts not under way: a host mid-migration keeps the
-                # strategy it is being migrated with (its protection window depends on it).
-                if facts.banned and to in (HostState.PENDING, HostState.BLOCKED):
-                    extra["strategy"] = strategy_for(facts, self.catalogue, self.replacement)
-            out[result.host] = self._move(result.host, to, why, **extra)
+            if result.outcome != StepOutcome.OK:
+                out[result.host] = self._settle(prior, result, None, [], False, why)
+                return
+            facts = factlib.parse_discovery(result.data, self.catalogue, self.replacement)
+            problems = factlib.preflight_problems(facts, self.catalogue, self.replacement)
+            doubt = prior.state in INTENTS or prior.state in SLOT_STATES or (
+                prior.state == HostState.INTERRUPTED)
+            if doubt and not protecting_products(facts, self.catalogue) and (
+                    facts.replacement_installed or facts.replacement_active):
+                deferred.append((result, facts, problems))
+                return
+            out[result.host] = self._settle(prior, result, facts, problems, False, why)
 
-        self._step("discover", "discover.yml", names, on_result=settle)
+        self._step("discover", "discover.yml", names, on_result=probed)
+        if deferred:
+            proofs = self._step("reprobe-verify", "verify.yml", [r.host for r, _, _ in deferred])
+            for result, facts, problems in deferred:
+                verified = self._proof_problem(proofs[result.host]) is None
+                out[result.host] = self._settle(self._record(result.host), result, facts,
+                                                problems, verified, why)
         return out
+
+    def _settle(self, prior: HostRecord, result: StepResult, facts: HostFacts | None,
+                problems: list[str], verified: bool, why: dict[str, str]) -> HostRecord:
+        proof = None if facts is None else proof_of(facts, self.catalogue, self.replacement,
+                                                    verified)
+        found = classify.settle(prior, result.outcome, result.message, facts, problems,
+                                proof, verified)
+        extra: dict[str, Any] = {"proof": found.proof}
+        if facts is not None:
+            extra["facts"] = facts
+            # The recommendation, for hosts not under way: a host mid-migration keeps the
+            # strategy it is being migrated with.
+            if facts.banned and found.state in (HostState.PENDING, HostState.BLOCKED):
+                extra["strategy"] = strategy_for(facts, self.catalogue, self.replacement)
+        if verified and found.state in (HostState.VERIFIED, HostState.MIGRATED):
+            extra["replacement_verified_at"] = time.time()
+        reason = found.reason
+        if result.host in why and found.state != prior.state:
+            reason = f"{why[result.host]}; {reason}"
+        return self._move(result.host, found.state, reason, **extra)
 
     # ---- migration ---------------------------------------------------------------------
     def run(self, plan: Plan) -> RunSummary:
         stopped: str | None = None
         approvals = (self.store.approvals(self.policy.plan_key)
                      if self.policy.require_approval else {})
+        self._say_budget()
         try:
             self._restore_protection()
             for index, wave in enumerate(plan.waves):
@@ -240,8 +348,12 @@ class Engine:
                 if todo:
                     self.log(f"{label}: {len(todo)} host(s): {', '.join(todo)}")
                     self.settled.clear()
-                    self.migrate_wave(todo, wave.number)
+                    self.unreached.clear()
+                    held = self.migrate_wave(todo, wave.number)
                     self.settled.clear()
+                    if held:
+                        stopped = held
+                        break
                 stopped = self._gate(label, wave.hosts)
                 if stopped:
                     break
@@ -253,8 +365,9 @@ class Engine:
         except _Stopped:
             stopped = ("stopped by the operator: no new step was started; "
                        "run again to resume")
-            for r in self.store.all():
-                if r.state in (HostState.INSTALLING, HostState.STAGING):
+            mine = set(self.inventory.names())
+            for r in self.store.in_states([HostState.INSTALLING, HostState.STAGING]):
+                if r.name in mine:  # only this run's hosts: others belong to their runs
                     self._move(r.name, HostState.INTERRUPTED,
                                f"stopped by the operator during {r.state.value}; "
                                "banned product untouched")
@@ -266,6 +379,16 @@ class Engine:
         for rec in records:
             counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         return RunSummary(counts=counts, exit_code=exit_code_for(records), stopped_early=stopped)
+
+    def _say_budget(self) -> None:
+        budget = self.store.budget()
+        if budget.fleet_spec is not None and budget.fleet_spec != budget.run_spec:
+            self.log(f"protection budget: this run asked for {budget.run_spec}, the fleet's is "
+                     f"{budget.fleet_spec} (set by {budget.set_by or 'an operator'}): the "
+                     f"smaller applies, {budget.limit} host(s) at once")
+        else:
+            self.log(f"protection budget: {budget.limit} host(s) of {budget.fleet_size} at "
+                     f"once ({budget.run_spec}); {budget.held} held now")
 
     def _evidence_probe(self) -> None:
         """Read again, read-only, every host this run changed: the report's "after"."""
@@ -288,9 +411,9 @@ class Engine:
     def _restore_protection(self) -> None:
         """Before anything else, give unprotected hosts their replacement back.
 
-        A host is unprotected after a failed swap, or when a run died inside its swap window.
-        Installing and verifying the replacement is always safe, so a run tries that first;
-        hosts it cannot fix keep every further removal from starting.
+        Discovery has just re-probed them: those still unprotected get the replacement
+        installed and verified (always safe); hosts it cannot fix keep every further removal
+        from starting.
         """
         names = [n for n in self.inventory.names()
                  if self._record(n).state == HostState.UNPROTECTED]
@@ -307,6 +430,8 @@ class Engine:
 
     def _gate(self, label: str, hosts: tuple[str, ...]) -> str | None:
         states = {n: self._record(n).state for n in hosts}
+        for n in self.unreached & set(hosts):
+            states[n] = HostState.UNREACHABLE  # touched, then lost from sight: a failure
         return classify.wave_gate(label, states, self.policy.max_failed_percent)
 
     def _soak(self, label: str, hosts: list[str]) -> None:
@@ -321,28 +446,104 @@ class Engine:
                 self._move(n, HostState.UNPROTECTED,
                            f"UNPROTECTED: replacement failed its check after the soak ({problem})")
 
-    def migrate_wave(self, names: list[str], wave: int) -> None:
+    def migrate_wave(self, names: list[str], wave: int) -> str | None:
+        """Migrate one wave's hosts; a reason when removals had to stop short."""
         self._check_stop()
         # Preflight, read-only: a refused host stays exactly as it was.
         pre = self._step("preflight", "preflight.yml", names)
         ready = []
         for n in names:
             r = pre[n]
-            if r.outcome == StepOutcome.UNREACHABLE:
-                self._move(n, HostState.UNREACHABLE, f"unreachable at preflight: {r.message}")
-            elif r.outcome == StepOutcome.FAILED:
-                self._move(n, HostState.BLOCKED, f"preflight: {r.message}")
-            else:
+            if n in self.settled:
+                continue
+            prior = self._record(n)
+            if r.outcome == StepOutcome.OK:
                 ready.append(n)
+            elif prior.state in UNTOUCHED:
+                to = (HostState.UNREACHABLE if r.outcome == StepOutcome.UNREACHABLE
+                      else HostState.BLOCKED)
+                self._move(n, to, f"{'unreachable at ' if to == HostState.UNREACHABLE else ''}"
+                           f"preflight: {r.message}")
+            else:
+                # Something was done to it before: it keeps the state that says so.
+                if r.outcome == StepOutcome.UNREACHABLE:
+                    self.unreached.add(n)
+                self._move(n, prior.state, f"preflight {r.outcome.value}: {r.message} (was: "
+                           f"{prior.reason[:200]})")
         mbb = [n for n in ready if self.strategy_of(self._record(n)) == MAKE_BEFORE_BREAK]
         swap = [n for n in ready if n not in mbb]
-        self._make_before_break(mbb, wave)
-        self._swap(swap, wave)
+        return self._make_before_break(mbb, wave) or self._swap(swap, wave)
+
+    # ---- the budget --------------------------------------------------------------------
+    def _reserve(self, names: list[str], why: Callable[[str], str]) -> list[str]:
+        """Commit the removal intent of as many of `names` as the budget allows, one
+        transaction each (the store takes the slot in it, or refuses)."""
+        taken = []
+        now = time.time()
+        for n in names:
+            try:
+                self._move(n, HostState.REMOVING, why(n), protection_stopped_at=now)
+            except BudgetFull:
+                break
+            taken.append(n)
+        return taken
+
+    def _await_slot(self) -> str | None:
+        """Wait while every slot is held by hosts other live runs are working on. A reason
+        to stop when the slots will not come back by themselves (an alarm, a dead run)."""
+        announced = False
+        while True:
+            self._check_stop()
+            budget = self.store.budget()
+            if budget.held < budget.limit:
+                return None
+            holders = self.store.slot_holders()
+            alarms = [h.name for h in holders if h.state == HostState.UNPROTECTED]
+            if alarms:
+                return (f"UNPROTECTED hosts: {', '.join(alarms[:10])}; no further removals "
+                        "start. Run `avmigrate remediate`, then run again")
+            mine = set(self.inventory.names())
+            worked = self.store.held_by_live_runs([h.name for h in holders])
+            idle = [h.name for h in holders if h.name not in worked or h.name in mine]
+            if idle:
+                return (f"the protection budget ({budget.limit} host(s) at once) is held by "
+                        f"{', '.join(idle[:10])}, which no live run is working on; run "
+                        "avmigrate on their inventory to settle them, then run again")
+            if not announced:
+                self.log(f"  waiting for a slot of the protection budget ({budget.limit} at "
+                         f"once), held by {', '.join(h.name for h in holders[:10])}")
+                announced = True
+            self.sleep(SLOT_POLL_S)
+
+    def _batches(self, queue: list[str], run_batch: Callable[[list[str]], None],
+                 pick: Callable[[list[str], int], list[str]],
+                 why: Callable[[str], str]) -> str | None:
+        """Run `run_batch` on reserved hosts of `queue` until it is empty. `pick` chooses the
+        candidates for up to N free slots (and may drop hosts it stopped)."""
+        while queue:
+            self._check_stop()
+            if (bad := self.unprotected()):
+                return (f"UNPROTECTED hosts: {', '.join(bad[:10])}; no further removals "
+                        "start. Run `avmigrate remediate`, then run again")
+            if (held := self._await_slot()) is not None:
+                return held
+            budget = self.store.budget()
+            free = max(1, budget.limit - budget.held)
+            candidates = pick(queue[:free], free)
+            queue = [n for n in queue if n not in queue[:free] or n in candidates]
+            if not candidates:
+                continue
+            batch = self._reserve(candidates, why)
+            if not batch:
+                continue  # another operator took the slot meanwhile: wait for the next one
+            queue = [n for n in queue if n not in batch]
+            run_batch(batch)
+        return None
 
     # ---- make-before-break ---------------------------------------------------------------
-    def _make_before_break(self, names: list[str], wave: int) -> None:
+    def _make_before_break(self, names: list[str], wave: int) -> str | None:
         if not names:
-            return
+            return None
         self._check_stop()
         for n in names:
             self._move(n, HostState.INSTALLING, f"installing {self.replacement}", wave=wave,
@@ -357,52 +558,78 @@ class Engine:
                 self._move(n, HostState.INSTALL_FAILED,
                            f"install {r.outcome.value}: {r.message}; banned product untouched")
         self._check_stop()
-        results = self._step("verify", "verify.yml", installed)
+        verified = self._verify_installed("verify", installed)
+        return self._batches(verified, self._mbb_batch, self._fresh,
+                             lambda n: f"removing {', '.join(self._banned_ids(n)) or 'leftovers'}")
+
+    def _verify_installed(self, step: str, names: list[str]) -> list[str]:
+        results = self._step(step, "verify.yml", [n for n in names if n not in self.settled])
         verified = []
-        for n in installed:
+        for n in names:
+            if n in self.settled:
+                continue
             problem = self._proof_problem(results[n])
             if problem is None:
-                self._move(n, HostState.VERIFIED, "replacement verified: daemon answers, "
-                           "EICAR detected", replacement_verified_at=time.time())
+                self._move(n, HostState.VERIFIED, replacement_proof(self.replacement),
+                           replacement_verified_at=time.time(),
+                           proof=replacement_proof(self.replacement))
                 verified.append(n)
             else:
                 self._move(n, HostState.INSTALL_FAILED,
                            f"verification failed: {problem}; banned product untouched")
-        self._check_stop()
+        return verified
+
+    def _fresh(self, candidates: list[str], _free: int) -> list[str]:
+        """Candidates whose verification is recent; those verified long ago (they waited for
+        a slot) are verified again first, and dropped if that fails."""
         now = time.time()
-        host_vars = {}
-        for n in verified:
-            ids = self._banned_ids(n)
-            host_vars[n] = {"avmigrate_remove_ids": ids}
-            self._move(n, HostState.REMOVING, f"removing {', '.join(ids) or 'leftovers'}",
-                       protection_stopped_at=now)
+        stale = [n for n in candidates
+                 if now - (self._record(n).replacement_verified_at or 0) > STALE_VERIFICATION_S]
+        if not stale:
+            return candidates
+        good = set(self._verify_installed("verify-again", stale))
+        return [n for n in candidates if n not in stale or n in good]
+
+    def _mbb_batch(self, batch: list[str]) -> None:
+        host_vars = {n: {"avmigrate_remove_ids": self._banned_ids(n)} for n in batch}
         # From here the removal and its proof run to the end, even if a stop is requested.
-        rem = self._step("remove", "remove.yml", verified, host_vars)
-        final = self._step("final-verify", "verify.yml", verified)
-        for n in verified:
-            removal, proof = rem[n], final[n]
-            problem = self._proof_problem(proof)
-            if proof.outcome == StepOutcome.UNREACHABLE:
-                # Its replacement was verified just before removal began; what happened since
-                # is unknown, so the next run re-probes it before anything else.
-                self._move(n, HostState.REMOVE_FAILED,
-                           f"unreachable during removal ({proof.message}); replacement was "
-                           "verified before removal began")
-            elif problem is not None:
+        rem = self._reach("remove", "remove.yml", batch, host_vars)
+        lost = [n for n in batch if rem[n].outcome == StepOutcome.UNREACHABLE]
+        final = self._reach("final-verify", "verify.yml",
+                            [n for n in batch if n not in lost and n not in self.settled])
+        for n in batch:
+            if n in self.settled:
+                continue
+            removal = rem[n]
+            if n in lost or final[n].outcome == StepOutcome.UNREACHABLE:
+                self._unreachable_in_window(n, final.get(n, removal))
+                continue
+            problem = self._proof_problem(final[n])
+            if problem is not None:
                 self._move(n, HostState.UNPROTECTED,
                            f"UNPROTECTED: replacement failed its final check ({problem}) "
                            f"after removal {removal.outcome.value}")
+                self.log(f"!!! {n} is UNPROTECTED: {problem}")
             elif removal.outcome != StepOutcome.OK:
                 self._move(n, HostState.REMOVE_FAILED,
-                           f"removal {removal.outcome.value}: {removal.message}; "
-                           "replacement verified and protecting")
+                           f"removal {removal.outcome.value}: {removal.message}; replacement "
+                           "verified after it and protecting",
+                           proof=replacement_proof(self.replacement))
             else:
-                self._move(n, HostState.MIGRATED, "banned product removed; replacement verified")
+                self._move(n, HostState.MIGRATED, "banned product removed; replacement verified",
+                           proof=replacement_proof(self.replacement))
+
+    def _unreachable_in_window(self, name: str, result: StepResult) -> None:
+        window = self.policy.reconnect_seconds
+        self._move(name, HostState.UNPROTECTED,
+                   f"UNPROTECTED: did not answer for {window:.0f}s after its banned product "
+                   f"was stopped ({result.message}); its protection is unknown")
+        self.log(f"!!! {name} is UNPROTECTED: unreachable inside its protection window")
 
     # ---- swap ----------------------------------------------------------------------------
-    def _swap(self, names: list[str], wave: int) -> None:
+    def _swap(self, names: list[str], wave: int) -> str | None:
         if not names:
-            return
+            return None
         self._check_stop()
         for n in names:
             self._move(n, HostState.STAGING, f"staging {self.replacement}", wave=wave,
@@ -411,6 +638,8 @@ class Engine:
         queue = []
         for n in names:
             r = stage[n]
+            if n in self.settled:
+                continue
             if r.outcome == StepOutcome.OK:
                 self.staged[n] = dict(r.data.get("staged", {}))
                 self._move(n, HostState.STAGED, "replacement staged and checked; banned "
@@ -419,25 +648,18 @@ class Engine:
             else:
                 self._move(n, HostState.INSTALL_FAILED,
                            f"staging {r.outcome.value}: {r.message}; banned product untouched")
-        while queue:
-            self._check_stop()
-            if (bad := self.unprotected()):
-                self.log(f"UNPROTECTED: {', '.join(bad)}; no further removals start")
-                return
-            slots = self.policy.max_unprotected - self.window_count()
-            if slots <= 0:
-                self.log("protection budget used up by hosts from an earlier run; "
-                         "no further removals start")
-                return
-            batch, queue = queue[:slots], queue[slots:]
-            self._swap_batch(batch)
+        return self._batches(queue, self._swap_batch, self._stage_proven,
+                             lambda n: f"swap: removing {', '.join(self._banned_ids(n))}")
 
-    def _staged_unchanged(self, batch: list[str]) -> list[str]:
-        """Hosts whose staged packages are still exactly those staged (SHA-256); the others
-        are stopped here, before their banned product is touched."""
-        check = self._step("stage-check", "stage_check.yml", batch)
+    def _stage_proven(self, candidates: list[str], _free: int) -> list[str]:
+        """Right before removal: the staged packages are still exactly those staged (SHA-256)
+        and an install from them alone, of those very files, would still succeed (apt's
+        simulation, no network). The others are stopped here, their banned product untouched."""
+        check = self._step("stage-check", "stage_check.yml", candidates)
         good = []
-        for n in batch:
+        for n in candidates:
+            if n in self.settled:
+                continue
             r = check[n]
             now = dict(r.data.get("staged", {})) if r.outcome == StepOutcome.OK else None
             then = self.staged.get(n)
@@ -445,7 +667,8 @@ class Engine:
                 good.append(n)
                 continue
             if now is None:
-                why = f"staged packages could not be checked ({r.outcome.value}: {r.message})"
+                why = f"the install from the stage is no longer proven ({r.outcome.value}: " \
+                      f"{r.message})"
             elif not then:
                 why = "no record of what was staged in this run"
             else:
@@ -455,40 +678,37 @@ class Engine:
         return good
 
     def _swap_batch(self, batch: list[str]) -> None:
-        batch = self._staged_unchanged(batch)
-        if not batch:
-            return
-        now = time.time()
-        host_vars = {}
-        for n in batch:
-            ids = self._banned_ids(n)
-            host_vars[n] = {"avmigrate_remove_ids": ids}
-            self._move(n, HostState.REMOVING, f"swap: removing {', '.join(ids)}",
-                       protection_stopped_at=now)
+        host_vars = {n: {"avmigrate_remove_ids": self._banned_ids(n)} for n in batch}
         # The batch runs to the end even if a stop is requested: it must not stay unprotected.
-        rem = self._step("remove", "remove.yml", batch, host_vars)
+        rem = self._reach("remove", "remove.yml", batch, host_vars)
+        left = []
         for n in batch:
             r = rem[n]
+            if n in self.settled:
+                continue
+            if r.outcome == StepOutcome.UNREACHABLE:
+                self._unreachable_in_window(n, r)
+                continue
             why = ("banned product removed" if r.outcome == StepOutcome.OK
                    else f"removal {r.outcome.value}: {r.message}")
             self._move(n, HostState.SWAPPING, f"{why}; installing from the stage")
-        left = batch
+            left.append(n)
         for attempt in (1, 2):
-            inst = self._step(f"install-staged#{attempt}", "install_staged.yml", left)
+            inst = self._reach(f"install-staged#{attempt}", "install_staged.yml", left)
             tried = [n for n in left if inst[n].outcome == StepOutcome.OK]
-            proof = self._step(f"verify#{attempt}", "verify.yml", tried)
+            proof = self._reach(f"verify#{attempt}", "verify.yml", tried)
             failed = []
             for n in left:
+                if n in self.settled:
+                    continue
+                result = proof.get(n, inst[n])
+                if result.outcome == StepOutcome.UNREACHABLE:
+                    self._unreachable_in_window(n, result)
+                    continue
                 problem = (self._proof_problem(proof[n]) if n in proof
                            else f"{inst[n].outcome.value}: {inst[n].message}")
                 if problem is None:
-                    if rem[n].outcome == StepOutcome.OK:
-                        self._move(n, HostState.MIGRATED, "swapped: banned product removed; "
-                                   "replacement verified", replacement_verified_at=time.time())
-                    else:
-                        self._move(n, HostState.REMOVE_FAILED,
-                                   f"removal {rem[n].outcome.value}: {rem[n].message}; "
-                                   "replacement verified", replacement_verified_at=time.time())
+                    self._swapped(n, rem[n])
                 else:
                     failed.append((n, problem))
             left = [n for n, _ in failed]
@@ -500,6 +720,16 @@ class Engine:
                                f"UNPROTECTED: replacement failed after removal, twice from the "
                                f"staged files ({problem}); run `avmigrate remediate`")
                     self.log(f"!!! {n} is UNPROTECTED: {problem}")
+
+    def _swapped(self, n: str, removal: StepResult) -> None:
+        proof = replacement_proof(self.replacement)
+        if removal.outcome == StepOutcome.OK:
+            self._move(n, HostState.MIGRATED, "swapped: banned product removed; replacement "
+                       "verified", replacement_verified_at=time.time(), proof=proof)
+        else:
+            self._move(n, HostState.REMOVE_FAILED,
+                       f"removal {removal.outcome.value}: {removal.message}; replacement "
+                       "verified", replacement_verified_at=time.time(), proof=proof)
 
     # ---- plan --check ---------------------------------------------------------------------
     def check(self, names: list[str]) -> dict[str, Any]:
@@ -543,21 +773,41 @@ class Engine:
 
     # ---- remediation ---------------------------------------------------------------------
     def remediate(self, names: list[str]) -> None:
-        """Unprotected hosts: install the replacement (stage first, else the repository)."""
+        """Unprotected hosts: install the replacement from the repository and verify it, then
+        read whether a banned product is still there: migrated only if none is; else verified,
+        and its removal continues under the budget. They keep their slot until verified."""
         for n in names:
-            self._move(n, HostState.SWAPPING, "remediating: installing the replacement")
-        inst = self._step("remediate-install", "install.yml", names)
-        ok = [n for n in names if inst[n].outcome == StepOutcome.OK]
-        proof = self._step("remediate-verify", "verify.yml", ok)
+            self._move(n, HostState.UNPROTECTED, "remediating: installing the replacement")
+        inst = self._reach("remediate-install", "install.yml", names)
+        ok = [n for n in names if inst[n].outcome == StepOutcome.OK and n not in self.settled]
+        proof = self._reach("remediate-verify", "verify.yml", ok)
+        verified = [n for n in ok if n not in self.settled
+                    and self._proof_problem(proof[n]) is None]
+        probe = self._step("remediate-probe", "discover.yml", verified)
+        evidence = replacement_proof(self.replacement)
         for n in names:
-            problem = (self._proof_problem(proof[n]) if n in proof
-                       else f"{inst[n].outcome.value}: {inst[n].message}")
-            if problem is None:
-                self._move(n, HostState.MIGRATED, "remediated: replacement verified",
-                           replacement_verified_at=time.time())
-            else:
+            if n in self.settled:
+                continue
+            if n not in verified:
+                problem = (self._proof_problem(proof[n]) if n in proof
+                           else f"{inst[n].outcome.value}: {inst[n].message}")
                 self._move(n, HostState.UNPROTECTED, f"UNPROTECTED: remediation failed "
                            f"({problem})")
+                continue
+            r = probe.get(n)
+            facts = (factlib.parse_discovery(r.data, self.catalogue, self.replacement)
+                     if r is not None and r.outcome == StepOutcome.OK else None)
+            if facts is not None and not facts.banned:
+                self._move(n, HostState.MIGRATED, f"remediated: no banned product left; "
+                           f"{evidence}", replacement_verified_at=time.time(), proof=evidence,
+                           facts=facts)
+            else:
+                left = (", ".join(b.product for b in facts.banned) if facts is not None
+                        else "whether a banned product is left could not be read")
+                self._move(n, HostState.VERIFIED, f"remediated: {evidence}; {left}: its "
+                           "removal continues under the budget",
+                           replacement_verified_at=time.time(), proof=evidence,
+                           **({"facts": facts} if facts is not None else {}))
 
     # ---- helpers -------------------------------------------------------------------------
     def _banned_ids(self, name: str) -> list[str]:

@@ -27,6 +27,7 @@ import yaml
 from orchestrator import nodes
 from orchestrator.errors import Aborted, ExecutionError
 from orchestrator.models import InventoryHost, StepOutcome, StepResult
+from orchestrator.names import STRICT
 from orchestrator.nodes import ExecutionNode
 from orchestrator.secrets import Secrets, VaultChannel
 
@@ -252,7 +253,7 @@ class RunnerExecutor:
             # master left from before a network cut would hang every later connection.
             # ssh takes the first value given for an option: ours come first, so an
             # inventory cannot turn host key checking off (names.py refuses it too).
-            "ANSIBLE_SSH_ARGS": ("-o StrictHostKeyChecking=yes -o ControlMaster=auto "
+            "ANSIBLE_SSH_ARGS": (f"{STRICT} -o ControlMaster=auto "
                                  "-o ControlPersist=30s -o ServerAliveInterval=5 "
                                  "-o ServerAliveCountMax=3"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
@@ -369,8 +370,8 @@ class RunnerExecutor:
         artifacts.mkdir(parents=True, exist_ok=True)
         pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=artifacts))
         inventory = {"all": {"hosts": {
-            h.name: {k: v for k, v in {**h.vars, **request.host_vars.get(h.name, {})}.items()
-                     if k not in drop}
+            h.name: _strict({k: v for k, v in {**h.vars, **request.host_vars.get(h.name, {})}
+                             .items() if k not in drop})
             for h in (request.hosts if hosts is None else hosts)
         }}}
         inv_path = pdd / "inventory" / "hosts.yml"
@@ -383,6 +384,15 @@ class RunnerExecutor:
                       key=lambda d: d.stat().st_mtime)
         for old in dirs[: max(0, len(dirs) - self.config.keep_runs)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _strict(variables: dict[str, Any]) -> dict[str, Any]:
+    """A host's own `ansible_ssh_args` replaces the ssh_args we give Ansible: ours goes first in
+    it too, so that no inventory variable removes strict host key checking (ssh takes the
+    first value of an option; names.py refuses lax values anyway)."""
+    if "ansible_ssh_args" in variables:
+        variables["ansible_ssh_args"] = f"{STRICT} {variables['ansible_ssh_args']}".strip()
+    return variables
 
 
 def _close_masters(control_dir: Path) -> None:

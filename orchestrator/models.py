@@ -42,15 +42,24 @@ class HostState(StrEnum):
         """Committed before a step that changes the host; seen at start they mean a crash."""
         return self in INTENTS
 
+    @property
+    def holds_slot(self) -> bool:
+        """Counts against the protection budget: its protection is not proven."""
+        return self in SLOT_STATES
+
 
 INTENTS = frozenset({HostState.INSTALLING, HostState.STAGING, HostState.REMOVING,
                      HostState.SWAPPING})
 
-# What a read-only discovery may conclude about a host, whatever it was before.
-DISCOVERY_RESULTS = frozenset({
-    HostState.PENDING, HostState.UNREACHABLE, HostState.CLEAN, HostState.BLOCKED,
-    HostState.INTERRUPTED, HostState.UNPROTECTED,
-})
+# States in which a host holds one slot of the fleet's protection budget: from the commit of
+# the intent to stop its banned product until a probe proves protection again (a protecting
+# product runs, or the replacement was verified). A host leaves them only with such proof.
+SLOT_STATES = frozenset({HostState.REMOVING, HostState.SWAPPING, HostState.UNPROTECTED})
+
+# States that say nothing was ever done to the host (in this migration). A host that a step
+# has changed never returns to them: only MIGRATED -> PENDING, when a banned product is back.
+UNTOUCHED = frozenset({HostState.PENDING, HostState.UNREACHABLE, HostState.CLEAN,
+                       HostState.BLOCKED})
 
 # States from which a host's migration (re)starts at its first step.
 RESTARTABLE = frozenset({
@@ -58,27 +67,39 @@ RESTARTABLE = frozenset({
     HostState.REMOVE_FAILED, HostState.INTERRUPTED,
 })
 _START = frozenset({HostState.INSTALLING, HostState.STAGING})
+# What a probe of a touched host may conclude (VERIFIED and MIGRATED need the replacement
+# verified by that probe, INTERRUPTED a protecting product running).
+_REPROBED = frozenset({HostState.INTERRUPTED, HostState.UNPROTECTED, HostState.VERIFIED,
+                       HostState.MIGRATED})
 
-# Allowed moves besides DISCOVERY_RESULTS. The safety rule is in this table: REMOVING is
-# entered only from VERIFIED (make-before-break: replacement verified in this run) or STAGED
-# (swap: replacement staged on the host in this run).
+# Allowed moves. The safety rules are in this table: REMOVING is entered only from VERIFIED
+# (make-before-break: replacement verified in this run) or STAGED (swap: replacement staged on
+# the host in this run), and only through the budget (SqlStore checks it in the same
+# transaction); a touched host never goes back to an "untouched" state.
 _STEPS: dict[HostState, frozenset[HostState]] = {
     HostState.INSTALLING: frozenset({HostState.VERIFIED, HostState.INSTALL_FAILED}),
     HostState.STAGING: frozenset({HostState.STAGED, HostState.INSTALL_FAILED}),
-    HostState.VERIFIED: frozenset({HostState.REMOVING}),
-    # A staged host whose staged files changed before removal is stopped there, untouched.
+    # A verified host that waited for a slot is verified again; failing that, it stops there.
+    HostState.VERIFIED: frozenset({HostState.REMOVING, HostState.INSTALL_FAILED}),
+    # A staged host whose stage no longer proves the install is stopped there, untouched.
     HostState.STAGED: frozenset({HostState.REMOVING, HostState.INSTALL_FAILED}),
     HostState.REMOVING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED,
                                    HostState.SWAPPING}),
     HostState.SWAPPING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED}),
-    HostState.UNPROTECTED: frozenset({HostState.SWAPPING}),  # remediation
+    HostState.MIGRATED: frozenset({HostState.PENDING, HostState.UNPROTECTED}),
 }
 
-ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    state: frozenset(DISCOVERY_RESULTS | _STEPS.get(state, frozenset())
-                     | (_START if state in RESTARTABLE else frozenset()))
-    for state in HostState
-}
+
+def _allowed(state: HostState) -> frozenset[HostState]:
+    if state in UNTOUCHED:
+        return UNTOUCHED | (_START if state in RESTARTABLE else frozenset())
+    moves = _STEPS.get(state, frozenset()) | _REPROBED
+    if state in RESTARTABLE:
+        moves |= _START
+    return frozenset(moves)
+
+
+ALLOWED_TRANSITIONS: dict[HostState, frozenset[HostState]] = {s: _allowed(s) for s in HostState}
 
 
 # One step as the state history shows it: (state entered, from where, the next state, seconds
@@ -213,6 +234,10 @@ class HostRecord:
     updated_at: float
     protection_stopped_at: float | None
     replacement_verified_at: float | None
+    # The last evidence of protection a probe gave ("kesl.service running", "clamav verified:
+    # ..."), and when; None while its protection is not proven (SLOT_STATES) or none was found.
+    protected_by: str | None = None
+    protected_at: float | None = None
 
     @property
     def gap_seconds(self) -> float | None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
+import shlex
+import shutil
+import stat
+from pathlib import Path
 from typing import Any
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -26,17 +31,17 @@ _LETTER_FIRST = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 name_fast = _LETTER_FIRST.fullmatch
 ipv4_fast = _IPV4_FAST.fullmatch
-# ssh options that accept unknown or changed host keys, or hide them in a throwaway file.
-_LAX_SSH = re.compile(
-    r"StrictHostKeyChecking\s*=?\s*(no|off|accept-new)\b|UserKnownHostsFile\s*=?\s*/dev/null",
-    re.IGNORECASE)
 _SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args",
                  "ansible_scp_extra_args", "ansible_sftp_extra_args")
 _KEY_CHECK_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking",
                    "ansible_paramiko_host_key_checking")
 
+_EXECUTABLE_VARS = ("ansible_ssh_executable",)
+# The ssh option avmigrate puts first on every ssh command line (ssh takes the first value).
+STRICT = "-o StrictHostKeyChecking=yes"
 
-WATCHED = frozenset(_SSH_ARG_VARS + _KEY_CHECK_VARS)
+
+WATCHED = frozenset(_SSH_ARG_VARS + _KEY_CHECK_VARS + _EXECUTABLE_VARS)
 
 
 def host_problem(name: str) -> str | None:
@@ -70,16 +75,96 @@ def identifier_problem(name: str, what: str) -> str | None:
 
 
 def host_key_problem(variables: dict[str, Any]) -> str | None:
-    """An inventory setting that would accept an unknown or changed host key, or None."""
+    """An inventory setting that could accept an unknown or changed host key, or None.
+
+    An allow-list: host key checking must stay strict, against known_hosts files. Any other
+    value of StrictHostKeyChecking, a known_hosts file that is /dev/null or writable by
+    others, a KnownHostsCommand, or an ssh program other than OpenSSH's is refused, also
+    inside an ssh config file named with -F.
+    """
     if WATCHED.isdisjoint(variables):
         return None
     for var in _KEY_CHECK_VARS:
         value = variables.get(var)
-        if value is not None and str(value).strip().lower() in ("false", "no", "off", "0"):
+        if value is not None and str(value).strip().lower() not in ("true", "yes", "on", "1"):
             return f"{var}={value} turns host key checking off; avmigrate never does that"
     for var in _SSH_ARG_VARS:
         value = variables.get(var)
-        if isinstance(value, str) and (m := _LAX_SSH.search(value)):
-            return (f"{var} has {m.group(0)!r}, which accepts unknown or changed host keys; "
-                    "record the hosts' keys in known_hosts instead")
+        if value is not None and (problem := ssh_args_problem(str(value))) is not None:
+            return (f"{var}: {problem}; record the hosts' keys in known_hosts and keep "
+                    "checking strict")
+    exe = variables.get("ansible_ssh_executable")
+    if exe is not None and not _is_openssh(str(exe)):
+        return (f"ansible_ssh_executable={exe}: avmigrate runs OpenSSH's ssh (on PATH), whose "
+                "host key checking it can enforce; remove the setting")
+    return None
+
+
+def _is_openssh(exe: str) -> bool:
+    found = shutil.which("ssh")
+    return found is not None and (
+        os.path.realpath(shutil.which(exe) or exe) == os.path.realpath(found))
+
+
+def ssh_args_problem(text: str) -> str | None:
+    """Why these ssh command-line arguments could weaken host key checking, or None."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        return f"cannot be read as ssh arguments ({exc})"
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("-o", "-F") and i + 1 < len(words):
+            value, i = words[i + 1], i + 2
+        elif word.startswith(("-o", "-F")) and len(word) > 2:
+            value, i = word[2:], i + 1
+        else:
+            i += 1
+            continue
+        problem = (_option_problem(value) if word.startswith("-o")
+                   else _config_file_problem(value))
+        if problem is not None:
+            return problem
+    return None
+
+
+def _option_problem(option: str) -> str | None:
+    """One ssh option ("Key=value" or "Key value"), judged against the allow-list."""
+    key, _, value = option.strip().replace("=", " ", 1).partition(" ")
+    key, value = key.strip().lower(), value.strip().strip('"').strip("'").strip()
+    if key == "stricthostkeychecking" and value.lower() != "yes":
+        return f"StrictHostKeyChecking {value or '(empty)'} is not strict host key checking"
+    if key == "knownhostscommand":
+        return "KnownHostsCommand lets a program vouch for host keys"
+    if key in ("userknownhostsfile", "globalknownhostsfile"):
+        for path in value.split() or ["(empty)"]:
+            if path.lower() in ("/dev/null", "none", "(empty)"):
+                return f"{key} {path} throws every host key away"
+            if key == "globalknownhostsfile" and _writable_by_others(Path(path)):
+                return f"GlobalKnownHostsFile {path} can be written by other users"
+    return None
+
+
+def _writable_by_others(path: Path) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False  # a missing file vouches for no key: checking fails closed
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or st.st_uid not in (0, os.getuid())
+
+
+def _config_file_problem(path: str) -> str | None:
+    """The options of an ssh config file named with -F (they also apply to ProxyJump hops,
+    which command-line options do not reach)."""
+    if path in ("none", "/dev/null"):
+        return None
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"ssh config file {path} cannot be read ({exc.strerror})"
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line and (problem := _option_problem(line)) is not None:
+            return f"{path}:{number}: {problem}"
     return None

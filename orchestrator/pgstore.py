@@ -125,6 +125,19 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
     ("0006_free_space_apart", """
         ALTER TABLE hosts ADD COLUMN free_mb TEXT;
     """),
+    ("0007_evidence_budget_machines", """
+        ALTER TABLE hosts ADD COLUMN protected_by TEXT;
+        ALTER TABLE hosts ADD COLUMN protected_at DOUBLE PRECISION;
+        ALTER TABLE operators ADD COLUMN holder_machine TEXT;
+        ALTER TABLE operators ADD COLUMN holder_started BIGINT;
+        CREATE TABLE fleet (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            budget TEXT,
+            budget_set_by TEXT,
+            budget_set_at DOUBLE PRECISION
+        );
+        INSERT INTO fleet (id) VALUES (1);
+    """),
 ]
 if [n for n, _ in PG_MIGRATIONS] != [n for n, _ in MIGRATIONS]:  # pragma: no cover
     raise RuntimeError("the PostgreSQL migrations must mirror the SQLite ones")
@@ -220,6 +233,9 @@ class PostgresStore(SqlStore):
     def _has_migrations_table(self) -> bool:
         row = self.db.execute("SELECT to_regclass('schema_migrations')").fetchone()
         return row is not None and row[0] is not None
+
+    def _now(self, cur: Cursor) -> float:
+        return float(cur.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
 
     def _begin(self, cur: Cursor) -> None:
         cur.execute("BEGIN")

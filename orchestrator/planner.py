@@ -30,6 +30,7 @@ from orchestrator.models import (
     Wave,
 )
 from orchestrator.policy import Policy
+from orchestrator.protection import resolve_budget
 
 
 def wave_sizes(total: int, canary: int = 1, growth: float = 2.0, max_wave: int = 500
@@ -152,7 +153,7 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
     else:
         swaps = set(records) if policy.strategy == "swap" else set()
     estimate = schedule(waves, policy, estimates or Estimates.defaults(), forks, swaps,
-                        datetime.fromtimestamp(created, UTC))
+                        datetime.fromtimestamp(created, UTC), fleet=len(inventory.hosts))
     return Plan(
         created_at=created,
         inventory_digest=inventory.digest,
@@ -244,26 +245,73 @@ def estimates_from(rows: list[StepSpan]) -> Estimates:
 
 
 def wave_seconds(n_mbb: int, n_swap: int, est: Estimates, forks: int, budget: int) -> float:
-    rounds = math.ceil((n_mbb + n_swap) / max(1, forks))
-    total = est.preflight * rounds
+    """A wave's estimated duration. Removals (either strategy) run in rounds of at most
+    `budget` hosts, the slots of the protection budget, and never more than `forks`."""
+    return sum(_wave_parts(n_mbb, n_swap, est, forks, budget))
+
+
+def _wave_parts(n_mbb: int, n_swap: int, est: Estimates, forks: int, budget: int
+                ) -> tuple[float, float]:
+    """(seconds of the steps that keep protection, seconds of the removal rounds)."""
+    forks = max(1, forks)
+    per_round = max(1, min(budget, forks))
+    kept = est.preflight * math.ceil((n_mbb + n_swap) / forks)
+    removals = 0.0
     if n_mbb:
-        total += (est.install_verify + est.remove_verify) * math.ceil(n_mbb / max(1, forks))
+        kept += est.install_verify * math.ceil(n_mbb / forks)
+        removals += est.remove_verify * math.ceil(n_mbb / per_round)
     if n_swap:
-        total += est.stage * math.ceil(n_swap / max(1, forks))
-        total += est.swap_window * math.ceil(n_swap / max(1, budget))
-    return total
+        kept += est.stage * math.ceil(n_swap / forks)
+        removals += est.swap_window * math.ceil(n_swap / per_round)
+    return kept, removals
+
+
+def budget_effect(waves: list[Wave], policy: Policy, est: Estimates, forks: int,
+                  swaps: set[str], fleet: int) -> dict[str, Any]:
+    """What the protection budget means for the timeline, for managers to size it."""
+    spec = str(policy.max_unprotected)
+    k = resolve_budget(spec, fleet)
+
+    def total(budget: int) -> tuple[float, float]:
+        kept = removals = 0.0
+        for w in waves:
+            n_swap = len(swaps.intersection(w.hosts)) if swaps else 0
+            a, b = _wave_parts(len(w.hosts) - n_swap, n_swap, est, forks, budget)
+            kept, removals = kept + a, removals + b
+        return kept, removals
+
+    kept, removals = total(k)
+    double = sum(total(2 * k))
+    free = sum(total(forks))
+    text = (f"Protection budget {spec}: at most {k} host(s) of the {fleet} at once may be "
+            f"between the removal of the banned product and the verification of "
+            f"{'its' if k == 1 else 'their'} replacement, with either strategy and over every "
+            f"operator. Removals run {max(1, min(k, forks))} at a time: about "
+            f"{_dur(removals)} of the {_dur(kept + removals)} the waves take.")
+    if removals and 2 * k <= forks:
+        text += (f" With a budget of {2 * k}: about {_dur(double)}; limited by forks alone "
+                 f"({forks}): about {_dur(free)}.")
+    return {"spec": spec, "hosts": k, "fleet": fleet, "removal_seconds": round(removals, 1),
+            "total_seconds": round(kept + removals, 1), "text": text}
+
+
+def _dur(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
 
 
 def schedule(waves: list[Wave], policy: Policy, est: Estimates, forks: int,
-             swaps: set[str], now: datetime) -> dict[str, Any]:
+             swaps: set[str], now: datetime, fleet: int = 0) -> dict[str, Any]:
     """Place each wave at the first opening of its window that fits it; judge the deadline.
-    `swaps`: the hosts migrated by swap (the others make-before-break)."""
+    `swaps`: the hosts migrated by swap (the others make-before-break); `fleet`: how many
+    hosts a share of the fleet in the protection budget is of."""
+    fleet = fleet or sum(len(w.hosts) for w in waves)
+    budget = resolve_budget(str(policy.max_unprotected), fleet)
     rows = []
     t = now
     problems = []
     for w in waves:
         n_swap = len(swaps.intersection(w.hosts)) if swaps else 0
-        secs = wave_seconds(len(w.hosts) - n_swap, n_swap, est, forks, policy.max_unprotected)
+        secs = wave_seconds(len(w.hosts) - n_swap, n_swap, est, forks, budget)
         window = policy.window_named(w.window)
         begin = policy.earliest_start(window, t, timedelta(seconds=secs))
         row: dict[str, Any] = {"wave": w.number, "hosts": len(w.hosts), "window": w.window,
@@ -302,4 +350,5 @@ def schedule(waves: list[Wave], policy: Policy, est: Estimates, forks: int,
     else:
         verdict["text"] = "no deadline set in the policy"
     return {"waves": rows, "deadline": verdict, "durations": est.describe(), "forks": forks,
-            "started_from": now.timestamp()}
+            "started_from": now.timestamp(),
+            "budget": budget_effect(waves, policy, est, forks, swaps, fleet)}

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.errors import PolicyError
+from orchestrator.protection import budget_problem
 from orchestrator.yamlfile import load_yaml_located
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -81,7 +82,11 @@ class Policy:
     blackouts: tuple[tuple[date, date], ...] = ()
     deadline: datetime | None = None
     strategy: str = "auto"
-    max_unprotected: int = 1
+    # The protection budget: hosts at once whose protection is unproven (from a removal's
+    # intent to its verification), fleet-wide: a count (3) or a share of the fleet ("1%").
+    max_unprotected: int | str = 1
+    # How long a host in its protection window that does not answer is retried.
+    reconnect_seconds: float = 600.0
     max_failed_percent: float = 0.0
     soak_seconds: float = 0.0
     require_approval: bool = False
@@ -235,6 +240,15 @@ class _Checker:
             raise self.fail(path, f"must be a number from {lo:g} to {hi:g}")
         return float(value)
 
+    def budget(self, value: Any, path: tuple[str | int, ...]) -> int | str:
+        """A protection budget: a whole number of hosts, or a share of the fleet ("1%")."""
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise self.fail(path, "must be a number of hosts (3) or a share of the fleet "
+                                  "(\"1%\")")
+        if (problem := budget_problem(str(value))) is not None:
+            raise self.fail(path, problem)
+        return value if isinstance(value, int) else str(value).strip()
+
     def integer(self, value: Any, path: tuple[str | int, ...], lo: int, hi: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise self.fail(path, f"must be a whole number from {lo} to {hi}")
@@ -360,14 +374,18 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
     if top.get("deadline") is not None:
         kw["deadline"] = _deadline(top["deadline"], tz, c)
 
-    prot = c.mapping(top.get("protection"), ("protection",), {"strategy", "max_unprotected"})
+    prot = c.mapping(top.get("protection"), ("protection",),
+                     {"strategy", "max_unprotected", "reconnect_minutes"})
     if "strategy" in prot:
         if prot["strategy"] not in STRATEGIES:
             raise c.fail(("protection", "strategy"), f"must be one of {', '.join(STRATEGIES)}")
         kw["strategy"] = prot["strategy"]
     if "max_unprotected" in prot:
-        kw["max_unprotected"] = c.integer(prot["max_unprotected"],
-                                          ("protection", "max_unprotected"), 1, 100000)
+        kw["max_unprotected"] = c.budget(prot["max_unprotected"],
+                                         ("protection", "max_unprotected"))
+    if "reconnect_minutes" in prot:
+        kw["reconnect_seconds"] = 60 * c.number(prot["reconnect_minutes"],
+                                                ("protection", "reconnect_minutes"), 0, 24 * 60)
     gates = c.mapping(top.get("gates"), ("gates",), {"max_failed_percent", "soak_minutes"})
     if "max_failed_percent" in gates:
         kw["max_failed_percent"] = c.number(gates["max_failed_percent"],

@@ -42,3 +42,34 @@ def descendants(pid: int) -> list[int]:
         out.append(c)
         queue.extend(children.get(c, []))
     return out
+
+
+def start_ticks(pid: int) -> int:
+    """When the process started (clock ticks since boot), to tell it from a later process
+    that reuses its pid; 0 if unknown."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def alive(pid: int, started: int = 0) -> bool:
+    """The process `pid` still runs, and is the one that started at `started` (if known)."""
+    if not pid_alive(pid):
+        return False
+    return not started or start_ticks(pid) in (0, started)
+
+
+def machine_identity() -> str:
+    """Who can judge our pids: this kernel's boot and our PID namespace. Two containers that
+    share a host name (or an image's machine-id) still differ here; a pid is only meaningful
+    to a process with the same identity."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    try:
+        ns = Path("/proc/self/ns/pid").stat().st_ino
+    except OSError:
+        ns = 0
+    return f"{boot}/pidns:{ns}"

@@ -75,11 +75,23 @@ def host_row(r: HostRecord) -> dict[str, Any]:
         "banned_found": banned,
         "banned_signatures": sig,
         "gap_seconds": None if r.gap_seconds is None else round(r.gap_seconds, 3),
+        "protected_by": protection_text(r),
+        "protected_at": r.protected_at,
         "protection_stopped_at": r.protection_stopped_at,
         "replacement_verified_at": r.replacement_verified_at,
         "reason": r.reason,
         "updated_at": r.updated_at,
     }
+
+
+def protection_text(r: HostRecord) -> str:
+    """What proves the host protected, as the record says: the evidence of the last probe
+    that gave one; UNKNOWN while its protection is in doubt (it holds a budget slot)."""
+    if r.state.holds_slot:
+        return "UNKNOWN (counts as unprotected)"
+    if r.protected_by:
+        return r.protected_by
+    return "none found" if r.facts is not None else "not probed yet"
 
 
 def _facts_text(facts: HostFacts | None) -> dict[str, str]:
@@ -295,16 +307,21 @@ def strategy_steps(catalogue: Catalogue, replacement: str, policy: Policy
             f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
             "from the internal repository, beside the banned product.",
             proof + " Recorded as verified. The banned product is still running.",
-            "Record the intent, then " + remove[0].lower() + remove[1:],
+            f"At most {policy.max_unprotected} host(s) at a time, over the whole fleet (the "
+            "protection budget): record the intent, which takes a slot of the budget, then "
+            + remove[0].lower() + remove[1:],
             "Verify again, and that nothing of the banned product remains. Recorded as "
-            "migrated. Protection gap: none.",
+            "migrated; the slot is given back. The replacement ran throughout: gap zero.",
         ],
         "swap": [
             preflight,
             f"Stage {repl['name']}'s packages and signatures on the host and prove the "
             "install can run from them alone; the banned product still protects the host.",
-            f"At most {policy.max_unprotected} host(s) at a time (the protection budget): "
-            "record the intent, then " + remove[0].lower() + remove[1:],
+            "Right before removal, check the staged files' SHA-256 and prove again that the "
+            "install from them alone would succeed.",
+            f"At most {policy.max_unprotected} host(s) at a time, over the whole fleet (the "
+            "protection budget): record the intent, which takes a slot of the budget, then "
+            + remove[0].lower() + remove[1:],
             f"Install {repl['name']} from the staged files and verify it (a second attempt "
             "if needed). The gap is the time from removal to verification.",
             "If it still fails, the host is marked UNPROTECTED, no further removal starts, "
@@ -469,6 +486,7 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         "deadline": plan.estimate.get("deadline", {}),
         "durations": plan.estimate.get("durations", {}),
         "forks": plan.estimate.get("forks"),
+        "budget": plan.estimate.get("budget", {}),
         "timeline_svg": timeline.render(plan.estimate, blackouts),
         "steps": strategy_steps(catalogue, plan.replacement, policy),
         "checks": plan.checks,

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import audit
+from orchestrator import audit, procs
 from orchestrator.errors import StateError
 from orchestrator.models import (
+    SLOT_STATES,
     STEP_STARTS,
     HostFacts,
     HostRecord,
@@ -30,7 +32,7 @@ from orchestrator.models import (
     new_record,
     transition_allowed,
 )
-from orchestrator.procs import pid_alive
+from orchestrator.protection import budget_problem, resolve_budget
 from orchestrator.sqltypes import Cursor, Db
 
 
@@ -49,9 +51,17 @@ class StateStore(Protocol):
         self, name: str, to: HostState, reason: str, run_id: int | None, *,
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,
-        replacement_verified_at: float | None = None,
+        replacement_verified_at: float | None = None, proof: str | None = None,
     ) -> HostRecord: ...
     def apply(self, moves: Sequence[Move], run_id: int | None) -> None: ...
+    @property
+    def run_budget(self) -> str: ...
+    @run_budget.setter
+    def run_budget(self, spec: str) -> None: ...
+    def budget(self) -> Budget: ...
+    def set_fleet_budget(self, spec: str, operator: str) -> None: ...
+    def slot_holders(self) -> list[HostRecord]: ...
+    def held_by_live_runs(self, names: Sequence[str]) -> set[str]: ...
     def record_step(self, run_id: int, result: StepResult) -> None: ...
     def history(self, name: str | None = None) -> list[Transition]: ...
     def step_spans(self) -> list[StepSpan]: ...
@@ -87,15 +97,41 @@ class Move:
     wave: int | None = None
     protection_stopped_at: float | None = None
     replacement_verified_at: float | None = None
+    # The evidence of protection the move rests on ("kesl.service running", "clamav verified:
+    # ..."): required to leave a slot of the budget; "" records that a probe found none;
+    # None keeps what was recorded before.
+    proof: str | None = None
 
 
 @dataclass(frozen=True)
 class LeaseHolder:
-    """Who wants to run: enough to name them to a second operator."""
+    """Who wants to run: enough to name them to a second operator, and for a later run on
+    the same machine (same kernel boot and PID namespace) to tell whether they died."""
 
     user: str
     hostname: str
     pid: int
+    # procs.machine_identity() of where it runs ("": unknown, judged by its lease's expiry)
+    machine: str = ""
+    started: int = 0  # the process's start time (clock ticks), against pid reuse
+
+    @classmethod
+    def here(cls, user: str) -> LeaseHolder:
+        pid = os.getpid()
+        return cls(user, socket.gethostname(), pid, procs.machine_identity(),
+                   procs.start_ticks(pid))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The fleet's protection budget as the state holds it, and how many slots are held."""
+
+    fleet_spec: str | None  # set for the whole state (`avmigrate budget --set`), or None
+    run_spec: str  # what this connection's run asked for
+    limit: int  # the smaller of the two, for the fleet's size now
+    held: int
+    fleet_size: int
+    set_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +155,30 @@ class Fenced(StateError):
 
     exit_code = 8
 
+
+class LeaseLost(StateError):
+    """This run's lease could not be kept: it stopped before another run could take its
+    hosts."""
+
+    exit_code = 8
+
+
+class BudgetFull(StateError):
+    """Every slot of the protection budget is held: no host's protection may be stopped now."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, held: list[str]) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+class ProofRequired(StateError):
+    """A host whose protection is unproven may leave its budget slot only with evidence."""
+
+
+# States that say the replacement was verified: entered only with that evidence.
+PROVEN = frozenset({HostState.VERIFIED, HostState.MIGRATED, HostState.REMOVE_FAILED})
 
 # Named, ordered schema migrations; each applied once, in its own transaction.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -225,6 +285,19 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0006_free_space_apart", """
         ALTER TABLE hosts ADD COLUMN free_mb TEXT;
     """),
+    ("0007_evidence_budget_machines", """
+        ALTER TABLE hosts ADD COLUMN protected_by TEXT;
+        ALTER TABLE hosts ADD COLUMN protected_at REAL;
+        ALTER TABLE operators ADD COLUMN holder_machine TEXT;
+        ALTER TABLE operators ADD COLUMN holder_started INTEGER;
+        CREATE TABLE fleet (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            budget TEXT,
+            budget_set_by TEXT,
+            budget_set_at REAL
+        );
+        INSERT INTO fleet (id) VALUES (1);
+    """),
 ]
 
 
@@ -262,8 +335,29 @@ class SqlStore:
         self.fence_epoch: int | None = None
         self._claimed: frozenset[str] | None = None
         self._held_elsewhere: dict[str, str] = {}
+        # The budget this connection's run asks for (count or share); the fleet's own, if
+        # set, also applies: the smaller wins.
+        self._run_budget = "1"
+        # Whether a lease holder on this machine still runs (tests give a simulated one).
+        self.alive: Callable[[int, int], bool] = procs.alive
+
+    @property
+    def run_budget(self) -> str:
+        return self._run_budget
+
+    @run_budget.setter
+    def run_budget(self, spec: str) -> None:
+        problem = budget_problem(spec)
+        if problem is not None:
+            raise StateError(f"protection budget {spec!r}: {problem}")
+        self._run_budget = str(spec).strip()
 
     # ---- dialect ---------------------------------------------------------------------------
+    def _now(self, cur: Cursor) -> float:
+        """The database's clock: one clock for every operator, whatever their machines say."""
+        return float(cur.execute(
+            "SELECT (julianday('now') - 2440587.5) * 86400.0").fetchone()[0])
+
     def _begin(self, cur: Cursor) -> None:
         cur.execute("BEGIN IMMEDIATE")
 
@@ -317,7 +411,7 @@ class SqlStore:
     # ---- runs and hosts --------------------------------------------------------------------
     def begin_run(self, command: str, operator: str, plan_digest: str | None) -> int:
         with self._tx() as cur:
-            now = time.time()
+            now = self._now(cur)
             run_id = int(cur.execute(
                 "INSERT INTO runs (started_at, operator, command, plan_digest) "
                 "VALUES (?, ?, ?, ?) RETURNING id",
@@ -328,14 +422,14 @@ class SqlStore:
 
     def finish_run(self, run_id: int, outcome: str) -> None:
         with self._tx() as cur:
-            now = time.time()
+            now = self._now(cur)
             cur.execute("UPDATE runs SET finished_at = ?, outcome = ? WHERE id = ?",
                         (now, outcome, run_id))
             audit.append(cur, now, "run-end", None, run_id, run_id, {"outcome": outcome})
 
     def ensure_hosts(self, names: list[str]) -> None:
-        now = time.time()
         with self._tx() as cur:
+            now = self._now(cur)
             cur.executemany(
                 "INSERT INTO hosts (name, state, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
@@ -344,7 +438,8 @@ class SqlStore:
     @staticmethod
     def _record(row: Sequence[Any], parsed: dict[str, HostFacts] | None = None) -> HostRecord:
         """A row as a record; `parsed` shares one HostFacts among hosts with the same facts."""
-        name, state, reason, strategy, wave, facts, updated, stopped, verified, free = row
+        (name, state, reason, strategy, wave, facts, updated, stopped, verified, free, by,
+         at) = row
         host_facts = None
         if facts:
             blob = str(facts)
@@ -363,10 +458,11 @@ class SqlStore:
             host_facts, float(updated),
             None if stopped is None else float(stopped),
             None if verified is None else float(verified),
+            None if by is None else str(by), None if at is None else float(at),
         )
 
     _COLS = ("name, state, reason, strategy, wave, facts, updated_at, protection_stopped_at, "
-             "replacement_verified_at, free_mb")
+             "replacement_verified_at, free_mb, protected_by, protected_at")
 
     def get(self, name: str) -> HostRecord | None:
         row = self.db.execute(f"SELECT {self._COLS} FROM hosts WHERE name = ?",  # noqa: S608
@@ -405,13 +501,13 @@ class SqlStore:
         self, name: str, to: HostState, reason: str, run_id: int | None, *,
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,
-        replacement_verified_at: float | None = None,
+        replacement_verified_at: float | None = None, proof: str | None = None,
     ) -> HostRecord:
         move = Move(name, to, reason, facts=facts, strategy=strategy, wave=wave,
                     protection_stopped_at=protection_stopped_at,
-                    replacement_verified_at=replacement_verified_at)
+                    replacement_verified_at=replacement_verified_at, proof=proof)
         with self._tx() as cur:
-            self._move(cur, move, run_id, time.time())
+            self._move(cur, move, run_id, self._now(cur))
         record = self.get(name)
         assert record is not None  # noqa: S101 - just written in this process
         return record
@@ -419,7 +515,7 @@ class SqlStore:
     def apply(self, moves: Sequence[Move], run_id: int | None) -> None:
         """Several hosts' moves in one transaction: all committed, or none (read-only steps)."""
         with self._tx() as cur:
-            now = time.time()
+            now = self._now(cur)
             for move in moves:
                 self._move(cur, move, run_id, now)
 
@@ -432,6 +528,13 @@ class SqlStore:
         src = HostState(row[0])
         if src != to and not transition_allowed(src, to):
             raise StateError(f"{name}: refusing transition {src.value} -> {to.value}")
+        if src != to and not move.proof and (
+                (src.holds_slot and not to.holds_slot) or to in PROVEN):
+            raise ProofRequired(f"{name}: refusing {src.value} -> {to.value} without evidence "
+                                "of protection (a protecting product running or the "
+                                "replacement verified)")
+        if to == HostState.REMOVING and not src.holds_slot:
+            self._take_slot(cur, name)
         sets = ["state = ?", "reason = ?", "updated_at = ?"]
         args: list[object] = [to.value, reason, now]
         if move.facts is not None:
@@ -447,6 +550,11 @@ class SqlStore:
             if value is not None:
                 sets.append(f"{column} = ?")
                 args.append(value)
+        if to.holds_slot:  # its protection is in doubt from this commit on
+            sets += ["protected_by = NULL", "protected_at = NULL"]
+        elif move.proof is not None:
+            sets += ["protected_by = ?", "protected_at = ?"]
+            args += [move.proof or None, now if move.proof else None]
         cur.execute(f"UPDATE hosts SET {', '.join(sets)} WHERE name = ?",  # noqa: S608
                     [*args, name])
         if src != to:
@@ -457,12 +565,73 @@ class SqlStore:
             audit.append(cur, now, "transition", name, run_id, tid,
                          audit.transition_detail(src.value, to.value, reason))
 
+    # ---- the fleet's protection budget -------------------------------------------------------
+    _SLOTS = ", ".join(f"'{s.value}'" for s in sorted(SLOT_STATES))
+
+    def _budget(self, cur: Cursor) -> Budget:
+        fleet_spec, set_by = cur.execute(
+            "SELECT budget, budget_set_by FROM fleet WHERE id = 1").fetchone()
+        size = int(cur.execute("SELECT COUNT(*) FROM hosts").fetchone()[0])
+        held = int(cur.execute(f"SELECT COUNT(*) FROM hosts WHERE state IN "  # noqa: S608
+                               f"({self._SLOTS})").fetchone()[0])
+        limit = resolve_budget(self._run_budget, size)
+        if fleet_spec is not None:
+            limit = min(limit, resolve_budget(str(fleet_spec), size))
+        return Budget(None if fleet_spec is None else str(fleet_spec), self._run_budget,
+                      limit, held, size, None if set_by is None else str(set_by))
+
+    def _take_slot(self, cur: Cursor, name: str) -> None:
+        """Inside the transaction that commits `name`'s removal intent: refuse it when every
+        slot of the budget is held, by any operator (the writer lock orders all of them)."""
+        budget = self._budget(cur)
+        if budget.held >= budget.limit:
+            holders = [str(r[0]) for r in cur.execute(
+                f"SELECT name FROM hosts WHERE state IN ({self._SLOTS}) "  # noqa: S608
+                "ORDER BY name LIMIT 20")]
+            raise BudgetFull(f"the protection budget ({budget.limit} host(s) at once) is held "
+                             f"by {', '.join(holders)}; {name} waits", holders)
+
+    def budget(self) -> Budget:
+        """The fleet's budget, this run's, and how many slots are held now."""
+        cur = self.db.cursor()
+        return self._budget(cur)
+
+    def set_fleet_budget(self, spec: str, operator: str) -> None:
+        """Set the budget every run on this state keeps to (audited)."""
+        problem = budget_problem(spec)
+        if problem is not None:
+            raise StateError(f"protection budget {spec!r}: {problem}")
+        with self._tx(fenced=False) as cur:
+            now = self._now(cur)
+            old = cur.execute("SELECT budget FROM fleet WHERE id = 1").fetchone()[0]
+            cur.execute("UPDATE fleet SET budget = ?, budget_set_by = ?, budget_set_at = ? "
+                        "WHERE id = 1", (str(spec).strip(), operator, now))
+            audit.append(cur, now, "budget", None, None, None,
+                         {"from": old, "to": str(spec).strip(), "operator": operator})
+
+    def slot_holders(self) -> list[HostRecord]:
+        """Hosts whose protection is unproven now: they hold the budget's slots."""
+        return self.in_states(SLOT_STATES)
+
+    def held_by_live_runs(self, names: Sequence[str]) -> set[str]:
+        """Those of `names` that a live run holds now (its lease not released or expired)."""
+        cur = self.db.cursor()
+        now = self._now(cur)
+        whole = cur.execute("SELECT 1 FROM operators WHERE released IS NULL AND expires > ? "
+                            "AND whole = 1", (now,)).fetchone()
+        if whole is not None:
+            return set(names)
+        wanted = set(names)
+        return {str(h) for (h,) in cur.execute(
+            "SELECT c.host FROM claims c JOIN operators o ON o.epoch = c.operator "
+            "WHERE o.released IS NULL AND o.expires > ?", (now,)).fetchall() if h in wanted}
+
     def record_step(self, run_id: int, result: StepResult) -> None:
         with self._tx() as cur:
             cur.execute("INSERT INTO step_results (run_id, host, step, outcome, message, at) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (run_id, result.host, result.step, result.outcome.value,
-                         result.message[:2000], time.time()))
+                         result.message[:2000], self._now(cur)))
 
     def history(self, name: str | None = None) -> list[Transition]:
         sql = "SELECT host, from_state, to_state, at, run_id, reason FROM transitions"
@@ -534,15 +703,20 @@ class SqlStore:
                         ) -> dict[int, tuple[str, bool]]:
         """Other operators still holding leases: epoch -> (description, whole state).
 
-        A lease is ended here once it has expired, or at once when its holder ran on this
-        machine and that process is gone (a killed run cannot renew it anyway).
+        A lease is ended here once it has expired by the database's clock, or at once when
+        its holder ran where we can see its pid (same kernel boot and PID namespace) and that
+        process is gone (a killed run cannot renew it anyway). A host name proves nothing:
+        two containers may share one.
         """
         live: dict[int, tuple[str, bool]] = {}
-        for epoch, user, host, pid, since, expires, whole in cur.execute(
-                "SELECT epoch, holder_user, holder_host, holder_pid, since, expires, whole "
-                "FROM operators WHERE released IS NULL ORDER BY epoch").fetchall():
-            mine = host == holder.hostname and int(pid) == holder.pid
-            dead_here = host == socket.gethostname() and not pid_alive(int(pid))
+        here = procs.machine_identity()
+        for epoch, user, host, pid, since, expires, whole, machine, started in cur.execute(
+                "SELECT epoch, holder_user, holder_host, holder_pid, since, expires, whole, "
+                "holder_machine, holder_started FROM operators WHERE released IS NULL "
+                "ORDER BY epoch").fetchall():
+            mine = bool(machine) and machine == holder.machine and int(pid) == holder.pid
+            dead_here = (machine is not None and machine == here
+                         and not self.alive(int(pid), int(started or 0)))
             if mine or dead_here or float(expires) <= now:
                 cur.execute("UPDATE operators SET released = ? WHERE epoch = ?", (now, epoch))
                 cur.execute("DELETE FROM claims WHERE operator = ?", (epoch,))
@@ -566,9 +740,9 @@ class SqlStore:
         """Take a lease on the whole state (hosts=None) or on those of `hosts` no other live
         operator holds; raise LeaseHeld naming the holder when nothing can be taken.
         Returns the lease's epoch; `claimed` and `held_elsewhere` say what was taken."""
-        now = time.time()
         held: dict[str, str] = {}
         with self._tx(fenced=False) as cur:
+            now = self._now(cur)
             live = self._live_operators(cur, holder, now)
             whole = [d for d, w in live.values() if w]
             if whole or (hosts is None and live):
@@ -589,9 +763,10 @@ class SqlStore:
                                     (holder.user, holder.hostname, holder.pid, now,
                                      now + ttl)).fetchone()[0])
             cur.execute("INSERT INTO operators (epoch, holder_user, holder_host, holder_pid, "
-                        "since, expires, whole) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "since, expires, whole, holder_machine, holder_started) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (epoch, holder.user, holder.hostname, holder.pid, now, now + ttl,
-                         int(hosts is None)))
+                         int(hosts is None), holder.machine or None, holder.started))
             claimed = None
             if hosts is not None:
                 claimed = frozenset(h for h in hosts if h not in held)
@@ -609,14 +784,15 @@ class SqlStore:
     def renew_lease(self, epoch: int, ttl: float) -> None:
         with self._tx(fenced=False) as cur:
             updated = cur.execute("UPDATE operators SET expires = ? WHERE epoch = ? "
-                                  "AND released IS NULL", (time.time() + ttl, epoch)).rowcount
+                                  "AND released IS NULL", (self._now(cur) + ttl, epoch)
+                                  ).rowcount
             if updated != 1:
                 raise Fenced("this run lost its lease to another run; it stopped writing")
 
     def release_lease(self, epoch: int) -> None:
         with self._tx(fenced=False) as cur:
             cur.execute("UPDATE operators SET released = ? WHERE epoch = ? AND released IS NULL",
-                        (time.time(), epoch))
+                        (self._now(cur), epoch))
             cur.execute("DELETE FROM claims WHERE operator = ?", (epoch,))
         self.fence_epoch = None
         self._claimed = None
@@ -626,7 +802,7 @@ class SqlStore:
     def add_approval(self, plan_hash: str, wave: int, operator: str,
                      plan_path: str = "") -> None:
         with self._tx(fenced=False) as cur:
-            now = time.time()
+            now = self._now(cur)
             aid = int(cur.execute(
                 "INSERT INTO approvals (plan_hash, wave, operator, at, plan_path) "
                 "VALUES (?, ?, ?, ?, ?) RETURNING id",

@@ -17,13 +17,9 @@ from pathlib import Path
 from orchestrator.errors import LabError
 from orchestrator.lab.image import cache_root
 from orchestrator.lab.sh import run
+from orchestrator.protection import EICAR_B64
 
 REPLACEMENT_PACKAGES = ("clamav-daemon", "clamav-freshclam", "clamdscan")
-# The EICAR test file, kept encoded so that this repository itself holds no test virus.
-EICAR_B64 = (
-    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJE"
-    "LUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
-)
 SIGNATURE_NAME = "Avmigrate.Lab.EICAR"
 KEY_UID = "avmigrate lab repository <lab@avmigrate.invalid>"
 

@@ -22,8 +22,8 @@ import pytest
 
 from orchestrator import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.lab.repo import EICAR_B64
 from orchestrator.models import HostState
+from orchestrator.protection import EICAR_B64
 from orchestrator.state import SqliteStore
 
 from .faults import Sampler, max_windows_from_record, power_loss, start_run

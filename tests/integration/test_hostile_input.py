@@ -37,9 +37,15 @@ MARKER = "{{ lookup('ansible.builtin.pipe', 'touch MARKER') }}"
         ("all:\n  hosts:\n    good:\n      ansible_host: '127.0.0.1;reboot'\n", "yml",
          "ansible_host '127.0.0.1;reboot' contains ';'"),
         ("all:\n  hosts:\n    good:\n      ansible_ssh_common_args: "
-         "'-o StrictHostKeyChecking=no'\n", "yml", "accepts unknown or changed host keys"),
+         "'-o StrictHostKeyChecking=no'\n", "yml", "is not strict host key checking"),
         ("all:\n  hosts:\n    good:\n      ansible_ssh_extra_args: "
-         "'-o UserKnownHostsFile=/dev/null'\n", "yml", "accepts unknown or changed host keys"),
+         "'-o UserKnownHostsFile=/dev/null'\n", "yml", "throws every host key away"),
+        ("all:\n  hosts:\n    good:\n      ansible_ssh_args: "
+         "'-o StrictHostKeyChecking=false'\n", "yml", "is not strict host key checking"),
+        ("all:\n  vars:\n    ansible_ssh_common_args: '-o KnownHostsCommand=/bin/true'\n"
+         "  hosts:\n    good:\n", "yml", "KnownHostsCommand"),
+        ("all:\n  hosts:\n    good:\n      ansible_ssh_executable: /bin/true\n", "yml",
+         "ansible_ssh_executable"),
         ("all:\n  hosts:\n    good:\n      ansible_host_key_checking: false\n", "yml",
          "turns host key checking off"),
         ("all:\n  hosts:\n    good:\n  children:\n    bad-group!:\n      hosts:\n        good:\n",
@@ -102,3 +108,27 @@ def test_the_same_template_is_evaluated_by_plain_ansible(tmp_path: Path) -> None
                                                   "ANSIBLE_HOST_KEY_CHECKING": "True",
                                                   "HOME": str(tmp_path)})
     assert marker.exists()
+
+
+def test_an_inventory_ssh_args_cannot_remove_strict_host_key_checking(tmp_path: Path) -> None:
+    """Case 9 of issue 12: a host's own `ansible_ssh_args` replaces the ssh_args avmigrate
+    gives Ansible. Whatever it says, the ssh command real Ansible runs starts with strict
+    host key checking (read from Ansible's own -vvvv log of the command it executed)."""
+    inv = tmp_path / "inv.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {"h1": {
+        "ansible_host": "127.0.0.1", "ansible_port": 9,
+        "ansible_ssh_args": "-o ControlMaster=no -o ConnectTimeout=3",
+    }}}}))
+    artifacts = tmp_path / "artifacts"
+    store = SqliteStore(tmp_path / "state.db")
+    executor = RunnerExecutor(ExecConfig(artifacts_dir=artifacts, forks=1, verbosity=4))
+    engine = Engine(store, executor, catalogue.load(), load(inv), "clamav",
+                    log=lambda _m: None)
+    assert engine.discover(["h1"])["h1"].state == HostState.UNREACHABLE
+    said = "\n".join(p.read_text(errors="replace") for p in artifacts.glob("*/artifacts/*/stdout"))
+    commands = [line for line in said.splitlines() if "SSH: EXEC" in line]
+    assert commands, said[-2000:]
+    for line in commands:
+        first = line.find("StrictHostKeyChecking")
+        assert first >= 0 and line[first:].startswith("StrictHostKeyChecking=yes"), line
+        assert "ControlMaster=no" in line  # the estate's own options still apply

@@ -11,12 +11,19 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from orchestrator import names, policy
-from orchestrator.errors import PolicyError
-from orchestrator.models import HostState
-from orchestrator.state import Fenced, LeaseHeld, LeaseHolder, SqliteStore
+from orchestrator.errors import PolicyError, StateError
+from orchestrator.models import UNTOUCHED, HostState
+from orchestrator.state import (
+    BudgetFull,
+    Fenced,
+    LeaseHeld,
+    LeaseHolder,
+    ProofRequired,
+    SqliteStore,
+)
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -120,57 +127,100 @@ def test_policy_files_of_any_text_fail_cleanly(text: str) -> None:
 
 
 # ---- the state machine ---------------------------------------------------------------------
-HOSTS = ("h1", "h2")
+HOSTS = ("h1", "h2", "h3")
+K = 2
+PROVEN_STATES = (HostState.VERIFIED, HostState.MIGRATED, HostState.REMOVE_FAILED)
 
 
 class StoreMachine(RuleBasedStateMachine):
-    """Random transitions and lease moves from two operators against one real SQLite file."""
+    """Random transitions (with and without evidence) and lease moves from three operators,
+    on whole-state and per-host leases, against one real SQLite file."""
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.TemporaryDirectory()
         path = Path(self.dir.name) / "s.db"
-        self.ops = [SqliteStore(path), SqliteStore(path)]
+        self.ops = [SqliteStore(path) for _ in range(3)]
+        for s in self.ops:
+            s.run_budget = str(K)
         self.ops[0].ensure_hosts(list(HOSTS))
-        self.holders = [LeaseHolder("alice", "box-a", 1), LeaseHolder("bob", "box-b", 2)]
-        self.epochs: list[int | None] = [None, None]
+        self.holders = [LeaseHolder(u, f"box-{u}", i + 1, f"machine-{u}")
+                        for i, u in enumerate(("alice", "bob", "carol"))]
 
-    @rule(op=st.integers(0, 1), host=st.sampled_from(HOSTS), to=st.sampled_from(list(HostState)))
-    def move(self, op: int, host: str, to: HostState) -> None:
+    @rule(op=st.integers(0, 2), host=st.sampled_from(HOSTS), to=st.sampled_from(list(HostState)),
+          proof=st.sampled_from([None, "", "kesl.service running"]))
+    def move(self, op: int, host: str, to: HostState, proof: str | None) -> None:
         try:
-            self.ops[op].transition(host, to, "prop", None)
-        except (Fenced, LeaseHeld):
+            self.ops[op].transition(host, to, "prop", None, proof=proof)
+        except (Fenced, LeaseHeld, ProofRequired, BudgetFull):
             pass
-        except Exception as exc:  # noqa: BLE001 - only a refusal is allowed, saying so
+        except StateError as exc:  # only a refusal is allowed, saying so
             assert "refusing transition" in str(exc), exc
 
-    @rule(op=st.integers(0, 1), ttl=st.sampled_from([-1.0, 30.0]))
-    def acquire(self, op: int, ttl: float) -> None:
+    @rule(op=st.integers(0, 2), ttl=st.sampled_from([-1.0, 30.0]),
+          hosts=st.one_of(st.none(), st.lists(st.sampled_from(HOSTS), max_size=3)))
+    def acquire(self, op: int, ttl: float, hosts: list[str] | None) -> None:
         with contextlib.suppress(LeaseHeld):
-            self.epochs[op] = self.ops[op].acquire_lease(self.holders[op], ttl)
+            self.ops[op].acquire_lease(self.holders[op], ttl, hosts)
 
-    @precondition(lambda self: any(e is not None for e in self.epochs))
-    @rule(op=st.integers(0, 1))
+    @rule(op=st.integers(0, 2))
     def release(self, op: int) -> None:
-        epoch = self.epochs[op]
+        epoch = self.ops[op].fence_epoch
         if epoch is not None:
             self.ops[op].release_lease(epoch)
-            self.epochs[op] = None
 
     @invariant()
     def removal_only_after_a_committed_verification_or_stage(self) -> None:
         for t in self.ops[0].history():
-            if t.to_state == HostState.REMOVING:
+            if t.to_state == HostState.REMOVING and not t.from_state.holds_slot:
                 assert t.from_state in (HostState.VERIFIED, HostState.STAGED), t
 
     @invariant()
-    def never_two_lease_holders(self) -> None:
-        lease = self.ops[0].lease()
-        current = None if lease is None else lease.epoch
-        # Only the store whose fence matches the current epoch can write.
-        writers = [i for i, s in enumerate(self.ops)
-                   if s.fence_epoch is not None and s.fence_epoch == current]
-        assert len(writers) <= 1, writers
+    def a_removal_starts_only_with_a_free_slot(self) -> None:
+        held: set[str] = set()
+        for t in self.ops[0].history():
+            if t.to_state == HostState.REMOVING and not t.from_state.holds_slot:
+                assert len(held) < K, (t, held)
+            if t.to_state.holds_slot:
+                held.add(t.host)
+            else:
+                held.discard(t.host)
+
+    @invariant()
+    def nobody_is_called_verified_without_evidence(self) -> None:
+        for r in self.ops[0].all():
+            if r.state in PROVEN_STATES or r.state.holds_slot:
+                assert (r.protected_by is not None) == (r.state in PROVEN_STATES), r
+
+    @invariant()
+    def a_touched_host_never_looks_untouched(self) -> None:
+        seen: set[str] = set()
+        for t in self.ops[0].history():
+            if t.from_state not in UNTOUCHED:
+                seen.add(t.host)
+            if t.host in seen and t.to_state in UNTOUCHED:
+                assert t.from_state == HostState.MIGRATED and t.to_state == HostState.PENDING, t
+                seen.discard(t.host)
+
+    @invariant()
+    def no_host_is_writable_by_two_operators(self) -> None:
+        """Every operator that believes it holds a lease, judged against the database: at
+        most one of them may write any given host (not only the newest lease's holder)."""
+        db = self.ops[0].db
+        live = {int(e): bool(w) for e, w in db.execute(
+            "SELECT epoch, whole FROM operators WHERE released IS NULL")}
+        claims = dict(db.execute("SELECT host, operator FROM claims").fetchall())
+        for host in HOSTS:
+            writers = []
+            for i, s in enumerate(self.ops):
+                epoch = s.fence_epoch
+                if epoch is None or epoch not in live:
+                    continue
+                if s.claimed is None or claims.get(host) == epoch:
+                    writers.append(i)
+            assert len(writers) <= 1, (host, writers, live, claims)
+        whole = [e for e, w in live.items() if w]
+        assert not whole or len(live) == 1, live
 
     @invariant()
     def the_audit_log_stays_intact(self) -> None:
@@ -183,4 +233,4 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 TestStoreMachine = StoreMachine.TestCase
-TestStoreMachine.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+TestStoreMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)

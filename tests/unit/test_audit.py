@@ -23,10 +23,10 @@ def store(backend: Backend) -> SqlStore:
     s.acquire_lease(LeaseHolder("alice", "box", 1), 30)
     for host in ("h1", "h2"):
         s.transition(host, HostState.INSTALLING, "installing", run)
-        s.transition(host, HostState.VERIFIED, "verified", run)
+        s.transition(host, HostState.VERIFIED, "verified", run, proof="clamav verified")
     s.add_approval("p" * 64, 1, "bob", "plan.json")
     s.transition("h1", HostState.REMOVING, "removing", run)
-    s.transition("h1", HostState.MIGRATED, "migrated", run)
+    s.transition("h1", HostState.MIGRATED, "migrated", run, proof="clamav verified")
     s.finish_run(run, "exit 0")
     return s
 

@@ -2,11 +2,25 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.classify import in_window, settle, wave_gate
-from orchestrator.models import BannedFinding, HostFacts, HostRecord, HostState, StepOutcome
+from orchestrator import catalogue
+from orchestrator.classify import settle, wave_gate
+from orchestrator.models import (
+    ALLOWED_TRANSITIONS,
+    SLOT_STATES,
+    UNTOUCHED,
+    BannedFinding,
+    HostFacts,
+    HostRecord,
+    HostState,
+    StepOutcome,
+)
+from orchestrator.protection import proof_of, protecting_products
 
-KESL_ON = BannedFinding("kesl", "12.1", "2024-09-27", ("kesl",), ("kesl.service",), 2)
+KESL_ON = BannedFinding("kesl", "12.1", "2024-09-27", ("kesl",),
+                        ("kesl.service", "kesl-supervisor.service"), 2)
 KESL_OFF = BannedFinding("kesl", "12.1", "2024-09-27", ("kesl",), (), 0)
+AGENT_ON = BannedFinding("klnagent64", "14.2", None, ("klnagent64",), ("klnagent64.service",), 1)
+CAT = catalogue.load()
 
 
 def rec(state: HostState, strategy: str | None = None) -> HostRecord:
@@ -20,60 +34,96 @@ def facts(banned: tuple[BannedFinding, ...] = (), replacement: bool = False) -> 
 OK = StepOutcome.OK
 
 
+def probe(prior: HostState, found: HostFacts, verified: bool = False,
+          problems: tuple[str, ...] = ()) -> HostState:
+    proof = proof_of(found, CAT, "clamav", verified)
+    return settle(rec(prior), OK, "", found, list(problems), proof, verified).state
+
+
 @pytest.mark.parametrize(
-    ("prior", "found", "expected"),
+    ("prior", "found", "verified", "expected"),
     [
-        # A run died mid-step: what the probe reads decides.
-        (HostState.INSTALLING, facts((KESL_ON,)), HostState.INTERRUPTED),
-        (HostState.REMOVING, facts((), replacement=True), HostState.INTERRUPTED),
-        (HostState.SWAPPING, facts(()), HostState.UNPROTECTED),
-        (HostState.REMOVING, facts((KESL_OFF,)), HostState.UNPROTECTED),
-        (HostState.STAGING, facts((KESL_ON,)), HostState.INTERRUPTED),
+        # A run died mid-step: evidence of protection decides, nothing else.
+        (HostState.INSTALLING, facts((KESL_ON,)), False, HostState.INTERRUPTED),
+        (HostState.STAGING, facts((KESL_ON,)), False, HostState.INTERRUPTED),
+        (HostState.SWAPPING, facts(()), False, HostState.UNPROTECTED),
+        (HostState.REMOVING, facts((KESL_OFF,)), False, HostState.UNPROTECTED),
+        # The Network Agent runs but protects nothing (case 2 of issue 12).
+        (HostState.REMOVING, facts((KESL_OFF, AGENT_ON)), False, HostState.UNPROTECTED),
+        # An active clamd that was never verified proves nothing.
+        (HostState.REMOVING, facts((), replacement=True), False, HostState.UNPROTECTED),
+        (HostState.REMOVING, facts((), replacement=True), True, HostState.MIGRATED),
+        (HostState.SWAPPING, facts((AGENT_ON,), replacement=True), True, HostState.VERIFIED),
+        (HostState.REMOVING, facts((KESL_ON,)), False, HostState.INTERRUPTED),
+        # An alarm is cleared only by evidence.
+        (HostState.UNPROTECTED, facts((), replacement=True), False, HostState.UNPROTECTED),
+        (HostState.UNPROTECTED, facts((), replacement=True), True, HostState.MIGRATED),
+        (HostState.UNPROTECTED, facts((KESL_ON,)), False, HostState.INTERRUPTED),
         # Settled states.
-        (HostState.PENDING, facts(()), HostState.CLEAN),
-        (HostState.PENDING, facts((KESL_ON,)), HostState.PENDING),
-        (HostState.MIGRATED, facts((), replacement=True), HostState.MIGRATED),
-        (HostState.MIGRATED, facts((KESL_ON,)), HostState.PENDING),
-        (HostState.VERIFIED, facts((KESL_ON,), replacement=True), HostState.VERIFIED),
-        (HostState.STAGED, facts((KESL_ON,)), HostState.STAGED),
-        # Only a verification clears an alarm.
-        (HostState.UNPROTECTED, facts((), replacement=True), HostState.UNPROTECTED),
+        (HostState.PENDING, facts(()), False, HostState.CLEAN),
+        (HostState.PENDING, facts((KESL_ON,)), False, HostState.PENDING),
+        (HostState.MIGRATED, facts((), replacement=True), False, HostState.MIGRATED),
+        (HostState.MIGRATED, facts((KESL_ON,)), False, HostState.PENDING),
+        (HostState.VERIFIED, facts((KESL_ON,), replacement=True), False, HostState.VERIFIED),
+        (HostState.STAGED, facts((KESL_ON,)), False, HostState.STAGED),
     ],
 )
-def test_settle_after_probe(prior: HostState, found: HostFacts, expected: HostState) -> None:
-    state, reason = settle(rec(prior), OK, "", found, [])
-    assert state == expected, reason
+def test_settle_after_probe(prior: HostState, found: HostFacts, verified: bool,
+                            expected: HostState) -> None:
+    assert probe(prior, found, verified) == expected
 
 
-def test_problems_block_a_host_with_a_banned_product() -> None:
-    state, reason = settle(rec(HostState.PENDING), OK, "", facts((KESL_ON,)), ["low disk"])
-    assert (state, reason) == (HostState.BLOCKED, "low disk")
+def test_only_a_product_the_catalogue_says_protects_is_evidence() -> None:
+    assert protecting_products(facts((KESL_ON, AGENT_ON)), CAT) == ["kesl"]
+    assert protecting_products(facts((KESL_OFF, AGENT_ON)), CAT) == []
+    assert proof_of(facts((AGENT_ON,), replacement=True), CAT, "clamav", False) is None
+    assert "verified" in str(proof_of(facts(), CAT, "clamav", True))
+
+
+def test_problems_block_only_an_untouched_host() -> None:
+    assert probe(HostState.PENDING, facts((KESL_ON,)), problems=("low disk",)) == (
+        HostState.BLOCKED)
+    # Case 11 of issue 12: a host whose KESL a removal stopped is not "untouched".
+    for touched in (HostState.REMOVE_FAILED, HostState.INSTALL_FAILED, HostState.VERIFIED,
+                    HostState.STAGED):
+        assert probe(touched, facts((KESL_OFF,)), problems=("dpkg was interrupted",)) == touched
 
 
 @pytest.mark.parametrize(
-    ("prior", "strategy", "expected"),
+    ("prior", "expected"),
     [
-        (HostState.PENDING, None, HostState.UNREACHABLE),
-        (HostState.INSTALLING, "make-before-break", HostState.UNREACHABLE),
-        (HostState.REMOVING, "make-before-break", HostState.UNREACHABLE),
-        # Unreachable while its protection was down: assume the worst.
-        (HostState.REMOVING, "swap", HostState.UNPROTECTED),
-        (HostState.SWAPPING, "swap", HostState.UNPROTECTED),
-        (HostState.UNPROTECTED, "swap", HostState.UNPROTECTED),
+        (HostState.PENDING, HostState.UNREACHABLE),
+        (HostState.UNREACHABLE, HostState.UNREACHABLE),
+        # Caught mid-install: its banned product was not touched; the next run re-probes it.
+        (HostState.INSTALLING, HostState.INTERRUPTED),
+        # Unreachable while its protection was down or in doubt: assume the worst, keep the
+        # slot (case 11 of issue 12: make-before-break removals too).
+        (HostState.REMOVING, HostState.UNPROTECTED),
+        (HostState.SWAPPING, HostState.UNPROTECTED),
+        (HostState.UNPROTECTED, HostState.UNPROTECTED),
+        # A touched host keeps the state that says so.
+        (HostState.REMOVE_FAILED, HostState.REMOVE_FAILED),
+        (HostState.MIGRATED, HostState.MIGRATED),
     ],
 )
-def test_settle_unreachable(prior: HostState, strategy: str | None,
-                            expected: HostState) -> None:
-    state, _ = settle(rec(prior, strategy), StepOutcome.UNREACHABLE, "refused", None, [])
-    assert state == expected
+def test_settle_unreachable(prior: HostState, expected: HostState) -> None:
+    found = settle(rec(prior), StepOutcome.UNREACHABLE, "refused", None, [], None)
+    assert found.state == expected, found
 
 
-def test_window_membership() -> None:
-    assert in_window(rec(HostState.REMOVING, "swap"))
-    assert not in_window(rec(HostState.REMOVING, "make-before-break"))
-    assert in_window(rec(HostState.SWAPPING, "swap"))
-    assert in_window(rec(HostState.UNPROTECTED))
-    assert not in_window(rec(HostState.STAGED, "swap"))
+def test_no_move_takes_a_touched_host_back_to_an_untouched_state() -> None:
+    for src, allowed in ALLOWED_TRANSITIONS.items():
+        if src in UNTOUCHED or src == HostState.MIGRATED:
+            continue
+        assert not (allowed & UNTOUCHED), (src, allowed & UNTOUCHED)
+    # MIGRATED -> PENDING only: a banned product came back, a new migration begins.
+    assert ALLOWED_TRANSITIONS[HostState.MIGRATED] & UNTOUCHED == {HostState.PENDING}
+
+
+def test_removal_is_entered_only_after_verification_or_stage() -> None:
+    entering = {src for src, allowed in ALLOWED_TRANSITIONS.items()
+                if HostState.REMOVING in allowed and src not in SLOT_STATES}
+    assert entering == {HostState.VERIFIED, HostState.STAGED}
 
 
 def states(failed: int, ok: int, failure: HostState = HostState.INSTALL_FAILED

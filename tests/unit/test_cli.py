@@ -150,7 +150,7 @@ def test_second_operator_is_refused_naming_the_holder(tmp_path: Path) -> None:
 
     state = tmp_path / "s.db"
     store = SqliteStore(state)
-    store.acquire_lease(LeaseHolder("alice", "ops-box-7", 4242), ttl=600)
+    store.acquire_lease(LeaseHolder("alice", "ops-box-7", 4242, machine="ops-box-7"), ttl=600)
     store.close()
     inv = tmp_path / "inv.ini"
     inv.write_text("h1 ansible_host=192.0.2.1\n")
@@ -195,7 +195,7 @@ def test_zero_budget_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
                                       "--yes", "--max-unprotected", "0"])
     assert result.exit_code == 2
-    assert "--max-unprotected must be at least 1" in one_line_error(result)
+    assert "--max-unprotected: must be at least 1" in one_line_error(result)
 
 
 def test_plan_with_policy_writes_every_format_and_json(tmp_path: Path) -> None:
@@ -297,3 +297,32 @@ def test_the_cli_offers_the_engines_strategies() -> None:
     from orchestrator.engine import STRATEGIES  # noqa: PLC0415
 
     assert cli_module.STRATEGIES == STRATEGIES
+
+
+def test_the_fleet_budget_is_shown_set_and_refused_when_bad(tmp_path: Path) -> None:
+    state = str(tmp_path / "s.db")
+    SqliteStore(Path(state)).ensure_hosts([f"h{i}" for i in range(300)])
+    shown = CliRunner().invoke(cli, ["--state", state, "budget"])
+    assert shown.exit_code == 0, shown.output
+    assert "fleet budget: not set" in shown.output
+    assert "0 host(s) hold a slot now" in shown.output
+    set_ = CliRunner().invoke(cli, ["--state", state, "budget", "--set", "1%"])
+    assert set_.exit_code == 0, set_.output
+    assert "fleet budget: 1% (3 host(s) of 300 at once; set by" in set_.output
+    bad = CliRunner().invoke(cli, ["--state", state, "budget", "--set", "0"])
+    assert bad.exit_code == 2
+    assert "must be at least 1" in one_line_error(bad)
+    audit = CliRunner().invoke(cli, ["--state", state, "audit", "show"])
+    assert '"to": "1%"' in audit.output
+
+
+@pytest.mark.parametrize(("given", "needle"), [("1%x", "neither a number of hosts"),
+                                               ("150%", "at most 100%")])
+def test_a_bad_budget_on_the_command_line_is_one_line(tmp_path: Path, given: str,
+                                                      needle: str) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--yes", "--max-unprotected", given])
+    assert result.exit_code == 2
+    assert needle in one_line_error(result)

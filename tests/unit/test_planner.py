@@ -191,3 +191,34 @@ def test_the_planners_shortcut_knows_every_state_skip_reason_skips() -> None:
     for state in HostState:
         record = HostRecord("h", state, "why", None, None, None, 0.0, None, None)
         assert (planner.skip_reason(record) is not None) == (state in planner._SKIPPED), state
+
+
+def test_removals_of_both_strategies_run_in_rounds_of_the_budget() -> None:
+    est = planner.Estimates.defaults()
+    # 40 make-before-break hosts, 10 forks: installs in 4 rounds; removals in rounds of K.
+    one = planner.wave_seconds(40, 0, est, 10, 1)
+    ten = planner.wave_seconds(40, 0, est, 10, 10)
+    assert ten == est.preflight * 4 + est.install_verify * 4 + est.remove_verify * 4
+    assert one == est.preflight * 4 + est.install_verify * 4 + est.remove_verify * 40
+    # More slots than forks help no further: Ansible works on `forks` hosts at once.
+    assert planner.wave_seconds(40, 0, est, 10, 50) == ten
+    assert planner.wave_seconds(0, 6, est, 10, 2) == (
+        est.preflight + est.stage + est.swap_window * 3)
+
+
+def test_the_plan_says_what_the_budget_means_for_the_timeline() -> None:
+    hosts = inv(200)
+    records = {h.name: rec(h.name, HostState.PENDING) for h in hosts.hosts}
+    small = planner.make_plan(hosts, catalogue.load(), "clamav", records,
+                              policy.parse({"protection": {"max_unprotected": "1%"}}, "p.yml"),
+                              now=1_790_000_000.0)
+    large = planner.make_plan(hosts, catalogue.load(), "clamav", records,
+                              policy.parse({"protection": {"max_unprotected": 10}}, "p.yml"),
+                              now=1_790_000_000.0)
+    effect = small.estimate["budget"]
+    assert (effect["spec"], effect["hosts"], effect["fleet"]) == ("1%", 2, 200)
+    assert "at most 2 host(s) of the 200 at once" in effect["text"]
+    assert "With a budget of 4" in effect["text"]
+    assert large.estimate["budget"]["hosts"] == 10
+    assert small.estimate["deadline"]["finish"] > large.estimate["deadline"]["finish"]
+    assert effect["removal_seconds"] > large.estimate["budget"]["removal_seconds"]

@@ -96,9 +96,10 @@ def test_evidence_counts_identified_planned_removed_remaining(tmp_path: Path) ->
     store.transition("b", HostState.PENDING, "found", run, facts=facts("kesl"))
     store.transition("c", HostState.CLEAN, "nothing", run, facts=facts())
     store.transition("a", HostState.INSTALLING, "i", run, wave=0)
-    store.transition("a", HostState.VERIFIED, "v", run, replacement_verified_at=10.0)
+    store.transition("a", HostState.VERIFIED, "v", run, replacement_verified_at=10.0,
+                     proof="clamav verified")
     store.transition("a", HostState.REMOVING, "r", run, protection_stopped_at=11.0)
-    store.transition("a", HostState.MIGRATED, "m", run, facts=facts())
+    store.transition("a", HostState.MIGRATED, "m", run, facts=facts(), proof="clamav verified")
     store.finish_run(run, "exit 3")
     data = reports.report_data(store.all(), store.history(), store.runs(),
                                store.all_approvals(), store.facts_before(),

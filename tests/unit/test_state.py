@@ -15,12 +15,15 @@ from orchestrator.models import (
     StepOutcome,
     StepResult,
 )
+from orchestrator.procs import machine_identity
 from orchestrator.state import (
     MIGRATIONS,
+    BudgetFull,
     Fenced,
     LeaseHeld,
     LeaseHolder,
     Move,
+    ProofRequired,
     SqliteStore,
     SqlStore,
     open_store,
@@ -52,9 +55,10 @@ def test_transitions_are_committed_and_survive_reopen(backend: Backend) -> None:
     s.ensure_hosts(["a"])
     run = s.begin_run("run", "tester", None)
     s.transition("a", HostState.INSTALLING, "go", run, wave=0)
-    s.transition("a", HostState.VERIFIED, "ok", run, replacement_verified_at=10.0)
+    s.transition("a", HostState.VERIFIED, "ok", run, replacement_verified_at=10.0,
+                 proof=PROOF)
     s.transition("a", HostState.REMOVING, "rm", run, protection_stopped_at=20.0)
-    s.transition("a", HostState.MIGRATED, "done", run)
+    s.transition("a", HostState.MIGRATED, "done", run, proof=PROOF)
     # A second connection sees everything without the first being closed: each was committed.
     other = backend.open()
     rows = other.db.execute("SELECT to_state FROM transitions ORDER BY id").fetchall()
@@ -74,7 +78,7 @@ def test_transitions_are_committed_and_survive_reopen(backend: Backend) -> None:
 def test_gap_is_time_from_stop_to_verified(store: SqlStore) -> None:
     store.transition("a", HostState.INSTALLING, "", None)
     store.transition("a", HostState.VERIFIED, "", None, replacement_verified_at=100.0,
-                     protection_stopped_at=40.0)
+                     protection_stopped_at=40.0, proof=PROOF)
     rec = store.get("a")
     assert rec is not None
     assert rec.gap_seconds == 60.0
@@ -87,10 +91,11 @@ def test_step_spans_from_one_query_match_the_history(store: SqlStore) -> None:
 
     s = HostState
     store.ensure_hosts(["c"])
+    store.run_budget = "2"
     for state in (s.INSTALLING, s.VERIFIED, s.REMOVING, s.MIGRATED):  # make-before-break
-        store.transition("a", state, "", None)
+        store.transition("a", state, "", None, proof=PROOF)
     for state in (s.STAGING, s.STAGED, s.REMOVING, s.SWAPPING, s.MIGRATED):  # swap
-        store.transition("b", state, "", None)
+        store.transition("b", state, "", None, proof=PROOF)
     for state in (s.INSTALLING, s.INSTALL_FAILED, s.INSTALLING):  # failed, then retried
         store.transition("c", state, "", None)
     spans = store.step_spans()
@@ -101,6 +106,9 @@ def test_step_spans_from_one_query_match_the_history(store: SqlStore) -> None:
     assert planner.estimates_from(spans) == planner.measure(store.history())
     assert planner.estimates_from(spans).measured == {
         "preflight": 0, "install_verify": 1, "remove_verify": 1, "stage": 1, "swap_window": 1}
+
+
+PROOF = "clamav verified: its daemon answered and detected EICAR"
 
 
 def test_forbidden_transition_is_refused_and_nothing_written(store: SqlStore) -> None:
@@ -119,13 +127,67 @@ def test_removal_needs_verified_or_staged_replacement() -> None:
     assert sources == {HostState.VERIFIED, HostState.STAGED}
 
 
-def test_discovery_never_claims_a_host_migrated_or_verified() -> None:
+def test_no_host_is_called_verified_or_migrated_without_evidence(store: SqlStore) -> None:
     # Only a step that proved it (EICAR detected by the running daemon) may say so.
-    for src, targets in ALLOWED_TRANSITIONS.items():
-        if HostState.MIGRATED in targets:
-            assert src in (HostState.REMOVING, HostState.SWAPPING), src
-        if HostState.VERIFIED in targets:
-            assert src == HostState.INSTALLING, src
+    store.transition("a", HostState.INSTALLING, "", None)
+    for claim in (HostState.VERIFIED, HostState.MIGRATED):
+        with pytest.raises(ProofRequired):
+            store.transition("a", claim, "trust me", None)
+    store.transition("a", HostState.VERIFIED, "", None, proof=PROOF)
+    store.transition("a", HostState.REMOVING, "", None)
+    # Out of its budget slot only with evidence; into "unprotected" any time.
+    for out in (HostState.MIGRATED, HostState.REMOVE_FAILED, HostState.INTERRUPTED):
+        with pytest.raises(ProofRequired):
+            store.transition("a", out, "it is probably fine", None)
+    store.transition("a", HostState.UNPROTECTED, "unknown", None)
+    store.transition("a", HostState.INTERRUPTED, "kesl back", None, proof="kesl.service running")
+    rec = store.get("a")
+    assert rec is not None and rec.protected_by == "kesl.service running"
+    assert store.audit_verify().ok
+
+
+def test_the_budget_is_taken_with_the_removal_intent(store: SqlStore) -> None:
+    """K is checked and the slot taken in the transaction that commits REMOVING: a second
+    removal is refused while the first host's protection is unproven, by any connection."""
+    store.ensure_hosts(["c"])
+    for h in ("a", "b", "c"):
+        store.transition(h, HostState.INSTALLING, "", None)
+        store.transition(h, HostState.VERIFIED, "", None, proof=PROOF)
+    store.transition("a", HostState.REMOVING, "", None)
+    with pytest.raises(BudgetFull, match="held by a"):
+        store.transition("b", HostState.REMOVING, "", None)
+    assert store.get("b").state == HostState.VERIFIED  # type: ignore[union-attr]
+    store.run_budget = "2"
+    store.transition("b", HostState.REMOVING, "", None)
+    # The fleet's own budget applies to every run: the smaller wins.
+    store.set_fleet_budget("1", "carol")
+    budget = store.budget()
+    assert (budget.limit, budget.held, budget.fleet_spec) == (1, 2, "1")
+    with pytest.raises(BudgetFull):
+        store.transition("c", HostState.REMOVING, "", None)
+    store.transition("a", HostState.MIGRATED, "", None, proof=PROOF)
+    store.transition("b", HostState.MIGRATED, "", None, proof=PROOF)
+    store.transition("c", HostState.REMOVING, "", None)
+    assert [r.name for r in store.slot_holders()] == ["c"]
+    assert store.audit_verify().ok
+
+
+@pytest.mark.parametrize(("spec", "fleet", "limit"), [
+    ("1", 1000, 1), ("7", 3, 7), ("1%", 1000, 10), ("1%", 150, 1), ("1%", 10, 1),
+    ("2.5%", 1000, 25), ("100%", 8, 8)])
+def test_a_budget_is_a_count_or_a_share_of_the_fleet(spec: str, fleet: int, limit: int
+                                                     ) -> None:
+    from orchestrator.protection import budget_problem, resolve_budget  # noqa: PLC0415
+
+    assert budget_problem(spec) is None
+    assert resolve_budget(spec, fleet) == limit
+
+
+@pytest.mark.parametrize("spec", ["0", "-1", "0%", "101%", "one", "", "1.5"])
+def test_a_bad_budget_says_why(spec: str) -> None:
+    from orchestrator.protection import budget_problem  # noqa: PLC0415
+
+    assert budget_problem(spec) is not None
 
 
 def test_same_state_updates_facts_without_transition(store: SqlStore) -> None:
@@ -212,8 +274,10 @@ def test_lease_of_a_dead_local_process_is_taken_at_once(backend: Backend) -> Non
     proc = subprocess.Popen(["true"])
     proc.wait()
     store = backend.open()
-    store.acquire_lease(LeaseHolder("alice", socket.gethostname(), proc.pid), ttl=600)
-    epoch = store.acquire_lease(LeaseHolder("bob", socket.gethostname(), os.getpid()), ttl=60)
+    here = machine_identity()
+    store.acquire_lease(LeaseHolder("alice", socket.gethostname(), proc.pid, here), ttl=600)
+    epoch = store.acquire_lease(LeaseHolder("bob", socket.gethostname(), os.getpid(), here),
+                                ttl=60)
     lease = store.lease()
     assert lease is not None
     assert lease.holder.user == "bob"

@@ -1,0 +1,265 @@
+"""A simulated fleet whose hosts hold the truth, and an oracle that judges it.
+
+`SimFleet` is an Executor: it plays each playbook on simulated hosts the way the real playbook
+changes a real host (services stopped one after another, packages purged, a replacement
+installed, the EICAR test answered only by a replacement that runs and works) and reports what
+the real playbook would report. The hosts' truth (`SimHost`) is never read by the engine: tests
+judge the engine by it, not by the engine's own state names.
+
+Hooks let a test act at every step boundary: before a step, after each host's change (also
+between stopping two products), and after a step before its results are handed back. A hook
+may raise `Crash` (the orchestrator process died there), lose the execution node of some
+hosts (their outcome becomes UNKNOWN), cut hosts off, or request a stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.executor import ResultCallback, StepRequest
+from orchestrator.models import StepOutcome, StepResult
+
+KESL_VERSION = "12.1.0.1297"
+GOOD_DIGEST = "a" * 64
+BAD_DIGEST = "b" * 64
+
+
+class Crash(BaseException):
+    """The orchestrator process died here: nothing after this line of its code ran."""
+
+
+def daemon_line(now: datetime | None = None) -> str:
+    """What `clamdscan --version` prints for fresh signatures."""
+    return (now or datetime.now(UTC)).strftime("ClamAV 1.4.6/27000/%a %b %d %H:%M:%S %Y")
+
+
+@dataclass
+class SimHost:
+    """What is really on one host. Only tests read this; the engine sees step results."""
+
+    kesl: bool = True  # KESL installed
+    kesl_running: bool = True  # kesl.service active: KESL protects
+    agent: bool = False  # the Network Agent installed (protects nothing)
+    agent_running: bool = False
+    clamav: bool = False  # the replacement installed
+    clamav_running: bool = False
+    clamav_works: bool = True  # a running clamd detects EICAR (fresh signatures)
+    staged: bool = False
+    tampered: bool = False  # a staged package changed after staging
+    fragile: bool = False  # the replacement stops working once KESL is removed
+    dpkg_broken: bool = False
+    reachable: bool = True
+    unreachable_for: int = 0  # the next N connections to the host fail
+    touched: bool = False  # a step changed something on it (never set by discovery)
+    kesl_touched: bool = False  # its banned product was stopped or removed
+
+    @property
+    def protected(self) -> bool:
+        """The truth: a protecting product runs, or the replacement runs and detects."""
+        return self.kesl_running or (self.clamav_running and self.clamav_works)
+
+    @property
+    def banned_present(self) -> bool:
+        return self.kesl or self.agent or self.kesl_running or self.agent_running
+
+    def answers(self) -> bool:
+        """One connection attempt: does the host answer?"""
+        if not self.reachable:
+            return False
+        if self.unreachable_for > 0:
+            self.unreachable_for -= 1
+            return False
+        return True
+
+
+Hook = Callable[[str, str, str | None, str], None]  # (step, point, host, playbook)
+
+
+@dataclass
+class SimFleet:
+    """An Executor over simulated hosts.
+
+    `fail` maps a playbook stem (``install``, ``verify``, ...) or a step name to hosts where
+    the step fails without changing anything; `lost` maps them to hosts whose execution node
+    dies during the step (its change happens, its result is UNKNOWN). `hook` is called at
+    every boundary: point ``before`` (host None), ``host`` (after one host's change), ``mid``
+    (between stopping two products), ``after`` (all changes made, no result reported yet).
+    """
+
+    hosts: dict[str, SimHost]
+    fail: dict[str, set[str]] = field(default_factory=dict)
+    lost: dict[str, set[str]] = field(default_factory=dict)
+    calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    hook: Hook | None = None
+    cancel: Callable[[], bool] = lambda: False
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    # ---- the Executor protocol -------------------------------------------------------------
+    def run_step(self, request: StepRequest, on_result: ResultCallback
+                 ) -> dict[str, StepResult]:
+        names = tuple(h.name for h in request.hosts)
+        self.calls.append((request.step, names))
+        book = request.playbook.removesuffix(".yml")
+        self._at(request.step, "before", None, book)
+        out: dict[str, StepResult] = {}
+        for name in names:
+            out[name] = self._one(request, book, name)
+            self._at(request.step, "host", name, book)
+        self._at(request.step, "after", None, book)
+        for name in names:
+            on_result(out[name])
+        return out
+
+    def _at(self, step: str, point: str, host: str | None, book: str) -> None:
+        if self.hook is not None:
+            self.hook(step, point, host, book)
+        if self.cancel():
+            from orchestrator.errors import Aborted  # noqa: PLC0415
+
+            raise Aborted(f"aborted during {step}; hosts caught mid-step keep their intent")
+
+    def _one(self, request: StepRequest, book: str, name: str) -> StepResult:
+        host = self.hosts[name]
+        step = request.step
+        base = step.split("#")[0]
+        if name in self.lost.get(book, set()) | self.lost.get(base, set()):
+            # Its execution node died: the change happened if the host answered, but nobody
+            # will ever hear how the step ended.
+            if host.answers() and name not in self.fail.get(book, set()):
+                with contextlib.suppress(_StepFailed):
+                    self._apply(book, name, host, request)
+            return StepResult(name, step, StepOutcome.UNKNOWN,
+                              "execution node n2 stopped answering mid-step")
+        if not host.answers():
+            return StepResult(name, step, StepOutcome.UNREACHABLE,
+                              "Failed to connect to the host via ssh: Connection timed out")
+        if name in self.fail.get(book, set()) | self.fail.get(base, set()):
+            return StepResult(name, step, StepOutcome.FAILED, f"{base} broke")
+        if request.check:
+            return StepResult(name, step, StepOutcome.OK, "", {"would_change": []})
+        try:
+            data = self._apply(book, name, host, request)
+        except _StepFailed as exc:
+            return StepResult(name, step, StepOutcome.FAILED, str(exc))
+        return StepResult(name, step, StepOutcome.OK, "", data)
+
+    # ---- what each playbook does to a host -------------------------------------------------
+    def _apply(self, book: str, name: str, host: SimHost, request: StepRequest
+               ) -> dict[str, Any]:
+        if book == "discover":
+            return self.probe(host)
+        if book == "preflight":
+            if host.dpkg_broken:
+                raise _StepFailed("dpkg was interrupted; run dpkg --configure -a")
+            return {}
+        if book == "install":
+            if host.dpkg_broken:
+                raise _StepFailed("apt: dpkg was interrupted")
+            host.touched = True
+            host.clamav = host.clamav_running = True
+            return {}
+        if book == "stage":
+            host.touched = True
+            host.staged = True
+            return {"staged": {"clamav-daemon.deb": GOOD_DIGEST}}
+        if book == "stage_check":
+            if not host.staged:
+                raise _StepFailed("no staged packages")
+            if host.dpkg_broken:
+                raise _StepFailed("the staged install would fail: dpkg was interrupted")
+            return {"staged": {"clamav-daemon.deb": BAD_DIGEST if host.tampered
+                               else GOOD_DIGEST}}
+        if book == "install_staged":
+            if not host.staged or host.dpkg_broken:
+                raise _StepFailed("apt-get install from the stage failed")
+            host.touched = True
+            host.clamav = host.clamav_running = True
+            if host.fragile and host.kesl_touched:
+                host.clamav_works = False
+            return {}
+        if book == "remove":
+            return self._remove(name, host, request)
+        if book == "verify":
+            if not host.clamav_running:
+                raise _StepFailed("clamav-daemon.service is not running")
+            if not host.clamav_works:
+                raise _StepFailed("Scan it with the running daemon: the daemon did not "
+                                  "report EICAR")
+            return {"daemon": daemon_line(self.now()), "scan": "/tmp/x: Eicar-Signature FOUND",
+                    "scan_rc": "1"}
+        if book == "stage_digests":
+            return {}
+        raise AssertionError(f"the simulated fleet does not know playbook {book}")
+
+    def _remove(self, name: str, host: SimHost, request: StepRequest) -> dict[str, Any]:
+        """remove.yml: stop the services one product after another, then purge."""
+        ids = list(request.host_vars.get(name, {}).get("avmigrate_remove_ids", []))
+        host.touched = True
+        if "kesl" in ids and host.kesl_running:
+            host.kesl_running = False
+            host.kesl_touched = True
+            if host.fragile:
+                host.clamav_works = False
+        self._at(request.step, "mid", name, "remove")
+        if "klnagent64" in ids:
+            host.agent_running = False
+        if host.dpkg_broken:
+            raise _StepFailed("apt: dpkg was interrupted")
+        if "kesl" in ids:
+            host.kesl = False
+            host.kesl_touched = True
+        if "klnagent64" in ids:
+            host.agent = False
+        return {}
+
+    @staticmethod
+    def probe(host: SimHost) -> dict[str, Any]:
+        """What avmigrate_probe reports (discover.yml)."""
+        packages: dict[str, str] = {}
+        if host.kesl:
+            packages["kesl"] = KESL_VERSION
+        if host.agent:
+            packages["klnagent64"] = "14.2.0.26967"
+        if host.clamav:
+            packages |= {"clamav-daemon": "1.0.9", "clamav-freshclam": "1.0.9",
+                         "clamdscan": "1.0.9"}
+
+        def active(on: bool) -> str:
+            return "active" if on else "inactive"
+
+        return {
+            "os_family": "Debian", "distribution": "Debian", "distribution_version": "12.8",
+            "packages": packages,
+            "services": {"kesl.service": active(host.kesl_running),
+                         "kesl-supervisor.service": active(host.kesl_running),
+                         "klnagent64.service": active(host.agent_running),
+                         "clamav-daemon.service": active(host.clamav_running)},
+            "paths": {"/opt/kaspersky/kesl": host.kesl,
+                      "/opt/kaspersky/klnagent64": host.agent},
+            "processes": {"kesl": 2 if host.kesl_running else 0,
+                          "klnagent64": 1 if host.agent_running else 0},
+            "info": ({"kesl": f"Version: {KESL_VERSION}\n"
+                              "Last release of databases: 2024-09-27 21:04:00\n"}
+                     if host.kesl else {}),
+            "free_mb": {"/var/cache/apt/archives": 5000, "/var/lib": 5000, "/usr": 5000},
+            "dpkg_journal": ["0000"] if host.dpkg_broken else [],
+            "dpkg_audit": "", "dpkg_locks": [],
+        }
+
+
+class _StepFailed(Exception):
+    """The simulated playbook failed on this host."""
+
+
+# ---- the oracle ------------------------------------------------------------------------------
+def unprotected_now(fleet: SimFleet, baseline: set[str]) -> list[str]:
+    """Hosts protected when the test began that are not protected now (their truth)."""
+    return sorted(n for n in baseline if not fleet.hosts[n].protected)
+
+
+def baseline(fleet: SimFleet) -> set[str]:
+    return {n for n, h in fleet.hosts.items() if h.protected}
