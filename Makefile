@@ -37,8 +37,9 @@ demo: deps venv
 
 ## make test: install what is needed and run every test, lab tests included. The state tests
 ## run on SQLite and on a private PostgreSQL server (Debian's package, a UNIX socket only).
+## Two workers: independent labs (one per xdist group) come up and run side by side.
 test: deps venv lint pg-up
-	AVMIGRATE_REQUIRE_PG=1 $(BIN)/pytest
+	AVMIGRATE_REQUIRE_PG=1 $(BIN)/pytest -n 2 --dist loadgroup
 
 pg-up: deps venv
 	$(PY) -m tests.pgserver up
@@ -83,13 +84,18 @@ unit: venv pg-up
 	AVMIGRATE_REQUIRE_PG=1 $(BIN)/pytest -m "not lab"
 
 lab-test: deps venv
-	$(BIN)/pytest -m lab
+	$(BIN)/pytest -m lab -n 2 --dist loadgroup
 
-## make stress: SIGKILL the orchestrator at 100 random moments of lab migrations and resume
-## each time (KILLS=N to change; SEED=S for another sequence). About 25 s a kill on 2 cores (100: about 40 min).
+## make stress: the protection oracle on 20,000 random schedules from a new seed (SCHEDULES=N,
+## ORACLE_SEED=S; about 20 min), then SIGKILL the orchestrator alone at 100 random moments of
+## lab migrations and resume each time (KILLS=N; SEED=S for another sequence; about 40 min).
 KILLS ?= 100
 SEED ?= 20241
+SCHEDULES ?= 20000
+ORACLE_SEED ?= $(shell date +%s)
 stress: deps venv
+	AVMIGRATE_ORACLE_SCHEDULES=$(SCHEDULES) AVMIGRATE_ORACLE_SEED=$(ORACLE_SEED) \
+	  $(BIN)/pytest -s -p no:cacheprovider --durations=0 tests/property/test_oracle.py
 	AVMIGRATE_KILLS=$(KILLS) AVMIGRATE_KILL_SEED=$(SEED) $(BIN)/pytest -s -p no:cacheprovider \
 	  tests/integration/test_faults.py -k orchestrator_killed
 

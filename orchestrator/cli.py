@@ -46,7 +46,7 @@ def _lazy(name: str) -> Any:
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from orchestrator import catalogue, inventory, planner, reports
+    from orchestrator import catalogue, inventory, planner, reports, stepguard
     from orchestrator import engine as engine_mod
     from orchestrator import executor as executor_mod
     from orchestrator import lease as lease_mod
@@ -68,6 +68,7 @@ else:
     policy_mod = _lazy("orchestrator.policy")
     progress_mod = _lazy("orchestrator.progress")
     secretlib = _lazy("orchestrator.secrets")
+    stepguard = _lazy("orchestrator.stepguard")
 
 STRATEGIES = ("auto", "make-before-break", "swap")  # engine.STRATEGIES (a test holds them equal)
 
@@ -155,9 +156,9 @@ class Context:
 
     def engine(self, inv: inventory.Inventory, replacement: str, forks: int,
                policy: RunPolicy | None = None) -> Engine:
-        cfg = executor_mod.ExecConfig(artifacts_dir=executor_mod.default_artifacts_dir(
-            self.state_url), forks=forks,
-                         verbosity=self.verbose)
+        cfg = executor_mod.ExecConfig(
+            artifacts_dir=executor_mod.default_artifacts_dir(self.state_url), forks=forks,
+            verbosity=self.verbose, state_key=stepguard.state_key(self.state_url))
         nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
         if nodes:
             err.print(f"execution nodes: {', '.join(n.name for n in nodes)}", markup=False)
@@ -187,6 +188,13 @@ class Context:
         if engine is not None:
             engine.guard = keeper.problem
         return keeper
+
+
+def end_orphans(engine: Engine) -> None:
+    """Before any host is probed: end the step processes a dead run of this state left
+    running on this machine (their guard could not), and say so."""
+    if isinstance(engine.executor, executor_mod.RunnerExecutor):
+        engine.executor.end_orphans()
 
 
 def narrowed(keeper: LeaseKeeper, inv: inventory.Inventory) -> inventory.Inventory:
@@ -284,6 +292,7 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
     inv = inventory.load(inventory_path)
     engine = obj.engine(inv, replacement, forks)
     with obj.lease(inv.names(), engine) as keeper:
+        end_orphans(engine)
         inv = engine.inventory = narrowed(keeper, inv)
         run_id = obj.store().begin_run("discover", operator_name(), None)
         engine.run_id = run_id
@@ -400,6 +409,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
         engine = obj.engine(inv, replacement, forks,
                             engine_mod.RunPolicy(strategy=pol.strategy))
         with obj.lease(inv.names(), engine) as keeper:
+            end_orphans(engine)
             inv = engine.inventory = narrowed(keeper, inv)
             run_id = store.begin_run("plan --check" if check_mode else "plan", operator_name(),
                                      None)
@@ -548,6 +558,7 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
     t0 = time.monotonic()
     live = err.is_terminal if progress is None else progress
     with obj.lease(inv.names(), engine) as keeper, interrupts(engine):
+        end_orphans(engine)
         inv = engine.inventory = narrowed(keeper, inv)
         if the_plan is not None:
             the_plan = narrowed_plan(the_plan, inv)
@@ -625,6 +636,7 @@ def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
         click.confirm(f"Install and verify {replacement} on {', '.join(names)}?", abort=True)
     engine = obj.engine(inv, replacement, forks)
     with obj.lease(names, engine) as keeper, interrupts(engine):
+        end_orphans(engine)
         engine.inventory = narrowed(keeper, inv.only(names))
         names = list(engine.inventory.names())
         run_id = store.begin_run("remediate", operator_name(), None)

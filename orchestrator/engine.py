@@ -137,7 +137,7 @@ class Engine:
         self.on_change: Callable[[HostRecord], None] | None = None  # live progress
         self.clock: Callable[[], float] = time.time
         self.monotonic: Callable[[], float] = time.monotonic
-        self.sleep: Callable[[float], None] = time.sleep
+        self.sleep: Callable[[float], None] = self._pause
         self.touched: set[str] = set()  # hosts this engine changed, re-probed for the evidence
         self.staged: dict[str, dict[str, str]] = {}  # host -> staged file -> SHA-256
         # Hosts re-probed after their execution node died mid-step: not moved again this wave.
@@ -164,6 +164,14 @@ class Engine:
         if isinstance(cancel, threading.Event) and cancel.is_set():
             raise Aborted("aborted; hosts caught mid-step keep their intent and are "
                           "re-probed by the next run")
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the operator aborts (a second Ctrl-C)."""
+        cancel = getattr(self.executor, "cancel", None)
+        if isinstance(cancel, threading.Event):
+            cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
 
     def _check_stop(self) -> None:
         self._check_lease()

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from orchestrator import nodes
+from orchestrator import nodes, procs, stepguard
 from orchestrator.errors import Aborted, ExecutionError
 from orchestrator.models import InventoryHost, StepOutcome, StepResult
 from orchestrator.names import STRICT
@@ -43,6 +43,9 @@ class ExecConfig:
     forks: int = 10
     verbosity: int = 0
     keep_runs: int = 30
+    # The state this run writes (stepguard.state_key): a later run of the same state ends the
+    # step processes this one leaves behind if it dies and their guard could not.
+    state_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ class RunnerExecutor:
         self.dead: dict[str, str] = {}  # execution nodes lost in this run, and why
         self._nodes_checked = False
         self.log: Callable[[str], None] = lambda _message: None
+        self.guard = stepguard.Guard.install(config.state_key)
         if self.nodes and self.secrets:
             raise ExecutionError("credentials (uninstall passwords) cannot be sent to execution "
                                  "nodes yet; run without execution_nodes in the inventory, or "
@@ -270,7 +274,7 @@ class RunnerExecutor:
             return self._run_on_nodes(request, on_result)
         import ansible_runner  # noqa: PLC0415  (slow import, only when a step runs)
 
-        _ensure_ansible_on_path()
+        real = _ensure_ansible_on_path()
 
         pdd = self._private_data_dir(request)
         inv_path = pdd / "inventory" / "hosts.yml"
@@ -285,7 +289,8 @@ class RunnerExecutor:
                 playbook=str(self.config.playbook_dir / request.playbook),
                 inventory=str(inv_path),
                 extravars=request.extravars,
-                envvars=self._envvars(pdd, control_dir),
+                # The step runs under the guard: it dies with this process, however it dies.
+                envvars=self._envvars(pdd, control_dir) | self.guard.env(real, request.step),
                 forks=self.config.forks,
                 verbosity=self.config.verbosity or None,
                 quiet=True,
@@ -310,12 +315,28 @@ class RunnerExecutor:
         self._rotate()
         return collector.results
 
+    def _owner(self) -> str:
+        """Who starts a worker on a node: this state, this process, this machine."""
+        me = os.getpid()
+        return f"{self.config.state_key}|{me}|{procs.start_ticks(me)}|{procs.machine_identity()}"
+
+    def _orphaned(self, owner: str) -> bool:
+        """A node's worker whose owner was a run of this state on this machine, now dead."""
+        state, pid, start, machine = [*owner.split("|", 3), "", "", "", ""][:4]
+        return (state == self.config.state_key and machine == procs.machine_identity()
+                and pid.isdigit() and start.isdigit() and not procs.alive(int(pid), int(start)))
+
+    def end_orphans(self) -> list[str]:
+        """Before hosts are re-probed: end the steps dead runs of this state left running on
+        this machine (their guard could not), and say so."""
+        return stepguard.end_orphans(self.config.state_key, self.log)
+
     def _run_on_nodes(self, request: StepRequest, on_result: ResultCallback
                       ) -> dict[str, StepResult]:
         """The step's hosts sharded across the live execution nodes, streamed at once."""
         if not self._nodes_checked:
             self._nodes_checked = True
-            for name, why in nodes.unreachable(self.nodes).items():
+            for name, why in nodes.unreachable(self.nodes, self._orphaned, self.log).items():
                 self.dead[name] = why
                 self.log(f"execution node {name} is not usable, not used in this run: {why}")
         alive = [n for n in self.nodes if n.name not in self.dead]
@@ -345,7 +366,7 @@ class RunnerExecutor:
             names[node.name] = {h.name for h in hosts}
         try:
             dead = nodes.run_threads(shards, request.playbook, collector.handle,
-                                     self.cancel.is_set)
+                                     self.cancel.is_set, self._owner())
         finally:
             for _, pdd, _ in shards:
                 _scrub(pdd)
@@ -404,13 +425,17 @@ def _close_masters(control_dir: Path) -> None:
     shutil.rmtree(control_dir, ignore_errors=True)
 
 
-def _ensure_ansible_on_path() -> None:
-    """ansible-runner starts `ansible-playbook` by name: find the one beside our Python."""
-    if shutil.which("ansible-playbook") is None:
+def _ensure_ansible_on_path() -> str:
+    """ansible-runner starts `ansible-playbook` by name: find the one beside our Python (our
+    step guard takes that name on the step's PATH and runs this one)."""
+    found = shutil.which("ansible-playbook")
+    if found is None:
         bindir = str(Path(sys.executable).parent)
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-        if shutil.which("ansible-playbook") is None:
+        found = shutil.which("ansible-playbook")
+        if found is None:
             raise ExecutionError("ansible-playbook is not installed; run `make venv`")
+    return found
 
 
 def default_artifacts_dir(state_path: str) -> Path:

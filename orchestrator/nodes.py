@@ -7,9 +7,14 @@ AWX and Automation Platform use between their control and execution planes. Even
 back to the controller's thread and are handled exactly as for a local run.
 
 A node that stops answering mid-step (no keepalive for NODE_SILENCE_S, its connection
-dropped, its worker killed) leaves its hosts with outcome UNKNOWN; the engine marks them
-interrupted and re-probes them before doing anything else to them. The node is not used
-again in this run.
+dropped, its worker killed) leaves its hosts with outcome UNKNOWN; the engine re-probes them
+before doing anything else to them. The node is not used again in this run.
+
+No worker outlives the run that started it: on the node it runs under a small watchdog that
+holds the SSH channel's input open and ends the worker's whole process tree when that input
+closes (the controller finished, or died: its kernel closes the connection). A worker whose
+controller vanished without closing it (a power loss) is found by the next run of the same
+state from this machine, which ends it before the node is used.
 """
 
 from __future__ import annotations
@@ -34,6 +39,52 @@ from orchestrator.sweep import known_hosts_files
 
 NODE_SILENCE_S = 30.0  # the worker sends a keepalive every 5 s of quiet
 KEEPALIVE_S = 5
+OWNER_TAG = "avm-owner="
+
+# Runs on the node in front of `ansible-runner worker` (standard library only): passes the job
+# through, keeps the channel's input open, and when that input closes while the worker still
+# runs (the controller is gone), ends the worker and everything below it.
+_WATCHDOG = """
+import ctypes, os, signal, subprocess, sys, threading, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+me = os.getpid()
+worker = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE)
+def below():
+    kids = {}
+    for n in os.listdir("/proc"):
+        if n.isdigit():
+            try:
+                parent = int(open(f"/proc/{n}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(parent, []).append(int(n))
+    out, todo = [], list(kids.get(me, []))
+    while todo:
+        p = todo.pop(); out.append(p); todo.extend(kids.get(p, []))
+    return out
+def end():
+    for _ in range(3):
+        for p in below():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    os._exit(137)
+def pump():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        try:
+            worker.stdin.write(data); worker.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+    if worker.poll() is None:
+        end()
+threading.Thread(target=pump, daemon=True).start()
+sys.exit(worker.wait())
+"""
 
 
 @dataclass(frozen=True)
@@ -58,11 +109,19 @@ class ExecutionNode:
                    known_hosts=known_hosts_files(host),
                    runner_venv=str(v.get("avmigrate_runner_venv", "")))
 
-    def worker_command(self, directory: str) -> str:
+    @property
+    def python(self) -> str:
+        return f"{self.runner_venv}/bin/python" if self.runner_venv else "python3"
+
+    def worker_command(self, directory: str, owner: str = "") -> str:
+        """`ansible-runner worker` under the watchdog; `owner` names the run that starts it
+        (machine, pid, start time, state) for the next run to judge if it is left behind."""
         runner = f"{self.runner_venv}/bin/ansible-runner" if self.runner_venv else "ansible-runner"
         path = f"PATH={shlex.quote(self.runner_venv + '/bin')}:$PATH " if self.runner_venv else ""
-        return (f"{path}{shlex.quote(runner)} worker --private-data-dir "
-                f"{shlex.quote(directory)} --delete --keepalive-seconds {KEEPALIVE_S}")
+        return (f"{path}{shlex.quote(self.python)} -c {shlex.quote(_WATCHDOG)} "
+                f"{shlex.quote(OWNER_TAG + owner)} {shlex.quote(runner)} worker "
+                f"--private-data-dir {shlex.quote(directory)} --delete "
+                f"--keepalive-seconds {KEEPALIVE_S}")
 
     def open_channel(self) -> tuple[paramiko.SSHClient, paramiko.Channel]:
         """A logged-in client and a fresh session channel on it."""
@@ -97,28 +156,93 @@ class ExecutionNode:
         return client
 
 
-def unreachable(nodes: Sequence[ExecutionNode]) -> dict[str, str]:
-    """Nodes that cannot run a worker now (checked at once): name -> why."""
+# Lists, on a node, the workers our watchdog runs: pid and owner tag; with pids as arguments,
+# ends those watchdogs' trees instead.
+_LEFTOVERS = """
+import os, signal, sys
+tag = sys.argv[1]
+kill = {int(p) for p in sys.argv[2:]}
+kids, found = {}, []
+for n in os.listdir("/proc"):
+    if not n.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{n}/stat").read()
+        cmd = open(f"/proc/{n}/cmdline", "rb").read().split(b"\\0")
+    except OSError:
+        continue
+    kids.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(n))
+    for arg in cmd:
+        if arg.startswith(tag.encode()):
+            found.append((int(n), arg.decode(errors="replace")[len(tag):]))
+if not kill:
+    for pid, owner in found:
+        print(pid, owner)
+for pid, owner in found:
+    if pid in kill:
+        todo, tree = [pid], []
+        while todo:
+            p = todo.pop(); tree.append(p); todo.extend(kids.get(p, []))
+        for p in reversed(tree):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        print("ended", pid, owner)
+"""
+
+
+def _run(node: ExecutionNode, command: str) -> tuple[int, str]:
+    client, channel = node.open_channel()
+    try:
+        channel.settimeout(NODE_SILENCE_S)
+        channel.exec_command(command)
+        said = channel.makefile("rb").read().decode(errors="replace")
+        return channel.recv_exit_status(), said
+    finally:
+        client.close()
+
+
+def unreachable(nodes: Sequence[ExecutionNode], orphaned: Callable[[str], bool] | None = None,
+                log: Callable[[str], None] = lambda _m: None) -> dict[str, str]:
+    """Nodes that cannot run a worker now (checked at once): name -> why. On the others, the
+    workers whose owner `orphaned` judges dead (a run of ours that vanished without closing
+    its channel) are ended first, and said."""
     def check(node: ExecutionNode) -> str | None:
+        runner = (f"{node.runner_venv}/bin/ansible-runner" if node.runner_venv
+                  else "ansible-runner")
         try:
-            client, channel = node.open_channel()
+            code, _ = _run(node, f"{shlex.quote(runner)} --version")
+            if code != 0:
+                return f"`{runner} --version` exited {code}"
+            if orphaned is not None:
+                _end_leftovers(node, orphaned, log)
         except ssh.SSHError as exc:
             return str(exc)
-        try:
-            channel.settimeout(NODE_SILENCE_S)
-            runner = (f"{node.runner_venv}/bin/ansible-runner" if node.runner_venv
-                      else "ansible-runner")
-            channel.exec_command(f"{shlex.quote(runner)} --version")
-            code = channel.recv_exit_status()
         except (paramiko.SSHException, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
-        finally:
-            client.close()
-        return None if code == 0 else f"`{runner} --version` exited {code}"
+        return None
 
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         found = dict(zip((n.name for n in nodes), pool.map(check, nodes), strict=True))
     return {name: why for name, why in found.items() if why is not None}
+
+
+def _end_leftovers(node: ExecutionNode, orphaned: Callable[[str], bool],
+                   log: Callable[[str], None]) -> None:
+    base = f"{shlex.quote(node.python)} -c {shlex.quote(_LEFTOVERS)} {OWNER_TAG}"
+    _, said = _run(node, base)
+    dead = []
+    for line in said.splitlines():
+        pid, _, owner = line.partition(" ")
+        if pid.isdigit() and orphaned(owner):
+            dead.append(pid)
+    if dead:
+        _, said = _run(node, f"{base} {' '.join(dead)}")
+        for line in said.splitlines():
+            if line.startswith("ended "):
+                log(f"execution node {node.name}: ended a worker left by a dead run "
+                    f"(watchdog pid {line.split()[1]}) before re-probing its hosts")
 
 
 def shard(hosts: Sequence[InventoryHost], nodes: Sequence[ExecutionNode]
@@ -187,7 +311,8 @@ class _ChannelStream:
 
 
 def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str, Any],
-                 events: queue.Queue[Event], cancel: Callable[[], bool]) -> None:
+                 events: queue.Queue[Event], cancel: Callable[[], bool], owner: str = ""
+                 ) -> None:
     """Run one shard on `node`: transmit, worker (remote), process; events into `events`.
 
     Always ends by putting ("done", (node, error or None)) on the queue.
@@ -200,14 +325,16 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
     try:
         client, channel = node.open_channel()
         channel.settimeout(NODE_SILENCE_S)
-        channel.exec_command(node.worker_command(f"/tmp/avm-worker-{uuid.uuid4().hex[:12]}"))
+        channel.exec_command(node.worker_command(f"/tmp/avm-worker-{uuid.uuid4().hex[:12]}",
+                                                 owner))
         project = pdd / "project"
         shutil.copytree(kwargs.pop("playbook_dir"), project)
         with channel.makefile("wb") as out:
             ansible_runner.run(streamer="transmit", _output=_ChannelStream(out),
                                private_data_dir=str(pdd), playbook=str(project / playbook),
                                quiet=True, **kwargs)
-        channel.shutdown_write()
+        # The channel's input stays open: the watchdog on the node ends the worker when it
+        # closes, which it does when this process ends, however it ends.
 
         def handler(event: dict[str, Any]) -> bool:
             nonlocal saw_stats
@@ -240,12 +367,13 @@ def unknown_result(host: str, step: str, node: ExecutionNode, error: str) -> Ste
 
 
 def run_threads(shards: list[tuple[ExecutionNode, Path, dict[str, Any]]], playbook: str,
-                handle: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool]
-                ) -> dict[str, str]:
+                handle: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool],
+                owner: str = "") -> dict[str, str]:
     """Stream every shard at once; events handled in this thread. Returns dead nodes' errors."""
     events: queue.Queue[Event] = queue.Queue()
     threads = [threading.Thread(target=stream_shard, name=f"avmigrate-node-{node.name}",
-                                args=(node, pdd, playbook, kwargs, events, cancel), daemon=True)
+                                args=(node, pdd, playbook, kwargs, events, cancel, owner),
+                                daemon=True)
                for node, pdd, kwargs in shards]
     for t in threads:
         t.start()

@@ -162,8 +162,8 @@ def render_report(data: dict[str, Any], fmt: str) -> str:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        cols = ["host", "state", "strategy", "wave", "banned_found", "banned_signatures",
-                "gap_seconds", "reason"]
+        cols = ["host", "state", "protected_by", "strategy", "wave", "banned_found",
+                "banned_signatures", "gap_seconds", "reason"]
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         for row in data["hosts"]:

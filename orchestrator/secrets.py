@@ -112,7 +112,8 @@ def load(path: Path, allowed: set[str], vault_password_file: Path | None = None)
 class VaultChannel:
     """For one ansible-playbook run: the secrets as a vars file encrypted with a one-time vault
     password, and that password served over a private UNIX socket to the vault password
-    script ansible-playbook runs. Only processes of this user are answered."""
+    script ansible-playbook runs. It is served once, and only to a process of this user that
+    descends from this one (the step's own ansible-playbook); later asks get nothing."""
 
     def __init__(self, secrets: Secrets, directory: Path) -> None:
         from ansible.parsing.vault import VaultLib, VaultSecret  # noqa: PLC0415
@@ -125,6 +126,7 @@ class VaultChannel:
         self.socket_path = self._sock_dir / "s"
         self._password = pysecrets.token_urlsafe(32).encode()
         self._stop = threading.Event()
+        self.served = 0
         text = yaml.safe_dump(secrets.ansible_vars())
         vault = VaultLib([("default", VaultSecret(self._password))])
         _write_private(self.vars_file, vault.encrypt(text), 0o600)
@@ -152,10 +154,12 @@ class VaultChannel:
             with conn:
                 creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                         struct.calcsize("3i"))
-                _pid, uid, _gid = struct.unpack("3i", creds)
-                if uid == os.getuid():
-                    with contextlib.suppress(OSError):
-                        conn.sendall(self._password)
+                pid, uid, _gid = struct.unpack("3i", creds)
+                if self.served or uid != os.getuid() or not _descends_from_us(pid):
+                    continue
+                with contextlib.suppress(OSError):
+                    conn.sendall(self._password)
+                    self.served += 1
 
     def close(self) -> None:
         self._stop.set()
@@ -171,6 +175,21 @@ class VaultChannel:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _descends_from_us(pid: int) -> bool:
+    """Is `pid` this process or one of its descendants (read from /proc)?"""
+    me = os.getpid()
+    for _ in range(64):
+        if pid == me:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+        if pid <= 1:
+            return False
+    return False
 
 
 # The vault password script ansible-playbook runs: it holds no secret, only where to ask.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.errors import LabError
@@ -38,6 +41,20 @@ UseDNS no
 
 def cache_root() -> Path:
     return Path(os.environ.get("AVMIGRATE_CACHE", "/var/cache/avmigrate"))
+
+
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """One lab at a time builds or reads the shared cache (image, packages, signing key), so
+    that labs can be brought up side by side."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def debian_mirror() -> str:

@@ -163,11 +163,12 @@ class Lab:
 
     def _up(self, plan: list[scenario.Profile], log: list[str], node_count: int = 0) -> LabInfo:
         self.dir.mkdir(parents=True, exist_ok=True)
-        rootfs = image.ensure_image(log)
-        debs = packages.build(image.cache_root() / "standins")
-        pool = repo.download_replacement_debs(rootfs, log)
         www = self.dir / "www"
-        key_file = repo.build_repository(www / "debian", sorted(pool.glob("*.deb")))
+        with image.cache_lock():
+            rootfs = image.ensure_image(log)
+            debs = packages.build(image.cache_root() / "standins")
+            pool = repo.download_replacement_debs(rootfs, log)
+            key_file = repo.build_repository(www / "debian", sorted(pool.glob("*.deb")))
         repo.build_signatures(www / "clamav")
         keys = self._client_key()
         self._bridge()

@@ -17,11 +17,14 @@ import pytest
 
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
 
-pytestmark = pytest.mark.lab
+# One lab per module: xdist runs the module's tests in one worker, labs side by side.
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("nodes")]
 
 HERE = Path(__file__).resolve().parent
 AVMIGRATE = [sys.executable, "-m", "orchestrator"]
-ONE_WAVE = "waves:\n  canary: 4\n"  # all four hosts in one wave: two shards of two
+# All four hosts in one wave, and a budget that lets their removals run as one batch too:
+# every step of the wave is two shards of two.
+ONE_WAVE = "waves:\n  canary: 4\nprotection:\n  max_unprotected: 4\n"
 
 
 @pytest.fixture

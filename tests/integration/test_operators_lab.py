@@ -16,7 +16,8 @@ import yaml
 from orchestrator.lab.lab import Lab
 from tests.conftest import postgres_server_url
 
-pytestmark = pytest.mark.lab
+# One lab per module: xdist runs the module's tests in one worker, labs side by side.
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("ops")]
 
 HERE = Path(__file__).resolve().parent
 

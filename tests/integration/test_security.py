@@ -17,7 +17,8 @@ import pytest
 from orchestrator import ssh
 from orchestrator.lab.lab import Lab, LabInfo
 
-pytestmark = pytest.mark.lab
+# One lab per module: xdist runs the module's tests in one worker, labs side by side.
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("sec")]
 
 LAB = "sec"
 HERE = Path(__file__).resolve().parent

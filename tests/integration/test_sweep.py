@@ -15,7 +15,8 @@ from orchestrator import inventory
 from orchestrator.lab.lab import Lab
 from orchestrator.sweep import sweep
 
-pytestmark = pytest.mark.lab
+# One lab per module: xdist runs the module's tests in one worker, labs side by side.
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("swp")]
 
 HERE = Path(__file__).resolve().parent
 

@@ -95,6 +95,8 @@ class SimFleet:
     lost: dict[str, set[str]] = field(default_factory=dict)
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     hook: Hook | None = None
+    # Hosts whose next step loses its execution node (the step happens, its result is lost).
+    lose_next: set[str] = field(default_factory=set)
     cancel: Callable[[], bool] = lambda: False
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -126,7 +128,9 @@ class SimFleet:
         host = self.hosts[name]
         step = request.step
         base = step.split("#")[0]
-        if name in self.lost.get(book, set()) | self.lost.get(base, set()):
+        lost_now = name in self.lose_next
+        self.lose_next.discard(name)
+        if lost_now or name in self.lost.get(book, set()) | self.lost.get(base, set()):
             # Its execution node died: the change happened if the host answered, but nobody
             # will ever hear how the step ended.
             if host.answers() and name not in self.fail.get(book, set()):
@@ -161,6 +165,7 @@ class SimFleet:
                 raise _StepFailed("apt: dpkg was interrupted")
             host.touched = True
             host.clamav = host.clamav_running = True
+            host.clamav_works = True  # a fresh install from the repository repairs it
             return {}
         if book == "stage":
             host.touched = True

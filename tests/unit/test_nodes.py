@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from orchestrator.models import InventoryHost
@@ -31,6 +35,58 @@ def test_a_node_is_read_from_its_inventory_variables() -> None:
     assert (n.address, n.port, n.user, n.key_file) == ("10.1.2.3", 2222, "runner",
                                                        Path("/keys/id"))
     assert n.known_hosts == (Path("/lab/known_hosts"),)
-    command = n.worker_command("/tmp/avm-worker-x")
-    assert command == ("PATH=/opt/venv/bin:$PATH /opt/venv/bin/ansible-runner worker "
-                       "--private-data-dir /tmp/avm-worker-x --delete --keepalive-seconds 5")
+    command = n.worker_command("/tmp/avm-worker-x", "k|1|2|m")
+    assert command.startswith("PATH=/opt/venv/bin:$PATH /opt/venv/bin/python -c ")
+    assert command.endswith("'avm-owner=k|1|2|m' /opt/venv/bin/ansible-runner worker "
+                            "--private-data-dir /tmp/avm-worker-x --delete --keepalive-seconds 5")
+
+
+def fake_node(tmp_path: Path, runner: str) -> ExecutionNode:
+    """A node whose venv holds our Python and a fake `ansible-runner` (a shell script)."""
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python").symlink_to(sys.executable)
+    (bindir / "ansible-runner").write_text("#!/bin/sh\n" + runner)
+    (bindir / "ansible-runner").chmod(0o755)
+    return ExecutionNode("n", "127.0.0.1", 22, "u", None, (), str(tmp_path / "venv"))
+
+
+def test_the_watchdog_passes_the_job_through_and_the_workers_exit_status(tmp_path: Path
+                                                                         ) -> None:
+    node = fake_node(tmp_path, 'read line; echo "got $line"; exit 3\n')
+    done = subprocess.run(["sh", "-c", node.worker_command("/tmp/x", "o")], input="job\n",
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (3, "got job\n")
+
+
+def test_the_watchdog_ends_the_worker_when_its_controller_goes(tmp_path: Path) -> None:
+    """The channel's input closes (the controller died) while the worker runs: the worker and
+    what it started are ended, not left to go on changing hosts."""
+    marker = f"{os.getpid()}.{time.monotonic_ns() % 10**6}"
+    node = fake_node(tmp_path, f'sleep 600{marker} 2>/dev/null || sleep 60{marker} &\n'
+                               f'exec sleep 601{marker}\n')
+    proc = subprocess.Popen(["sh", "-c", node.worker_command("/tmp/x", "o")],
+                            stdin=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(holding(marker)) < 2:
+        time.sleep(0.1)
+    assert len(holding(marker)) == 2, "the fake worker and its child did not start"
+    assert proc.stdin is not None
+    proc.stdin.close()  # what sshd does to the channel when the controller's process dies
+    proc.wait(timeout=20)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and holding(marker):
+        time.sleep(0.1)
+    assert not holding(marker)
+
+
+def holding(marker: str) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker in (p / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(p.name))
+            except OSError:
+                continue
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,11 @@ def test_the_vault_channel_serves_a_one_time_password_and_leaves_nothing(tmp_pat
     assert CANARY.encode() not in encrypted
     assert channel.vars_file.stat().st_mode & 0o077 == 0
     assert CANARY not in channel.script.read_text()
-    # Asked twice, as each ansible-playbook run asks once: the same password each time.
+    # One ansible-playbook run asks once; whoever asks after it gets nothing.
     got = [subprocess.run([str(channel.script)], capture_output=True, timeout=10,
                           check=True).stdout for _ in range(2)]
-    assert got[0] == got[1] and len(got[0]) > 30
+    assert len(got[0]) > 30 and got[1] == b""
+    assert channel.served == 1
     plain = VaultLib([("default", VaultSecret(got[0]))]).decrypt(encrypted).decode()
     assert CANARY in plain
     assert channel.cmdline() == ["-e", f"@{channel.vars_file}", "--vault-password-file",
@@ -94,3 +96,24 @@ def test_a_credentials_file_with_an_impossible_date_is_refused(tmp_path: Path) -
     path = write(tmp_path / "c.yml", "kesl_uninstall_password: 2026-02-30\n")
     with pytest.raises(SecretsError, match="not valid YAML"):
         secrets.load(path, {"kesl_uninstall_password"})
+
+
+def test_the_vault_password_goes_only_to_a_process_of_this_run(tmp_path: Path) -> None:
+    """A process of the same user that this run did not start (here, detached with setsid,
+    its parent init) asks first: it gets nothing, and the step's own ask still works."""
+    work = tmp_path / "pdd"
+    work.mkdir(mode=0o700)
+    channel = VaultChannel(Secrets({"kesl_uninstall_password": CANARY}), work)
+    stranger = tmp_path / "stranger.out"
+    done = tmp_path / "stranger.done"
+    subprocess.run(["setsid", "-f", "sh", "-c", f"{channel.script} > {stranger}; touch {done}"],
+                   check=True, timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not done.exists():
+        time.sleep(0.1)
+    assert done.exists(), "the stranger's ask never returned"
+    assert stranger.read_bytes() == b""
+    assert channel.served == 0
+    mine = subprocess.run([str(channel.script)], capture_output=True, timeout=10, check=True)
+    assert len(mine.stdout) > 30 and channel.served == 1
+    channel.close()

@@ -1,0 +1,166 @@
+"""Case 13 of issue 12: no step outlives its run.
+
+Real processes: an orchestrator process runs a real step (ansible-runner, ansible-playbook, a
+task that sleeps on this machine through Ansible's local connection), and is then killed with
+SIGKILL, alone, as the OOM killer or a lost terminal would. No process of the step may live on.
+If the step's guard itself could not act, the next run of the same state ends what is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import procs
+
+ORCHESTRATOR = '''
+import dataclasses, sys
+from pathlib import Path
+from orchestrator.executor import ExecConfig, RunnerExecutor, StepRequest
+from orchestrator.models import InventoryHost
+work, key = Path(sys.argv[1]), sys.argv[2]
+fields = {f.name for f in dataclasses.fields(ExecConfig)}
+config = ExecConfig(playbook_dir=work / "playbooks", artifacts_dir=work / "artifacts",
+                    **({"state_key": key} if "state_key" in fields else {}))
+host = InventoryHost("localhost", ("all",), {"ansible_connection": "local",
+                                            "ansible_python_interpreter": sys.executable})
+RunnerExecutor(config).run_step(StepRequest("sleep", "sleep.yml", (host,), {}, {}),
+                                lambda result: None)
+'''
+
+
+@pytest.fixture
+def step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str, str]]:
+    """A work directory with a playbook that sleeps for a marked number of seconds."""
+    marker = f"777.{random.randrange(10**6):06d}"
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "sleep.yml").write_text(json.dumps([{
+        "hosts": "all", "gather_facts": False,
+        "tasks": [{"name": "Sleep", "ansible.builtin.command": {"argv": ["sleep", marker]},
+                   "changed_when": False}]}]))
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(run_dir))
+    yield tmp_path, marker, f"teststate-{random.randrange(10**9)}"
+    for pid in holding(marker, tmp_path):  # never leave one behind, whatever happened
+        os.kill(pid, signal.SIGKILL)
+
+
+def holding(marker: str, work: Path) -> list[int]:
+    """Processes of the step: the sleeping task, and anything running our playbook."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd or str(work / "playbooks") in cmd:
+            found.append(int(p.name))
+    return found
+
+
+def start(work: Path, key: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    return subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(work), key], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def wait_for(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{what} within {timeout:.0f}s")
+
+
+def sleeping(marker: str) -> bool:
+    return any(marker in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+               for p in holding(marker, Path("/nonexistent")) if Path(f"/proc/{p}").exists())
+
+
+def test_a_step_dies_with_its_orchestrator_killed_alone(step: tuple[Path, str, str]) -> None:
+    work, marker, key = step
+    orchestrator = start(work, key)
+    try:
+        wait_for(lambda: sleeping(marker), 90, "the step's task did not start")
+        assert holding(marker, work)
+    finally:
+        orchestrator.send_signal(signal.SIGKILL)  # the orchestrator alone, not its group
+        orchestrator.wait(timeout=30)
+    wait_for(lambda: not holding(marker, work), 10,
+             "the step's processes outlived the orchestrator")
+
+
+def test_a_later_run_ends_a_step_its_guard_could_not(step: tuple[Path, str, str]) -> None:
+    from orchestrator import stepguard  # noqa: PLC0415
+
+    work, marker, key = step
+    orchestrator = start(work, key)
+    try:
+        wait_for(lambda: sleeping(marker), 90, "the step's task did not start")
+        records = list(stepguard.registry().glob("*.json"))
+        assert len(records) == 1, records
+        info = json.loads(records[0].read_text())
+        assert info["owner"] == orchestrator.pid and info["state"] == key
+        assert info["child"] and procs.alive(info["child"], info["child_start"])
+        os.kill(info["pid"], signal.SIGKILL)  # the guard is gone: it cannot act
+    finally:
+        orchestrator.send_signal(signal.SIGKILL)
+        orchestrator.wait(timeout=30)
+    time.sleep(2)
+    assert sleeping(marker), "the step should still run: its guard was killed first"
+    said: list[str] = []
+    assert stepguard.end_orphans("another-state", said.append) == []  # not ours to end
+    ended = stepguard.end_orphans(key, said.append)
+    assert len(ended) == 1 and f"of a dead run (pid {orchestrator.pid})" in ended[0], said
+    assert said and "before re-probing its hosts" in said[0]
+    wait_for(lambda: not holding(marker, work), 10, "the orphaned step was not ended")
+    assert not list(stepguard.registry().glob("*.json"))
+
+
+def test_a_live_runs_step_is_left_alone(step: tuple[Path, str, str]) -> None:
+    from orchestrator import stepguard  # noqa: PLC0415
+
+    work, marker, key = step
+    orchestrator = start(work, key)
+    try:
+        wait_for(lambda: sleeping(marker), 90, "the step's task did not start")
+        assert stepguard.end_orphans(key, lambda _m: None) == []
+        assert sleeping(marker)
+    finally:
+        orchestrator.send_signal(signal.SIGKILL)
+        orchestrator.wait(timeout=30)
+    wait_for(lambda: not holding(marker, work), 10, "the step outlived its orchestrator")
+
+
+def test_the_guard_passes_the_steps_exit_status_through(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import stepguard  # noqa: PLC0415
+
+    monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
+    fake = tmp_path / "real-playbook"
+    fake.write_text("#!/bin/sh\necho \"args: $*\"\nexit 3\n")
+    fake.chmod(0o755)
+    guard = stepguard.Guard.install("k")
+    env = dict(os.environ) | guard.env(str(fake), "demo")
+    done = subprocess.run(["ansible-playbook", "-i", "x", "play.yml"], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 3
+    assert done.stdout.strip() == "args: -i x play.yml"
+    assert not list(stepguard.registry().glob("*.json"))  # it cleaned up after itself
+    assert procs.alive(os.getpid())
+    assert dataclasses.is_dataclass(guard)
