@@ -31,14 +31,27 @@ class Settled:
     proof: str | None
 
 
+def in_doubt(state: HostState, banned_protects: bool) -> bool:
+    """Must a probe prove this host's protection before its record is believed?
+
+    Yes for a host caught mid-step (an intent), holding a budget slot, or interrupted; and for
+    any host a step has touched, short of migrated, on which no protecting banned product runs
+    (its KESL was stopped, or never ran): its protection rests on the replacement alone, which
+    only a verification proves.
+    """
+    if state in INTENTS or state in SLOT_STATES or state == HostState.INTERRUPTED:
+        return True
+    return state not in UNTOUCHED and state != HostState.MIGRATED and not banned_protects
+
+
 def settle(prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFacts | None,
            problems: list[str], proof: str | None, verified: bool = False) -> Settled:
     """The state a probe records for a host, given what the record said before.
 
     `proof` is the evidence of protection the probe gave (protection.proof_of), `verified`
-    whether it is the replacement's own verification. A host caught mid-migration (an intent,
-    a slot, interrupted) leaves doubt only with such evidence; a touched host never becomes
-    "unreachable", "blocked" or "clean" (those say nothing was done to it).
+    whether it is the replacement's own verification. A host in doubt (`in_doubt`) leaves it
+    only with such evidence; a touched host never becomes "unreachable", "blocked" or "clean"
+    (those say nothing was done to it).
     """
     state = prior.state
     touched = state not in UNTOUCHED
@@ -59,7 +72,7 @@ def settle(prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFac
             return Settled(HostState.BLOCKED, f"discovery failed: {message}", "")
         return Settled(HostState.UNREACHABLE, f"{what}: {message}; nothing done to it", None)
     found = ", ".join(f"{b.product} {b.version or ''}".strip() for b in facts.banned)
-    if state in INTENTS or state in SLOT_STATES or state == HostState.INTERRUPTED:
+    if in_doubt(state, banned_protects=bool(proof) and not verified):
         after = f"re-probed after {state.value}"
         if verified and proof and not facts.banned:
             return Settled(HostState.MIGRATED, f"{after}: no banned product left; {proof}", proof)

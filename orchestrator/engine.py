@@ -31,9 +31,7 @@ from orchestrator.errors import Aborted, UsageError
 from orchestrator.executor import Executor, StepRequest
 from orchestrator.inventory import Inventory
 from orchestrator.models import (
-    INTENTS,
     RESTARTABLE,
-    SLOT_STATES,
     UNTOUCHED,
     HostFacts,
     HostRecord,
@@ -274,9 +272,10 @@ class Engine:
                  ) -> dict[str, HostRecord]:
         """Read-only probe of hosts; settle each from what it really has now.
 
-        A host caught mid-migration whose probe shows no protecting product running but the
-        replacement installed is verified as well (EICAR through its daemon): only that proof,
-        or a protecting product running, lets it out of doubt. `why` says, per host, what led
+        A host in doubt (classify.in_doubt: caught mid-step, or touched and protected by its
+        replacement alone) whose probe shows no protecting product running but the replacement
+        installed is verified as well (EICAR through its daemon): only that proof, or a
+        protecting product running, lets it out of doubt. `why` says, per host, what led
         to the probe (kept at the head of the reason).
         """
         why = why or {}
@@ -291,9 +290,8 @@ class Engine:
                 return
             facts = factlib.parse_discovery(result.data, self.catalogue, self.replacement)
             problems = factlib.preflight_problems(facts, self.catalogue, self.replacement)
-            doubt = prior.state in INTENTS or prior.state in SLOT_STATES or (
-                prior.state == HostState.INTERRUPTED)
-            if doubt and not protecting_products(facts, self.catalogue) and (
+            banned_protects = bool(protecting_products(facts, self.catalogue))
+            if classify.in_doubt(prior.state, banned_protects) and not banned_protects and (
                     facts.replacement_installed or facts.replacement_active):
                 deferred.append((result, facts, problems))
                 return
@@ -375,10 +373,16 @@ class Engine:
                        "run again to resume")
             mine = set(self.inventory.names())
             for r in self.store.in_states([HostState.INSTALLING, HostState.STAGING]):
-                if r.name in mine:  # only this run's hosts: others belong to their runs
+                if r.name not in mine:  # only this run's hosts: others belong to their runs
+                    continue
+                if r.protected_by:  # the evidence its last probe gave still stands
                     self._move(r.name, HostState.INTERRUPTED,
                                f"stopped by the operator during {r.state.value}; "
-                               "banned product untouched")
+                               f"banned product untouched; {r.protected_by}")
+                else:
+                    self._move(r.name, HostState.UNPROTECTED,
+                               f"stopped by the operator during {r.state.value}; no evidence "
+                               "of protection (no protecting product ran at its last probe)")
         if stopped:
             self.log(stopped)
         self._evidence_probe()
@@ -563,8 +567,7 @@ class Engine:
             if r.outcome == StepOutcome.OK:
                 installed.append(n)
             else:
-                self._move(n, HostState.INSTALL_FAILED,
-                           f"install {r.outcome.value}: {r.message}; banned product untouched")
+                self._not_installed(n, f"install {r.outcome.value}: {r.message}")
         self._check_stop()
         verified = self._verify_installed("verify", installed)
         return self._batches(verified, self._mbb_batch, self._fresh,
@@ -583,8 +586,7 @@ class Engine:
                            proof=replacement_proof(self.replacement))
                 verified.append(n)
             else:
-                self._move(n, HostState.INSTALL_FAILED,
-                           f"verification failed: {problem}; banned product untouched")
+                self._not_installed(n, f"verification failed: {problem}")
         return verified
 
     def _fresh(self, candidates: list[str], _free: int) -> list[str]:
@@ -627,6 +629,20 @@ class Engine:
                 self._move(n, HostState.MIGRATED, "banned product removed; replacement verified",
                            proof=replacement_proof(self.replacement))
 
+    def _not_installed(self, name: str, why: str) -> None:
+        """The replacement could not be installed, staged or verified on this host. Its banned
+        product is untouched by this run; if none of its products protected it at its last
+        probe (its KESL stopped earlier, or it only had the Network Agent), it has no
+        protection at all: an alarm, not a failed install."""
+        record = self._record(name)
+        if record.facts is not None and not protecting_products(record.facts, self.catalogue):
+            self._move(name, HostState.UNPROTECTED,
+                       f"UNPROTECTED: {why}; no protecting product ran at its last probe and "
+                       "its replacement is not verified")
+            self.log(f"!!! {name} is UNPROTECTED: {why}")
+        else:
+            self._move(name, HostState.INSTALL_FAILED, f"{why}; banned product untouched")
+
     def _unreachable_in_window(self, name: str, result: StepResult) -> None:
         window = self.policy.reconnect_seconds
         self._move(name, HostState.UNPROTECTED,
@@ -654,8 +670,7 @@ class Engine:
                            "product still protecting")
                 queue.append(n)
             else:
-                self._move(n, HostState.INSTALL_FAILED,
-                           f"staging {r.outcome.value}: {r.message}; banned product untouched")
+                self._not_installed(n, f"staging {r.outcome.value}: {r.message}")
         return self._batches(queue, self._swap_batch, self._stage_proven,
                              lambda n: f"swap: removing {', '.join(self._banned_ids(n))}")
 
@@ -682,7 +697,7 @@ class Engine:
             else:
                 changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
                 why = f"staged packages changed since staging: {', '.join(changed)}"
-            self._move(n, HostState.INSTALL_FAILED, f"{why}; banned product untouched")
+            self._not_installed(n, why)
         return good
 
     def _swap_batch(self, batch: list[str]) -> None:

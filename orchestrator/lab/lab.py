@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,11 @@ class Lab:
         self.prefix = f"avm-{name}-"
         self.subnet = default_subnet(name)
         self.gateway = str(next(self.subnet.hosts()))
+
+    def _ours(self, ifname: str) -> bool:
+        """A host link of this lab: `avm` + the lab's whole name + the host's number (a
+        prefix alone would also match the links of a lab whose name starts with ours)."""
+        return re.fullmatch(rf"avm{re.escape(self.name)}\d{{2,3}}", ifname) is not None
 
     # ---- reading -----------------------------------------------------------------------
     def info(self) -> LabInfo:
@@ -279,7 +285,7 @@ class Lab:
             (updates / "0000").write_text(
                 "Package: klnagent64\nStatus: install ok half-configured\n"
                 f"Version: {packages.STAND_INS['klnagent64'].version}\n", encoding="utf-8")
-        netns, veth = f"{self.prefix}{index:02d}", f"avm{self.name[:6]}{index:02d}"
+        netns, veth = f"{self.prefix}{index:02d}", f"avm{self.name}{index:02d}"
         run(["ip", "netns", "add", netns])
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
         run(["ip", "link", "set", veth, "master", self.bridge, "up"])
@@ -460,7 +466,7 @@ class Lab:
             parts = line.split(":")
             if len(parts) > 1:
                 ifname = parts[1].strip().split("@")[0]
-                if ifname == self.bridge or ifname.startswith(f"avm{self.name[:6]}"):
+                if ifname == self.bridge or self._ours(ifname):
                     run(["ip", "link", "delete", ifname], check=False)
         if self.dir.exists():
             shutil.rmtree(self.dir / "hosts", ignore_errors=True)
@@ -480,7 +486,7 @@ class Lab:
         for line in run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():
             parts = line.split(":")
             ifname = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
-            if ifname == self.bridge or ifname.startswith(f"avm{self.name[:6]}"):
+            if ifname == self.bridge or self._ours(ifname):
                 found.append(f"link {ifname}")
         return found
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.lab
 
 # Two labs, so that `make test` can run the two halves of these tests side by side (xdist
 # groups); a test's group names its lab.
-FIRST, SECOND = pytest.mark.xdist_group("fault"), pytest.mark.xdist_group("faultb")
+FIRST, SECOND = pytest.mark.xdist_group("fault"), pytest.mark.xdist_group("cut")
 HERE = Path(__file__).parent
 K = 1
 

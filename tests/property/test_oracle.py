@@ -6,7 +6,9 @@ K, one to three operators on one state (runs of either strategy and remediations
 overlapping inventories, interleaved one yield at a time in a drawn order), each of which may
 be killed at any of its yield points (a step boundary, between stopping two products, right
 after a commit) or at its n-th yield inside a protection window; execution nodes lost mid-step
-inside windows; hosts that stop answering for a while or for good; Ctrl-C once or twice. At
+inside windows; hosts that stop answering for a while or for good; Ctrl-C once or twice; a step
+failing once on a host; a replacement breaking on its own on a host whose migration is under
+way (held against nobody until a verification has looked at it). At
 every yield point it checks, from the simulated hosts themselves, that no more than K hosts that
 were protected are without a running protecting product or a working replacement, and that
 every record says what is true. Then the outages end and one operator runs to the end: every
@@ -61,6 +63,16 @@ class Session:
 
 
 @dataclass(frozen=True)
+class Mishap:
+    """At a turn: a host's replacement breaks on its own (a bad signature push), or one
+    playbook fails once on it."""
+
+    turn: int
+    host: int
+    what: str  # "replacement breaks", or a playbook's name
+
+
+@dataclass(frozen=True)
 class Outage:
     """A host that stops answering at a turn: for a number of attempts, or for good."""
 
@@ -82,6 +94,9 @@ sessions = st.builds(
                                        st.integers(1, 8)),
     ctrl_c=st.none() | st.tuples(st.integers(1, 120), st.booleans()),
 )
+mishaps = st.builds(Mishap, turn=st.integers(0, 300), host=st.integers(0, 3),
+                    what=st.sampled_from(["replacement breaks"] * 3 + ["remove"] * 2 + [
+                        "install", "verify", "stage", "stage_check", "install_staged"]))
 outages = st.builds(Outage, turn=st.integers(0, 300), host=st.integers(0, 3),
                     attempts=st.none() | st.integers(1, 8),
                     back_at=st.none() | st.integers(1, 400))
@@ -102,6 +117,7 @@ def schedules(draw: st.DrawFn) -> dict[str, object]:
                      *draw(st.lists(sessions, max_size=3))],
         "turns": draw(st.lists(st.integers(0, 2), min_size=1, max_size=60)),
         "outages": draw(st.lists(outages, max_size=3)),
+        "mishaps": draw(st.lists(mishaps, max_size=3)),
     }
 
 
@@ -123,6 +139,11 @@ def play(directory: Path, plan: dict[str, object]) -> Schedule:
     todo: list[Session] = list(plan["sessions"])  # type: ignore[call-overload]
     turns: list[int] = list(plan["turns"])  # type: ignore[call-overload]
     down: list[Outage] = list(plan["outages"])  # type: ignore[call-overload]
+    mishaps_: list[Mishap] = list(plan["mishaps"])  # type: ignore[call-overload]
+    # A replacement that breaks on its own is only fair game on a host whose migration is
+    # under way (a migrated host's proof stands until a soak or remediation looks again).
+    breakable = {HostState.VERIFIED, HostState.REMOVE_FAILED, HostState.INTERRUPTED,
+                 HostState.INSTALL_FAILED, HostState.STAGED}
     running: dict[int, Session] = {}
     for turn in range(MAX_TURNS):
         for s in [s for s in todo if s.starts_at <= turn and s.op not in running]:
@@ -139,6 +160,24 @@ def play(directory: Path, plan: dict[str, object]) -> Schedule:
                     h.unreachable_for = o.attempts
             if o.back_at is not None and o.turn + o.back_at == turn:
                 h.reachable = True
+        for m in list(mishaps_):
+            if m.turn > turn:
+                continue
+            name = names[m.host % len(names)]
+            if m.what != "replacement breaks":
+                sched.fleet.fail_next.setdefault(name, set()).add(m.what)
+                mishaps_.remove(m)
+            else:
+                # The first turn it can: on that host, or on any host whose protection rests on
+                # its replacement alone (its KESL stopped), where a break matters most.
+                records = sched.records()
+                bare_kesl = [n for n in names if not sched.fleet.hosts[n].kesl_running]
+                for target in [name, *bare_kesl]:
+                    if records[target].state in breakable and (
+                            sched.fleet.break_replacement(target)):
+                        sched.seen["replacement broke on its own"] += 1
+                        mishaps_.remove(m)
+                        break
         live = [op for op in running if not sched.ops[op].finished]
         if not live and not todo:
             break
@@ -162,6 +201,7 @@ def recover(sched: Schedule, k: int) -> None:
     for h in sched.fleet.hosts.values():
         h.reachable, h.unreachable_for = True, 0
     sched.fleet.lose_next.clear()
+    sched.fleet.fail_next.clear()
     names = sorted(sched.fleet.hosts)
     for attempt in range(3):
         sched.start(0, names, "run", RunPolicy(max_unprotected=k, max_failed_percent=100,

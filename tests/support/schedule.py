@@ -161,6 +161,10 @@ class Schedule:
         if op.kill:
             raise Crash
 
+    def _committed(self, record: Any) -> None:
+        self.fleet.recorded(record.name)
+        self._yield()
+
     def _hook(self, _step: str, _point: str, _host: str | None, _book: str) -> None:
         self._yield()
 
@@ -184,7 +188,7 @@ class Schedule:
                             log=self.log.append, policy=op.policy)
             engine.sleep = lambda s: self._sleep(op, s)
             engine.monotonic = lambda: op.clock
-            engine.on_change = lambda _r: self._yield()
+            engine.on_change = self._committed
             op.engine = engine
             run_id = store.begin_run(op.command, f"op{op.index}", None)
             engine.run_id = run_id
@@ -283,8 +287,10 @@ class Schedule:
         self.violations += [f"{where}: {p}" for p in self.untrue()]
 
     def unprotected(self) -> list[str]:
-        """Hosts protected when the schedule began that are not now: the hosts' truth."""
-        return sorted(n for n in self.baseline if not self.fleet.hosts[n].protected)
+        """Hosts protected when the schedule began that are not now: the hosts' truth (but
+        for a replacement that broke on its own and that no verification has seen yet)."""
+        return sorted(n for n in self.baseline if not self.fleet.hosts[n].protected
+                      and n not in self.fleet.unseen_breaks)
 
     def records(self) -> dict[str, Any]:
         return {r.name: r for r in self.reader.all()}
@@ -296,7 +302,7 @@ class Schedule:
                   self.reader.db.execute("SELECT name, state FROM hosts").fetchall()}
         for name, host in self.fleet.hosts.items():
             state = states.get(name)
-            if state is None:
+            if state is None or name in self.fleet.unseen_breaks:
                 continue
             if name in self.baseline and not host.protected and state not in SLOT_STATES:
                 problems.append(f"{name} is unprotected but recorded {state.value}")

@@ -97,6 +97,33 @@ class SimFleet:
     hook: Hook | None = None
     # Hosts whose next step loses its execution node (the step happens, its result is lost).
     lose_next: set[str] = field(default_factory=set)
+    # Host -> playbooks whose next run on it fails (once each).
+    fail_next: dict[str, set[str]] = field(default_factory=dict)
+    # Hosts whose replacement broke on its own (a bad signature push) and that no probe has
+    # looked at since: nobody can know yet, so the oracle does not hold it against anyone.
+    # Once probed, the engine could tell that its protection rests on the replacement alone,
+    # and must find out whether it still works.
+    unseen_breaks: set[str] = field(default_factory=set)
+    probed: set[str] = field(default_factory=set)  # of those, probed: known once recorded
+
+    def _looked_at(self, name: str) -> None:
+        if name in self.unseen_breaks:
+            self.probed.add(name)
+
+    def recorded(self, name: str) -> None:
+        """The engine committed something about `name`: what a probe showed is known now."""
+        if name in self.probed:
+            self.probed.discard(name)
+            self.unseen_breaks.discard(name)
+
+    def break_replacement(self, name: str) -> bool:
+        """The replacement on `name` stops detecting, on its own. False if it has none."""
+        host = self.hosts[name]
+        if not host.clamav:
+            return False
+        host.clamav_works = False
+        self.unseen_breaks.add(name)
+        return True
     cancel: Callable[[], bool] = lambda: False
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -141,6 +168,12 @@ class SimFleet:
         if not host.answers():
             return StepResult(name, step, StepOutcome.UNREACHABLE,
                               "Failed to connect to the host via ssh: Connection timed out")
+        once = self.fail_next.get(name, set())
+        if book in once:
+            once.discard(book)
+            if book == "remove":  # as a password-protected KESL: stopped, then purge refused
+                self._stop_banned(host, request.host_vars.get(name, {}))
+            return StepResult(name, step, StepOutcome.FAILED, f"{base} broke this once")
         if name in self.fail.get(book, set()) | self.fail.get(base, set()):
             return StepResult(name, step, StepOutcome.FAILED, f"{base} broke")
         if request.check:
@@ -155,6 +188,8 @@ class SimFleet:
     def _apply(self, book: str, name: str, host: SimHost, request: StepRequest
                ) -> dict[str, Any]:
         if book == "discover":
+            if request.step != "evidence":  # the run's last read is for the report only
+                self._looked_at(name)
             return self.probe(host)
         if book == "preflight":
             if host.dpkg_broken:
@@ -166,6 +201,8 @@ class SimFleet:
             host.touched = True
             host.clamav = host.clamav_running = True
             host.clamav_works = True  # a fresh install from the repository repairs it
+            self.unseen_breaks.discard(name)
+            self.probed.discard(name)
             return {}
         if book == "stage":
             host.touched = True
@@ -189,6 +226,7 @@ class SimFleet:
         if book == "remove":
             return self._remove(name, host, request)
         if book == "verify":
+            self._looked_at(name)  # whatever it finds, the engine will know
             if not host.clamav_running:
                 raise _StepFailed("clamav-daemon.service is not running")
             if not host.clamav_works:
@@ -200,15 +238,20 @@ class SimFleet:
             return {}
         raise AssertionError(f"the simulated fleet does not know playbook {book}")
 
-    def _remove(self, name: str, host: SimHost, request: StepRequest) -> dict[str, Any]:
-        """remove.yml: stop the services one product after another, then purge."""
-        ids = list(request.host_vars.get(name, {}).get("avmigrate_remove_ids", []))
-        host.touched = True
-        if "kesl" in ids and host.kesl_running:
+    @staticmethod
+    def _stop_banned(host: SimHost, host_vars: dict[str, Any]) -> None:
+        if "kesl" in host_vars.get("avmigrate_remove_ids", []) and host.kesl_running:
+            host.touched = True
             host.kesl_running = False
             host.kesl_touched = True
             if host.fragile:
                 host.clamav_works = False
+
+    def _remove(self, name: str, host: SimHost, request: StepRequest) -> dict[str, Any]:
+        """remove.yml: stop the services one product after another, then purge."""
+        ids = list(request.host_vars.get(name, {}).get("avmigrate_remove_ids", []))
+        host.touched = True
+        self._stop_banned(host, request.host_vars.get(name, {}))
         self._at(request.step, "mid", name, "remove")
         if "klnagent64" in ids:
             host.agent_running = False

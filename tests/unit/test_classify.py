@@ -66,6 +66,14 @@ def probe(prior: HostState, found: HostFacts, verified: bool = False,
         (HostState.MIGRATED, facts((KESL_ON,)), False, HostState.PENDING),
         (HostState.VERIFIED, facts((KESL_ON,), replacement=True), False, HostState.VERIFIED),
         (HostState.STAGED, facts((KESL_ON,)), False, HostState.STAGED),
+        # Touched, KESL stopped: only the replacement's own verification is protection.
+        (HostState.REMOVE_FAILED, facts((KESL_OFF,), replacement=True), False,
+         HostState.UNPROTECTED),
+        (HostState.REMOVE_FAILED, facts((KESL_OFF,), replacement=True), True,
+         HostState.VERIFIED),
+        (HostState.INSTALL_FAILED, facts((AGENT_ON,)), False, HostState.UNPROTECTED),
+        # A migrated host keeps the proof of its migration.
+        (HostState.MIGRATED, facts(()), False, HostState.MIGRATED),
     ],
 )
 def test_settle_after_probe(prior: HostState, found: HostFacts, verified: bool,
@@ -83,10 +91,17 @@ def test_only_a_product_the_catalogue_says_protects_is_evidence() -> None:
 def test_problems_block_only_an_untouched_host() -> None:
     assert probe(HostState.PENDING, facts((KESL_ON,)), problems=("low disk",)) == (
         HostState.BLOCKED)
-    # Case 11 of issue 12: a host whose KESL a removal stopped is not "untouched".
+    # Case 11 of issue 12: a touched host is never called blocked ("untouched"). With KESL
+    # still running it keeps its state; with KESL stopped its protection rests on the
+    # replacement alone: verified by the probe, or unprotected.
     for touched in (HostState.REMOVE_FAILED, HostState.INSTALL_FAILED, HostState.VERIFIED,
                     HostState.STAGED):
-        assert probe(touched, facts((KESL_OFF,)), problems=("dpkg was interrupted",)) == touched
+        broken = ("dpkg was interrupted",)
+        assert probe(touched, facts((KESL_ON,)), problems=broken) == touched
+        assert probe(touched, facts((KESL_OFF,), replacement=True), problems=broken) == (
+            HostState.UNPROTECTED)
+        assert probe(touched, facts((KESL_OFF,), replacement=True), verified=True,
+                     problems=broken) == HostState.VERIFIED
 
 
 @pytest.mark.parametrize(

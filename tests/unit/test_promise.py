@@ -166,6 +166,24 @@ def test_5_make_before_break_removals_take_budget_slots(tmp_path: Path) -> None:
     assert not untrue_records(w)
 
 
+def test_5b_a_host_protected_by_its_replacement_alone_is_proven_again(tmp_path: Path) -> None:
+    """h0's KESL was stopped by a removal whose purge failed: remove_failed, its replacement
+    verified. Later its clamd stops detecting (a bad signature push) and a reinstall fails.
+    The next run must find it unprotected (it holds a slot), and no removal may start
+    elsewhere meanwhile."""
+    w = World(tmp_path, 2)
+    w.when("remove", "mid", "h0", lambda: setattr(w.host("h0"), "dpkg_broken", True))
+    w.run(w.engine(MBB1, names=["h0"]))
+    assert w.states()["h0"] == HostState.REMOVE_FAILED
+    w.host("h0").clamav_works = False
+    w.fleet.fail["install"] = {"h0"}
+    w.run(w.engine(MBB1, names=["h0"]))
+    assert w.states()["h0"] == HostState.UNPROTECTED, w.record("h0")
+    w.run(w.engine(MBB1, names=["h1"]))
+    assert w.host("h1").kesl_running, "h1 was removed while h0 had no protection"
+    assert not untrue_records(w)
+
+
 # ---- 7. Ctrl-C touches only the run's own hosts ------------------------------------------------
 def test_7_ctrl_c_does_not_touch_hosts_another_run_holds(tmp_path: Path) -> None:
     w = World(tmp_path, 2)
