@@ -35,7 +35,10 @@ class LeaseKeeper:
         self._why = ""
         self._renewed = time.monotonic()
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._losing = False
         self._thread: threading.Thread | None = None
+        self._monitor: threading.Thread | None = None
 
     def __enter__(self) -> LeaseKeeper:
         self.epoch = self.store.acquire_lease(self.holder, self.ttl, self.hosts)
@@ -43,7 +46,20 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._renew, name="avmigrate-lease",
                                         daemon=True)
         self._thread.start()
+        # A renewal can also hang (a lock held, a database that stopped answering): a second
+        # thread gives the lease up once no renewal succeeded for half its life.
+        self._monitor = threading.Thread(target=self._watch, name="avmigrate-lease-watch",
+                                         daemon=True)
+        self._monitor.start()
         return self
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, self.ttl / 6)):
+            if self._losing:
+                return
+            if (why := self.problem()) is not None:
+                self._lose(f"{why}; the run stopped before its lease could expire")
+                return
 
     @property
     def claimed(self) -> frozenset[str] | None:
@@ -57,7 +73,7 @@ class LeaseKeeper:
 
     def problem(self) -> str | None:
         """Why this run must start no further step, or None while its lease is sound."""
-        if self.lost.is_set():
+        if self._losing:
             return self._why
         stale = time.monotonic() - self._renewed
         if stale > self.ttl / 2:
@@ -68,11 +84,17 @@ class LeaseKeeper:
         return None
 
     def _lose(self, why: str) -> None:
-        self._why = why
-        self.lost.set()
+        """Once: stop the run (on_lost), then say the lease is lost, so that whoever waits on
+        `lost` finds the run already stopping."""
+        with self._lock:
+            if self._losing:
+                return
+            self._losing = True
+            self._why = why
         if self.on_lost is not None:
             with contextlib.suppress(Exception):
                 self.on_lost(why)
+        self.lost.set()
 
     def _renew(self) -> None:
         try:
@@ -88,14 +110,17 @@ class LeaseKeeper:
                     self._lose(str(exc))
                     return
                 except Exception as exc:  # noqa: BLE001 - retried until it is too late
-                    self._why = f"renewal failed: {type(exc).__name__}: {exc}"
+                    failed = f"renewal failed: {type(exc).__name__}: {exc}"
                     if time.monotonic() - self._renewed > self.ttl / 2:
-                        self._lose(f"the lease could not be renewed ({self._why}); the run "
+                        self._lose(f"the lease could not be renewed ({failed}); the run "
                                    "stopped before it could expire")
                         return
+                    if not self._losing:
+                        self._why = failed
                     continue
                 self._renewed = time.monotonic()
-                self._why = ""
+                if not self._losing:
+                    self._why = ""
         except BaseException as exc:  # noqa: BLE001 - the thread must not die silently
             self._lose(f"the lease renewal thread died ({type(exc).__name__}: {exc})")
         finally:
@@ -105,7 +130,8 @@ class LeaseKeeper:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._done.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for t in (self._thread, self._monitor):
+            if t is not None:
+                t.join(timeout=5)
         with contextlib.suppress(Exception):
             self.store.release_lease(self.epoch)

@@ -106,8 +106,14 @@ def _is_openssh(exe: str) -> bool:
         os.path.realpath(shutil.which(exe) or exe) == os.path.realpath(found))
 
 
+# Options of OpenSSH's ssh that take an argument (its getopt string): in "-4o X" the `o` takes
+# the rest of the word or the next word, as ssh reads it.
+_SSH_ARG_LETTERS = frozenset("bceilmopBDEFIJLOPQRSwW")
+
+
 def ssh_args_problem(text: str) -> str | None:
-    """Why these ssh command-line arguments could weaken host key checking, or None."""
+    """Why these ssh command-line arguments could weaken host key checking, or None. They are
+    read as ssh's getopt reads them (clustered flags, an option's argument glued or next)."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -115,17 +121,24 @@ def ssh_args_problem(text: str) -> str | None:
     i = 0
     while i < len(words):
         word = words[i]
-        if word in ("-o", "-F") and i + 1 < len(words):
-            value, i = words[i + 1], i + 2
-        elif word.startswith(("-o", "-F")) and len(word) > 2:
-            value, i = word[2:], i + 1
-        else:
-            i += 1
+        i += 1
+        if word == "--":
+            break
+        if not word.startswith("-") or len(word) < 2:
             continue
-        problem = (_option_problem(value) if word.startswith("-o")
-                   else _config_file_problem(value))
-        if problem is not None:
-            return problem
+        for j in range(1, len(word)):
+            letter = word[j]
+            if letter not in _SSH_ARG_LETTERS:
+                continue
+            value = word[j + 1:]
+            if not value and i < len(words):
+                value = words[i]
+                i += 1
+            problem = (_option_problem(value) if letter == "o"
+                       else _config_file_problem(value) if letter == "F" else None)
+            if problem is not None:
+                return problem
+            break  # the rest of the word was this option's argument
     return None
 
 
@@ -137,21 +150,46 @@ def _option_problem(option: str) -> str | None:
         return f"StrictHostKeyChecking {value or '(empty)'} is not strict host key checking"
     if key == "knownhostscommand":
         return "KnownHostsCommand lets a program vouch for host keys"
+    if key in ("include", "match"):
+        return (f"{key.capitalize()} is not followed by avmigrate's checks; put the host key "
+                "settings in the file itself")
     if key in ("userknownhostsfile", "globalknownhostsfile"):
         for path in value.split() or ["(empty)"]:
             if path.lower() in ("/dev/null", "none", "(empty)"):
                 return f"{key} {path} throws every host key away"
-            if key == "globalknownhostsfile" and _writable_by_others(Path(path)):
-                return f"GlobalKnownHostsFile {path} can be written by other users"
+            if "%" in path:
+                return f"{key} {path}: a path with ssh's % tokens cannot be checked; name the file"
+            if _writable_by_others(Path(path).expanduser()):
+                return (f"{key} {path} (or the directory it is in) can be written by other "
+                        "users, who could add a key to it")
     return None
 
 
+def _others_may_write(st: os.stat_result) -> bool:
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or st.st_uid not in (0, os.getuid())
+
+
 def _writable_by_others(path: Path) -> bool:
+    """Could another user put a key in this known_hosts file: write it, replace it in its
+    directory, or create it where it is missing?"""
     try:
         st = path.stat()
     except OSError:
-        return False  # a missing file vouches for no key: checking fails closed
-    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or st.st_uid not in (0, os.getuid())
+        st = None
+    if st is not None and _others_may_write(st):
+        return True
+    parent = path.parent
+    while True:
+        try:
+            dst = parent.stat()
+        except OSError:
+            parent = parent.parent
+            continue
+        if not _others_may_write(dst):
+            return False
+        # A sticky directory (/tmp) keeps others from replacing a file we own, not from
+        # creating one that is missing.
+        return st is None or not dst.st_mode & stat.S_ISVTX
 
 
 def _config_file_problem(path: str) -> str | None:

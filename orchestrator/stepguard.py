@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import procs
+from orchestrator.errors import ExecutionError
 
 # The guard, self-contained (standard library only): it must start fast and need nothing of
 # ours. It runs as `ansible-playbook`; the real one is named in its environment.
@@ -137,18 +139,33 @@ sys.exit(code if code >= 0 else 128 - code)
 
 
 def run_dir() -> Path:
-    """Where this machine's runs keep their guard and step registry (gone at reboot, as the
-    processes it names are)."""
+    """Where this user's runs keep their guard and step registry, private to the user (gone
+    at reboot, as the processes it names are)."""
     given = os.environ.get("AVMIGRATE_RUN_DIR")
     if given:
-        return Path(given)
-    if os.geteuid() == 0:
-        return Path("/run/avmigrate")
-    return Path(tempfile.gettempdir()) / f"avmigrate-{os.getuid()}"
+        base = Path(given)
+    elif os.geteuid() == 0:
+        base = Path("/run/avmigrate")
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "avmigrate"
+    else:
+        base = Path(tempfile.gettempdir()) / f"avmigrate-{os.getuid()}"
+    return _private(base)
+
+
+def _private(path: Path) -> Path:
+    """`path`, a directory of this user's that nobody else may write (made if missing): the
+    guard run from it is handed the run's secrets, and its registry decides what is killed."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ExecutionError(f"{path} is not a private directory of this user (a symlink, "
+                             "another owner, or open to others); remove it and run again")
+    return path
 
 
 def registry() -> Path:
-    return run_dir() / "steps"
+    return _private(run_dir() / "steps")
 
 
 def state_key(state: str) -> str:
@@ -173,14 +190,13 @@ class Guard:
     def install(cls, state: str) -> Guard:
         text = _GUARD.format(python=sys.executable)
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-        bindir = run_dir() / f"guard-{digest}"
-        program = bindir / "ansible-playbook"
-        if not program.is_file():
-            bindir.mkdir(parents=True, mode=0o700, exist_ok=True)
-            tmp = bindir / f".ansible-playbook.{os.getpid()}"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.chmod(0o700)
-            tmp.replace(program)
+        bindir = _private(run_dir() / f"guard-{digest}")
+        # Written afresh every time (atomically): what runs is always our own text.
+        tmp = bindir / f".ansible-playbook.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        tmp.replace(bindir / "ansible-playbook")
         return cls(bindir, state)
 
     def env(self, real: str, step: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from orchestrator.engine import RunPolicy
 from orchestrator.lease import LeaseKeeper
 from orchestrator.models import HostState
 from orchestrator.policy import Policy
-from orchestrator.state import LeaseHeld, LeaseHolder, SqliteStore
+from orchestrator.state import LeaseHeld, LeaseHolder, LeaseLost, SqliteStore
 
 from ..support.sim import Crash
 from ..support.world import World, untrue_records
@@ -216,6 +217,73 @@ def test_8a_a_renewal_failure_is_noticed(tmp_path: Path) -> None:
         assert keeper.lost.wait(5), "the renewal thread died and nothing noticed"
 
 
+class _HangingRenewals(SqliteStore):
+    """A renewal that hangs (a lock held elsewhere, a database that stopped answering) until
+    the test lets it go, so that no thread outlives the test."""
+
+    release = threading.Event()
+
+    def renew_lease(self, epoch: int, ttl: float) -> None:  # noqa: ARG002
+        self.release.wait(60)
+
+
+@pytest.fixture(autouse=True)
+def _no_hang_left() -> Iterator[None]:
+    _HangingRenewals.release.clear()
+    yield
+    _HangingRenewals.release.set()
+
+
+def test_8a_a_renewal_that_hangs_is_noticed_too(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(path)
+    store.ensure_hosts(["h0"])
+    said: list[str] = []
+    keeper = LeaseKeeper(store, lambda: _HangingRenewals(path), "alice", ttl=1.2,
+                         hosts=["h0"], on_lost=said.append)
+    with keeper:
+        assert keeper.lost.wait(5), "a hanging renewal went unnoticed"
+        assert said and "has not been renewed" in said[0]
+        assert keeper.problem() is not None
+        _HangingRenewals.release.set()
+
+
+def test_8a_a_lost_lease_stops_the_run_before_its_next_step(tmp_path: Path) -> None:
+    w = World(tmp_path, 2)
+    trouble: list[str] = []
+    engine = w.engine(MBB1, guard=lambda: trouble[0] if trouble else None)
+    engine.discover(["h0", "h1"])
+    w.when("install", "after", None, lambda: trouble.append("the lease renewal thread died"))
+    steps = len(w.fleet.calls)
+    with pytest.raises(LeaseLost, match="no further step was started"):
+        engine.run(w.plan(engine))
+    started = [s for s, _ in w.fleet.calls[steps:]]
+    assert started[-1] == "install", started  # nothing after the step under way
+    assert all(h.kesl_running for h in w.fleet.hosts.values())
+
+
+def test_8a_the_cli_aborts_the_running_step_when_its_lease_is_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import cli  # noqa: PLC0415
+    from orchestrator.executor import RunnerExecutor  # noqa: PLC0415
+
+    monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
+    state = tmp_path / "s.db"
+    SqliteStore(state).ensure_hosts(["h0"])
+    ctx = cli.Context(str(state), None, 0)
+    w = World(tmp_path, 1)
+    engine = w.engine()
+    engine.executor = RunnerExecutor(cli.executor_mod.ExecConfig(artifacts_dir=tmp_path / "a"))
+    keeper = ctx.lease(["h0"], engine)
+    keeper.open_other = lambda: _HangingRenewals(state)
+    keeper.ttl = 1.2
+    with keeper:
+        assert keeper.lost.wait(5)
+        assert engine.stop.is_set() and engine.executor.cancel.is_set()
+        assert engine.guard is not None and engine.guard() is not None
+        _HangingRenewals.release.set()
+
+
 def test_8b_lease_expiry_is_judged_by_the_database_clock(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
@@ -248,11 +316,37 @@ def test_8c_a_live_holder_in_another_container_with_our_host_name_keeps_its_leas
     "-o 'StrictHostKeyChecking ask'", "-o KnownHostsCommand=/bin/cat",
     "-o UserKnownHostsFile=/dev/null", "-o GlobalKnownHostsFile=/tmp/anyone-can-write",
     "-o stricthostkeychecking=accept-new",
+    # As ssh's getopt reads them: clustered flags, the argument glued or in the next word.
+    "-4o KnownHostsCommand=/bin/cat", "-vvo StrictHostKeyChecking=no",
+    "-C -4oStrictHostKeyChecking=no",
+    # A file anyone may create, in a world-writable directory.
+    "-o UserKnownHostsFile=/tmp/avmigrate-test-missing-known-hosts",
 ])
 def test_9_lax_host_key_options_are_refused(value: str) -> None:
     Path("/tmp/anyone-can-write").touch()
     Path("/tmp/anyone-can-write").chmod(0o666)
     assert names.host_key_problem({"ansible_ssh_common_args": value}) is not None, value
+
+
+def test_9_an_ssh_config_file_is_judged_with_what_it_includes(tmp_path: Path) -> None:
+    (tmp_path / "evil.conf").write_text("KnownHostsCommand /bin/cat\n")
+    for body in (f"Include {tmp_path}/evil.conf\n", "Match exec true\n  StrictHostKeyChecking no\n",
+                 "Host jump\n  StrictHostKeyChecking accept-new\n"):
+        (tmp_path / "ssh.cfg").write_text(body)
+        problem = names.host_key_problem({"ansible_ssh_common_args": f"-F {tmp_path}/ssh.cfg"})
+        assert problem is not None and "ssh.cfg:" in problem, body
+
+
+def test_9_strict_settings_of_a_real_estate_are_accepted(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    (tmp_path / "ssh.cfg").write_text(f"Host jump\n  UserKnownHostsFile {known}\n"
+                                      "  StrictHostKeyChecking yes\n")
+    for args in (f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes",
+                 f"-F {tmp_path}/ssh.cfg -o ControlMaster=auto -o ControlPersist=60s",
+                 "-C -4 -o ServerAliveInterval=5", "-o 'ProxyJump admin@jump'"):
+        assert names.host_key_problem({"ansible_ssh_common_args": args}) is None, args
 
 
 # ---- 10. the audit log vouches for every host's current state ---------------------------------

@@ -8,7 +8,6 @@ If the step's guard itself could not act, the next run of the same state ends wh
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -162,5 +161,29 @@ def test_the_guard_passes_the_steps_exit_status_through(tmp_path: Path,
     assert done.returncode == 3
     assert done.stdout.strip() == "args: -i x play.yml"
     assert not list(stepguard.registry().glob("*.json"))  # it cleaned up after itself
-    assert procs.alive(os.getpid())
-    assert dataclasses.is_dataclass(guard)
+
+
+def test_a_guard_directory_others_could_write_is_refused(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard runs as the operator and is handed the run's secrets: it is never taken from
+    a directory another user could have planted it in."""
+    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.errors import ExecutionError  # noqa: PLC0415
+
+    shared = tmp_path / "run"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(shared))
+    with pytest.raises(ExecutionError, match="not a private directory"):
+        stepguard.Guard.install("k")
+    shared.chmod(0o700)
+    planted = shared / "elsewhere"
+    planted.mkdir()
+    (shared / "steps").symlink_to(planted)
+    with pytest.raises(ExecutionError, match="not a private directory"):
+        stepguard.registry()
+    guard = stepguard.Guard.install("k")
+    program = guard.bindir / "ansible-playbook"
+    program.write_text("#!/bin/sh\necho planted\n")
+    assert "planted" not in stepguard.Guard.install("k").bindir.joinpath(
+        "ansible-playbook").read_text()  # rewritten before every use
