@@ -1,4 +1,5 @@
-"""Faults on real lab hosts: the orchestrator killed, hosts powered off, cut off, full.
+"""Faults on real lab hosts: the orchestrator killed, a host powered off, its sshd killed,
+Ctrl-C. (Network cuts and a full disk: test_cuts.py, on a lab of its own.)
 
 After each: no more than K hosts were ever without protection (sampled on the hosts
 themselves during the run: KESL running or clamd detecting EICAR), no committed state was
@@ -13,30 +14,32 @@ import dataclasses
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator import ssh
-from orchestrator.lab.lab import Lab, LabHost, LabInfo
+from orchestrator.lab.lab import Lab
 from orchestrator.models import HostState
-from orchestrator.protection import EICAR_B64
 from orchestrator.state import SqliteStore
 
-from ..support.lab import Sampler, kill_orchestrator, start_run
+from ..support.faultlab import (
+    SAMPLERS,
+    K,
+    check_migrated,
+    check_record,
+    finish,
+    lab_fixture,
+    up,
+    wait_state,
+)
+from ..support.lab import kill_orchestrator, start_run
 
 pytestmark = pytest.mark.lab
 
-# Two labs, so that `make test` can run the two halves of these tests side by side (xdist
-# groups); a test's group names its lab.
-FIRST, SECOND = pytest.mark.xdist_group("fault"), pytest.mark.xdist_group("cut")
-HERE = Path(__file__).parent
-K = 1
+lab = lab_fixture("fault")
 
 
 @pytest.fixture
@@ -44,102 +47,6 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-SAMPLERS: list[Sampler] = []
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """A fresh fault lab per test; every lab it brings up is sampled while the test runs."""
-    group = request.node.get_closest_marker("xdist_group")
-    the_lab = Lab(group.args[0] if group else "fault")
-    yield the_lab
-    for sampler in SAMPLERS:
-        sampler.__exit__()
-    seen = [(s.max_unprotected, s.seen) for s in SAMPLERS]
-    SAMPLERS.clear()
-    the_lab.down([])
-    assert the_lab.leftovers() == []
-    for peak, moments in seen:
-        assert peak <= K, f"sampled more than {K} unprotected hosts at once: {moments}"
-
-
-def up(lab: Lab, hosts: int, scenario: str = "fleet_kesl.yml") -> LabInfo:
-    info = lab.up(hosts, HERE / scenario, [])
-    SAMPLERS.append(Sampler(lab, info).__enter__())
-    return info
-
-
-def state_of(workdir: Path, host: str) -> str | None:
-    db = workdir / "state.db"
-    if not db.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute("SELECT state FROM hosts WHERE name = ?", (host,)).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])
-
-
-def wait_state(workdir: Path, host: str, states: set[str], proc: subprocess.Popen[str],
-               timeout: float = 300) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = state_of(workdir, host)
-        if s in states:
-            return s
-        if proc.poll() is not None:
-            pytest.fail(f"run ended (exit {proc.returncode}) before {host} reached {states}; "
-                        f"last state {s}; see {workdir / 'runs.log'}")
-        time.sleep(0.2)
-    pytest.fail(f"{host} did not reach {states} in {timeout}s")
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 900) -> int:
-    return proc.wait(timeout=timeout)
-
-
-def check_migrated(info: LabInfo, host: LabHost) -> None:
-    target = info.target(host)
-    _, out, _ = ssh.run(target, "dpkg-query -W -f '${Status}' kesl klnagent64")
-    assert "install ok installed" not in out, host.name
-    assert ssh.run(target, "pgrep -f /opt/kaspersky/")[0] == 1, host.name
-    _, out, _ = ssh.run(target, f"echo {EICAR_B64} | base64 -d > /tmp/e.test; clamdscan "
-                                "--fdpass --no-summary /tmp/e.test; echo rc=$?; rm -f /tmp/e.test")
-    assert "FOUND" in out and "rc=1" in out, (host.name, out)
-
-
-def check_record(workdir: Path) -> SqliteStore:
-    """The state is whole, and its audit log vouches for every host's state."""
-    store = SqliteStore(workdir / "state.db")
-    assert store.integrity_ok()
-    verdict = store.audit_verify()
-    assert verdict.ok, verdict.problems
-    return store
-
-
-@SECOND
-def test_swap_stays_within_the_protection_budget(lab: Lab, workdir: Path) -> None:
-    info = up(lab, 3)
-    sampler = SAMPLERS[-1]
-    proc = start_run(workdir, info.inventory, "--strategy", "swap", "--max-unprotected", str(K))
-    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
-    assert sampler.samples > 20
-    assert sampler.max_unprotected <= K, sampler.seen
-    assert sampler.seen, "the sampler never saw a swap window: it proves nothing"
-    store = check_record(workdir)
-    for r in store.all():
-        assert r.state == HostState.MIGRATED
-        assert r.strategy == "swap"
-        assert r.gap_seconds is not None and r.gap_seconds > 0
-    for host in info.hosts:
-        check_migrated(info, host)
-
-
-@FIRST
 def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) -> None:
     kills_wanted = int(os.environ.get("AVMIGRATE_KILLS", "10"))
     rng = random.Random(int(os.environ.get("AVMIGRATE_KILL_SEED", "20241")))
@@ -180,7 +87,6 @@ def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) 
           f"{samples} samples, at most {peak} unprotected at once")
 
 
-@FIRST
 def test_host_powered_off_mid_install(lab: Lab, workdir: Path) -> None:
     info = up(lab, 3)
     victim = info.hosts[1]
@@ -200,55 +106,6 @@ def test_host_powered_off_mid_install(lab: Lab, workdir: Path) -> None:
         check_migrated(info, host)
 
 
-@SECOND
-def test_network_cut_mid_removal_is_waited_for_through_the_reconnect_window(
-        lab: Lab, workdir: Path) -> None:
-    """Make-before-break: the network of a host goes down right after its removal began. The
-    host keeps its budget slot, the run retries it with backoff, and when the network is back
-    within the window its final verification runs: migrated, proven, in the same run."""
-    info = up(lab, 2)
-    victim = info.hosts[1]
-    proc = start_run(workdir, info.inventory, "--reconnect-window", "240")
-    wait_state(workdir, victim.name, {"removing"}, proc)
-    lab.cut_network(victim)
-    time.sleep(20)
-    assert proc.poll() is None, "the run gave up on a host in its window"
-    assert state_of(workdir, victim.name) == "removing"  # it holds its slot meanwhile
-    lab.restore_network(victim)
-    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
-    assert "in their protection window do not answer" in (workdir / "runs.log").read_text()
-    store = check_record(workdir)
-    rec = store.get(victim.name)
-    assert rec is not None and rec.state == HostState.MIGRATED, rec
-    for host in info.hosts:
-        check_migrated(info, host)
-
-
-@SECOND
-def test_network_cut_past_the_reconnect_window_is_unprotected_then_restored(
-        lab: Lab, workdir: Path) -> None:
-    info = up(lab, 2)
-    victim = info.hosts[1]
-    proc = start_run(workdir, info.inventory, "--reconnect-window", "15")
-    wait_state(workdir, victim.name, {"removing"}, proc)
-    lab.cut_network(victim)
-    assert finish(proc) == 5, (workdir / "runs.log").read_text()[-3000:]
-    store = check_record(workdir)
-    rec = store.get(victim.name)
-    assert rec is not None
-    # Unknown is unprotected: its final verification could not run (no longer remove_failed).
-    assert rec.state == HostState.UNPROTECTED, rec
-    assert "did not answer for 15s" in rec.reason
-    store.close()
-    lab.restore_network(victim)
-    proc = start_run(workdir, info.inventory)
-    assert finish(proc) == 0, (workdir / "runs.log").read_text()[-3000:]
-    check_record(workdir)
-    for host in info.hosts:
-        check_migrated(info, host)
-
-
-@FIRST
 def test_sshd_killed_mid_swap_is_unprotected_stops_removals_then_recovers(
         lab: Lab, workdir: Path) -> None:
     info = up(lab, 3)
@@ -281,26 +138,6 @@ def test_sshd_killed_mid_swap_is_unprotected_stops_removals_then_recovers(
         check_migrated(info, host)
 
 
-@SECOND
-def test_disk_filled_mid_install_leaves_kaspersky_running(lab: Lab, workdir: Path) -> None:
-    info = up(lab, 2, "fleet_small_disk.yml")
-    victim = info.hosts[1]
-    proc = start_run(workdir, info.inventory)
-    wait_state(workdir, victim.name, {"installing"}, proc)
-    lab.exec(victim, ["dd", "if=/dev/zero", "of=/var/cache/apt/archives/filler", "bs=1M",
-                      "count=64"], check=False)
-    assert finish(proc) == 4
-    store = check_record(workdir)
-    rec = store.get(victim.name)
-    assert rec is not None
-    assert rec.state == HostState.INSTALL_FAILED, rec
-    assert "banned product untouched" in rec.reason
-    assert lab.protection(victim, ("kesl.service",))["kesl.service"]
-    first = store.get(info.hosts[0].name)
-    assert first is not None and first.state == HostState.MIGRATED
-
-
-@FIRST
 def test_ctrl_c_once_finishes_the_step_twice_aborts_and_both_resume(lab: Lab,
                                                                      workdir: Path) -> None:
     info = up(lab, 3)

@@ -25,7 +25,7 @@ from orchestrator.state import SqliteStore
 from tests.integration.test_html_browser import check_page
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("labmig")]
+pytestmark = pytest.mark.lab
 
 LAB = "test"
 HOSTS = 8

@@ -18,7 +18,7 @@ import pytest
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("nodes")]
+pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
 AVMIGRATE = [sys.executable, "-m", "orchestrator"]

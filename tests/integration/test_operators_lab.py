@@ -17,7 +17,7 @@ from orchestrator.lab.lab import Lab
 from tests.conftest import postgres_server_url
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("ops")]
+pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
 

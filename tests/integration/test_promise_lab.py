@@ -31,7 +31,7 @@ from tests.conftest import postgres_server_url
 from ..support.lab import Sampler, kill_orchestrator, start_run
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("promise")]
+pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,7 +18,7 @@ from orchestrator import ssh
 from orchestrator.lab.lab import Lab, LabInfo
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("sec")]
+pytestmark = pytest.mark.lab
 
 LAB = "sec"
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ from orchestrator.lab.lab import Lab
 from orchestrator.sweep import sweep
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("swp")]
+pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
 

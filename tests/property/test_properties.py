@@ -233,4 +233,6 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 TestStoreMachine = StoreMachine.TestCase
-TestStoreMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+# A busy machine (labs booting beside it in `make test`) must not fail it on speed alone.
+TestStoreMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])

@@ -58,7 +58,8 @@ def kill_orchestrator(proc: subprocess.Popen[str], timeout: float = 15.0) -> lis
     while time.monotonic() < deadline:
         left = [f"{info.get('step')} (guard {info['pid']}, child {info.get('child')})"
                 for info in _steps() if info.get("owner") == proc.pid and (
-                    pid_alive(int(info["pid"])) or pid_alive(int(info.get("child") or 0)))]
+                    pid_alive(int(str(info["pid"])))
+                    or pid_alive(int(str(info.get("child") or 0))))]
         if not left:
             break
         time.sleep(0.2)

@@ -253,7 +253,7 @@ def test_generated_yaml_matches_ansible(tmp_path: Path, fleet: dict[str, Any]) -
     assert _fast(path) == _ansible(path)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(VALUES, st.text(alphabet="0123456789abcxyj.-+_'\"[](){}:, eE#",
                                       max_size=12)))
 def test_ini_values_are_typed_as_ansible_types_them(text: str) -> None:
