@@ -5,7 +5,9 @@ orchestrator (the OOM killer, a lost terminal, SIGKILL) would leave the step run
 changing hosts while the next run re-probes them and acts. So the executor puts a guard in
 front of it on PATH: a small program that makes itself the step's subreaper, asks the kernel
 to signal it when the orchestrator dies (PR_SET_PDEATHSIG, and a once-a-second check of its
-parent as a second line), and then kills every process of the step. It records itself in a
+parent as a second line), and then kills every process of the step. It does the same when the
+orchestrator stays stopped (Ctrl-Z, SIGSTOP) for STOPPED_LIMIT_S: a stopped run renews no
+lease, and its step must end before the lease expires and another operator takes the hosts. It records itself in a
 registry, so that a later run on this machine that finds a dead run's step still alive (its
 guard could not act) ends it, and says so, before it re-probes the hosts.
 """
@@ -27,6 +29,10 @@ from pathlib import Path
 
 from orchestrator import procs
 from orchestrator.errors import ExecutionError
+
+# A step of an orchestrator stopped this long is ended: below half of a lease's life (30 s),
+# after which renewals count as failed.
+STOPPED_LIMIT_S = 10.0
 
 # The guard, self-contained (standard library only): it must start fast and need nothing of
 # ours. It runs as `ansible-playbook`; the real one is named in its environment.
@@ -113,10 +119,27 @@ with open(record + ".tmp", "w") as fh:
 os.replace(record + ".tmp", record)
 
 
+def stopped():
+    try:
+        with open(f"/proc/{{owner}}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 def watch():
+    since = None
     while True:
         time.sleep(1)
         if orphaned():
+            end()
+        # An orchestrator stopped (Ctrl-Z, SIGSTOP) renews no lease: end its step before the
+        # lease could expire and another operator take these hosts.
+        if not stopped():
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since > {stopped_limit}:
             end()
 
 
@@ -188,7 +211,7 @@ class Guard:
 
     @classmethod
     def install(cls, state: str) -> Guard:
-        text = _GUARD.format(python=sys.executable)
+        text = _GUARD.format(python=sys.executable, stopped_limit=STOPPED_LIMIT_S)
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         bindir = _private(run_dir() / f"guard-{digest}")
         # Written afresh every time (atomically): what runs is always our own text.

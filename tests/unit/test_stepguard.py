@@ -104,6 +104,27 @@ def test_a_step_dies_with_its_orchestrator_killed_alone(step: tuple[Path, str, s
              "the step's processes outlived the orchestrator")
 
 
+def test_a_step_of_a_stopped_orchestrator_ends_before_its_lease_could_expire(
+        step: tuple[Path, str, str]) -> None:
+    """Ctrl-Z or SIGSTOP: the orchestrator renews no lease while stopped, so its step must
+    not go on changing hosts another operator may take over once the lease expired."""
+    from orchestrator import stepguard  # noqa: PLC0415
+
+    work, marker, key = step
+    orchestrator = start(work, key)
+    try:
+        wait_for(lambda: sleeping(marker), 90, "the step's task did not start")
+        orchestrator.send_signal(signal.SIGSTOP)
+        time.sleep(stepguard.STOPPED_LIMIT_S / 2)
+        assert holding(marker, work), "the step ended long before its limit"
+        wait_for(lambda: not holding(marker, work), stepguard.STOPPED_LIMIT_S + 5,
+                 "the step of a stopped orchestrator went on")
+    finally:
+        orchestrator.send_signal(signal.SIGKILL)
+        orchestrator.send_signal(signal.SIGCONT)
+        orchestrator.wait(timeout=30)
+
+
 def test_a_later_run_ends_a_step_its_guard_could_not(step: tuple[Path, str, str]) -> None:
     from orchestrator import stepguard  # noqa: PLC0415
 
