@@ -7,9 +7,10 @@ front of it on PATH: a small program that makes itself the step's subreaper, ask
 to signal it when the orchestrator dies (PR_SET_PDEATHSIG, and a once-a-second check of its
 parent as a second line), and then kills every process of the step. It does the same when the
 orchestrator stays stopped (Ctrl-Z, SIGSTOP) for STOPPED_LIMIT_S: a stopped run renews no
-lease, and its step must end before the lease expires and another operator takes the hosts. It records itself in a
-registry, so that a later run on this machine that finds a dead run's step still alive (its
-guard could not act) ends it, and says so, before it re-probes the hosts.
+lease, and its step must end before the lease expires and another operator takes the hosts.
+It records itself in a registry, so that a later run on this machine that finds a dead run's
+step still alive (its guard could not act) ends it, and says so, before it re-probes the
+hosts.
 """
 
 from __future__ import annotations
