@@ -12,9 +12,11 @@ before doing anything else to them. The node is not used again in this run.
 
 No worker outlives the run that started it: on the node it runs under a small watchdog that
 holds the SSH channel's input open and ends the worker's whole process tree when that input
-closes (the controller finished, or died: its kernel closes the connection). A worker whose
-controller vanished without closing it (a power loss) is found by the next run of the same
-state from this machine, which ends it before the node is used.
+closes (the controller finished, or died: its kernel closes the connection), or when it falls
+silent: after the job the controller sends a heartbeat every HEARTBEAT_S, so a controller
+that vanished without closing the connection (a power loss, a cut network) is noticed within
+NODE_SILENCE_S, before its lease could expire. A worker left behind anyway is found by the
+next run of the same state from this machine, which ends it before the node is used.
 """
 
 from __future__ import annotations
@@ -39,15 +41,23 @@ from orchestrator.sweep import known_hosts_files
 
 NODE_SILENCE_S = 30.0  # the worker sends a keepalive every 5 s of quiet
 KEEPALIVE_S = 5
+# The controller's heartbeat to the watchdog after the job; silence that is too long (below
+# half a lease's life, 15 s) ends the worker.
+HEARTBEAT_S = 3.0
+CONTROLLER_SILENCE_S = 12.0
 OWNER_TAG = "avm-owner="
 
 # Runs on the node in front of `ansible-runner worker` (standard library only): passes the job
 # through, keeps the channel's input open, and when that input closes while the worker still
-# runs (the controller is gone), ends the worker and everything below it.
+# runs (the controller is gone), or stays silent for SILENCE seconds once the job began to
+# arrive (the controller sends a newline every few seconds after the job; the worker reads
+# nothing after the job's eof line, so they never reach it), ends the worker and everything
+# below it.
 _WATCHDOG = """
-import ctypes, os, signal, subprocess, sys, threading, time
+import ctypes, os, select, signal, subprocess, sys, threading, time
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
 me = os.getpid()
+SILENCE = {silence}
 worker = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE)
 def below():
     kids = {}
@@ -72,10 +82,15 @@ def end():
         time.sleep(0.05)
     os._exit(137)
 def pump():
+    began = False
     while True:
+        ready, _, _ = select.select([0], [], [], SILENCE if began else None)
+        if not ready:
+            break  # the controller fell silent
         data = os.read(0, 65536)
         if not data:
             break
+        began = True
         try:
             worker.stdin.write(data); worker.stdin.flush()
         except (BrokenPipeError, ValueError):
@@ -83,8 +98,14 @@ def pump():
     if worker.poll() is None:
         end()
 threading.Thread(target=pump, daemon=True).start()
-sys.exit(worker.wait())
+code = worker.wait()
+sys.exit(128 - code if code < 0 else code)
 """
+
+
+def watchdog(silence: float = CONTROLLER_SILENCE_S) -> str:
+    """The watchdog's program text, ending the worker after `silence` seconds of quiet."""
+    return _WATCHDOG.replace("{silence}", repr(float(silence)))
 
 
 @dataclass(frozen=True)
@@ -118,7 +139,7 @@ class ExecutionNode:
         (machine, pid, start time, state) for the next run to judge if it is left behind."""
         runner = f"{self.runner_venv}/bin/ansible-runner" if self.runner_venv else "ansible-runner"
         path = f"PATH={shlex.quote(self.runner_venv + '/bin')}:$PATH " if self.runner_venv else ""
-        return (f"{path}{shlex.quote(self.python)} -c {shlex.quote(_WATCHDOG)} "
+        return (f"{path}{shlex.quote(self.python)} -c {shlex.quote(watchdog())} "
                 f"{shlex.quote(OWNER_TAG + owner)} {shlex.quote(runner)} worker "
                 f"--private-data-dir {shlex.quote(directory)} --delete "
                 f"--keepalive-seconds {KEEPALIVE_S}")
@@ -322,6 +343,7 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
     error: str | None = None
     saw_stats = False
     client: paramiko.SSHClient | None = None
+    finished = threading.Event()
     try:
         client, channel = node.open_channel()
         channel.settimeout(NODE_SILENCE_S)
@@ -334,7 +356,11 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
                                private_data_dir=str(pdd), playbook=str(project / playbook),
                                quiet=True, **kwargs)
         # The channel's input stays open: the watchdog on the node ends the worker when it
-        # closes, which it does when this process ends, however it ends.
+        # closes, which it does when this process ends, however it ends, or when it falls
+        # silent: heartbeats tell it this process still lives.
+        beating = threading.Thread(target=_heartbeat, args=(channel, finished),
+                                   name=f"avmigrate-heartbeat-{node.name}", daemon=True)
+        beating.start()
 
         def handler(event: dict[str, Any]) -> bool:
             nonlocal saw_stats
@@ -355,9 +381,19 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
         if not saw_stats:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
+        finished.set()
         if client is not None:
             client.close()
         events.put(("done", (node, error)))
+
+
+def _heartbeat(channel: paramiko.Channel, finished: threading.Event) -> None:
+    """A newline to the node's watchdog every HEARTBEAT_S until the shard is finished."""
+    while not finished.wait(HEARTBEAT_S):
+        try:
+            channel.sendall(b"\n")
+        except (OSError, paramiko.SSHException):
+            return
 
 
 def unknown_result(host: str, step: str, node: ExecutionNode, error: str) -> StepResult:

@@ -80,6 +80,41 @@ def test_the_watchdog_ends_the_worker_when_its_controller_goes(tmp_path: Path) -
     assert not holding(marker)
 
 
+def test_the_watchdog_ends_the_worker_when_its_controller_falls_silent(tmp_path: Path
+                                                                       ) -> None:
+    """The controller vanished without closing its connection (a power loss, a cut network):
+    the heartbeats stop, and the worker is ended within the silence limit, not left running
+    past the dead controller's lease. While heartbeats come, it runs on."""
+    import shlex  # noqa: PLC0415
+
+    from orchestrator.nodes import watchdog  # noqa: PLC0415
+
+    marker = f"{os.getpid()}.{time.monotonic_ns() % 10**6}"
+    node = fake_node(tmp_path, f'read job; exec sleep 602{marker}\n')
+    command = node.worker_command("/tmp/x", "o").replace(shlex.quote(watchdog()),
+                                                         shlex.quote(watchdog(2.0)))
+    assert "SILENCE = 2.0" in command
+    proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"job\n")
+        proc.stdin.flush()
+        for _ in range(10):  # heartbeats for 5 s, more than twice the limit
+            time.sleep(0.5)
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+        assert holding(marker), "the worker was ended while its controller still spoke"
+        started = time.monotonic()
+        assert proc.wait(timeout=20) == 137  # silence: the watchdog ended it
+        assert time.monotonic() - started < 6
+        assert not holding(marker)
+    finally:
+        proc.kill()
+        for pid in holding(marker):
+            os.kill(pid, 9)
+
+
 def holding(marker: str) -> list[int]:
     found = []
     for p in Path("/proc").iterdir():
