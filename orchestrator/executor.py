@@ -202,8 +202,16 @@ class Collector:
                     self.emit(StepResult(h, step, StepOutcome.OK, "", data_out))
         return False
 
-    def finish(self, status: str, pdd: Path) -> None:
-        """After the run: Ansible that never ran is an error; a host with no result failed."""
+    def finish(self, status: str, pdd: Path, rc: int | None = 0) -> None:
+        """After the run: Ansible that never ran is an error; a host with no result failed.
+        Ansible ended by a signal (its guard ended it, the OOM killer) may have been anywhere
+        on a host with no result: that host's outcome is unknown, to be re-probed."""
+        if rc is None or rc < 0 or rc >= 128:
+            for h in sorted(self.names - set(self.results)):
+                self.emit(StepResult(h, self.request.step, StepOutcome.UNKNOWN,
+                                     f"Ansible was ended (exit {rc}) before this host's result; "
+                                     "what happened on it is unknown"))
+            return
         if not self.results and self.names:
             # Not one host answered or failed: Ansible itself did not run. Touch no host state.
             stdout = pdd / "artifacts"
@@ -290,7 +298,7 @@ class RunnerExecutor:
                 inventory=str(inv_path),
                 extravars=request.extravars,
                 # The step runs under the guard: it dies with this process, however it dies.
-                envvars=self._envvars(pdd, control_dir) | self.guard.env(real, request.step),
+                envvars=self._envvars(pdd, control_dir) | self._guard().env(real, request.step),
                 forks=self.config.forks,
                 verbosity=self.config.verbosity or None,
                 quiet=True,
@@ -311,7 +319,7 @@ class RunnerExecutor:
         if self.cancel.is_set():
             raise Aborted(f"aborted during {request.step}; hosts caught mid-step keep their "
                           "intent and are re-probed by the next run")
-        collector.finish(status, pdd)
+        collector.finish(status, pdd, getattr(runner, "rc", None))
         self._rotate()
         return collector.results
 
@@ -325,6 +333,10 @@ class RunnerExecutor:
         state, pid, start, machine = [*owner.split("|", 3), "", "", "", ""][:4]
         return (state == self.config.state_key and machine == procs.machine_identity()
                 and pid.isdigit() and start.isdigit() and not procs.alive(int(pid), int(start)))
+
+    def _guard(self) -> stepguard.Guard:
+        self.guard = self.guard.ready()
+        return self.guard
 
     def end_orphans(self) -> list[str]:
         """Before hosts are re-probed: end the steps dead runs of this state left running on

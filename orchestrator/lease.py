@@ -41,8 +41,9 @@ class LeaseKeeper:
         self._monitor: threading.Thread | None = None
 
     def __enter__(self) -> LeaseKeeper:
+        asked = time.monotonic()
         self.epoch = self.store.acquire_lease(self.holder, self.ttl, self.hosts)
-        self._renewed = time.monotonic()
+        self._renewed = asked
         self._thread = threading.Thread(target=self._renew, name="avmigrate-lease",
                                         daemon=True)
         self._thread.start()
@@ -104,6 +105,7 @@ class LeaseKeeper:
             return
         try:
             while not self._done.wait(self.ttl / 3):
+                asked = time.monotonic()  # the lease runs from about when the database acts
                 try:
                     other.renew_lease(self.epoch, self.ttl)
                 except Fenced as exc:
@@ -118,7 +120,7 @@ class LeaseKeeper:
                     if not self._losing:
                         self._why = failed
                     continue
-                self._renewed = time.monotonic()
+                self._renewed = asked
                 if not self._losing:
                     self._why = ""
         except BaseException as exc:  # noqa: BLE001 - the thread must not die silently

@@ -113,9 +113,12 @@ _SSH_ARG_LETTERS = frozenset("bceilmopBDEFIJLOPQRSwW")
 
 def ssh_args_problem(text: str) -> str | None:
     """Why these ssh command-line arguments could weaken host key checking, or None. They are
-    read as ssh's getopt reads them (clustered flags, an option's argument glued or next)."""
+    split as Ansible splits them (shlex, each word stripped, empty words dropped) and read as
+    ssh's getopt reads them (clustered flags, an option's argument glued or next). An option
+    left without its argument is refused: Ansible puts the next setting's words right after
+    it (`ansible_ssh_common_args: -o` then `ansible_ssh_extra_args: KnownHostsCommand=...`)."""
     try:
-        words = shlex.split(text)
+        words = [w.strip() for w in shlex.split(text) if w.strip()]
     except ValueError as exc:
         return f"cannot be read as ssh arguments ({exc})"
     i = 0
@@ -131,7 +134,10 @@ def ssh_args_problem(text: str) -> str | None:
             if letter not in _SSH_ARG_LETTERS:
                 continue
             value = word[j + 1:]
-            if not value and i < len(words):
+            if not value:
+                if i == len(words):
+                    return (f"-{letter} at the end has no argument; the words that follow it "
+                            "on ssh's command line would become one")
                 value = words[i]
                 i += 1
             problem = (_option_problem(value) if letter == "o"
@@ -142,10 +148,31 @@ def ssh_args_problem(text: str) -> str | None:
     return None
 
 
+def _option_words(option: str) -> tuple[str, list[str]] | None:
+    """An ssh option or config line as ssh reads it: its keyword (lower case) and its values,
+    the keyword ended by white space or '=', quotes removed. None: it cannot be read."""
+    try:
+        words = shlex.split(option, comments=False, posix=True)
+    except ValueError:
+        return None
+    if not words:
+        return "", []
+    first, rest = words[0], words[1:]
+    key, eq, glued = first.partition("=")
+    if eq:
+        rest = ([glued] if glued else []) + rest
+    elif rest and rest[0].startswith("="):
+        rest = ([rest[0][1:]] if rest[0][1:] else []) + rest[1:]
+    return key.strip().lower(), [w for w in rest if w]
+
+
 def _option_problem(option: str) -> str | None:
     """One ssh option ("Key=value" or "Key value"), judged against the allow-list."""
-    key, _, value = option.strip().replace("=", " ", 1).partition(" ")
-    key, value = key.strip().lower(), value.strip().strip('"').strip("'").strip()
+    read = _option_words(option)
+    if read is None:
+        return f"the ssh option {option!r} cannot be read (unbalanced quotes)"
+    key, values = read
+    value = " ".join(values)
     if key == "stricthostkeychecking" and value.lower() != "yes":
         return f"StrictHostKeyChecking {value or '(empty)'} is not strict host key checking"
     if key == "knownhostscommand":
@@ -154,13 +181,14 @@ def _option_problem(option: str) -> str | None:
         return (f"{key.capitalize()} is not followed by avmigrate's checks; put the host key "
                 "settings in the file itself")
     if key in ("userknownhostsfile", "globalknownhostsfile"):
-        for path in value.split() or ["(empty)"]:
+        for path in values or ["(empty)"]:
             if path.lower() in ("/dev/null", "none", "(empty)"):
                 return f"{key} {path} throws every host key away"
-            if "%" in path:
-                return f"{key} {path}: a path with ssh's % tokens cannot be checked; name the file"
+            if "%" in path or "$" in path:
+                return (f"{key} {path}: a path with ssh's % tokens or ${{}} variables cannot be "
+                        "checked; name the file")
             if _writable_by_others(Path(path).expanduser()):
-                return (f"{key} {path} (or the directory it is in) can be written by other "
+                return (f"{key} {path} (or a directory above it) can be written by other "
                         "users, who could add a key to it")
     return None
 
@@ -170,26 +198,27 @@ def _others_may_write(st: os.stat_result) -> bool:
 
 
 def _writable_by_others(path: Path) -> bool:
-    """Could another user put a key in this known_hosts file: write it, replace it in its
-    directory, or create it where it is missing?"""
+    """Could another user change what this file says: write it, replace it or a directory
+    above it, or create it where it is missing? A sticky directory (/tmp) keeps others from
+    replacing what we own in it, not from creating what is missing."""
+    path = path.absolute()
     try:
         st = path.stat()
     except OSError:
         st = None
     if st is not None and _others_may_write(st):
         return True
-    parent = path.parent
-    while True:
+    missing = st is None
+    for parent in path.parents:
         try:
             dst = parent.stat()
         except OSError:
-            parent = parent.parent
+            missing = True  # a directory others might create
             continue
-        if not _others_may_write(dst):
-            return False
-        # A sticky directory (/tmp) keeps others from replacing a file we own, not from
-        # creating one that is missing.
-        return st is None or not dst.st_mode & stat.S_ISVTX
+        if _others_may_write(dst) and (missing or not dst.st_mode & stat.S_ISVTX):
+            return True
+        missing = False
+    return False
 
 
 def _config_file_problem(path: str) -> str | None:
@@ -197,6 +226,11 @@ def _config_file_problem(path: str) -> str | None:
     which command-line options do not reach)."""
     if path in ("none", "/dev/null"):
         return None
+    if "%" in path or "$" in path:
+        return f"ssh config file {path}: a path with % tokens or ${{}} variables cannot be checked"
+    if _writable_by_others(Path(path).expanduser()):
+        return (f"ssh config file {path} (or a directory above it) can be written by other "
+                "users, who could turn host key checking off in it")
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8", errors="replace")
     except OSError as exc:

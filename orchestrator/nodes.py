@@ -25,6 +25,7 @@ import queue
 import shlex
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,8 +82,9 @@ def end():
                 pass
         time.sleep(0.05)
     os._exit(137)
+EOF = b'{"eof": true}\\n'
 def pump():
-    began = False
+    began, tail = False, b""
     while True:
         ready, _, _ = select.select([0], [], [], SILENCE if began else None)
         if not ready:
@@ -91,9 +93,18 @@ def pump():
         if not data:
             break
         began = True
+        if worker.stdin.closed:
+            continue  # a heartbeat
+        seen = tail + data
+        at = seen.find(EOF)
+        if at >= 0:  # the job is whole: what follows are heartbeats
+            data = data[:at + len(EOF) - len(tail)]
+        tail = seen[-len(EOF):]
         try:
             worker.stdin.write(data); worker.stdin.flush()
-        except (BrokenPipeError, ValueError):
+            if at >= 0:
+                worker.stdin.close()
+        except (BrokenPipeError, ValueError, OSError):
             pass
     if worker.poll() is None:
         end()
@@ -358,7 +369,8 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
         # The channel's input stays open: the watchdog on the node ends the worker when it
         # closes, which it does when this process ends, however it ends, or when it falls
         # silent: heartbeats tell it this process still lives.
-        beating = threading.Thread(target=_heartbeat, args=(channel, finished),
+        beating = threading.Thread(target=_heartbeat,
+                                   args=(client, channel, finished, cancel),
                                    name=f"avmigrate-heartbeat-{node.name}", daemon=True)
         beating.start()
 
@@ -387,13 +399,24 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
         events.put(("done", (node, error)))
 
 
-def _heartbeat(channel: paramiko.Channel, finished: threading.Event) -> None:
-    """A newline to the node's watchdog every HEARTBEAT_S until the shard is finished."""
-    while not finished.wait(HEARTBEAT_S):
+def _heartbeat(client: paramiko.SSHClient, channel: paramiko.Channel,
+               finished: threading.Event, cancel: Callable[[], bool]) -> None:
+    """A newline to the node's watchdog every HEARTBEAT_S until the shard is finished. When
+    the step is cancelled (its lease lost, a second Ctrl-C), the connection is closed instead:
+    the watchdog then ends the worker (ansible-runner's `process` streamer does not act on a
+    cancel callback)."""
+    beat = time.monotonic()
+    while not finished.wait(min(HEARTBEAT_S, 0.5)):
+        if cancel():
+            client.close()
+            return
+        if time.monotonic() - beat < HEARTBEAT_S:
+            continue
         try:
             channel.sendall(b"\n")
         except (OSError, paramiko.SSHException):
             return
+        beat = time.monotonic()
 
 
 def unknown_result(host: str, step: str, node: ExecutionNode, error: str) -> StepResult:

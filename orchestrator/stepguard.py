@@ -19,10 +19,10 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import signal
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,17 +163,18 @@ sys.exit(code if code >= 0 else 128 - code)
 
 
 def run_dir() -> Path:
-    """Where this user's runs keep their guard and step registry, private to the user (gone
-    at reboot, as the processes it names are)."""
+    """Where this user's runs keep their guard and step registry, private to the user, and
+    the same for every session of the user (root: /run/avmigrate, gone at reboot as the
+    processes it names are; other users: under their home directory, since XDG_RUNTIME_DIR
+    differs between cron, ssh and su sessions and is removed at the user's last logout).
+    Registry entries name their machine's boot, so those of an earlier boot are judged dead."""
     given = os.environ.get("AVMIGRATE_RUN_DIR")
     if given:
         base = Path(given)
     elif os.geteuid() == 0:
         base = Path("/run/avmigrate")
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "avmigrate"
     else:
-        base = Path(tempfile.gettempdir()) / f"avmigrate-{os.getuid()}"
+        base = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "avmigrate" / "run"
     return _private(base)
 
 
@@ -222,6 +223,13 @@ class Guard:
             fh.write(text)
         tmp.replace(bindir / "ansible-playbook")
         return cls(bindir, state)
+
+    def ready(self) -> Guard:
+        """This guard, or a new one if its program is gone (a directory cleaned up while the
+        run went on): no step may start without its guard in front of it."""
+        if (self.bindir / "ansible-playbook").is_file():
+            return self
+        return Guard.install(self.state)
 
     def env(self, real: str, step: str) -> dict[str, str]:
         me = os.getpid()

@@ -115,6 +115,57 @@ def test_the_watchdog_ends_the_worker_when_its_controller_falls_silent(tmp_path:
             os.kill(pid, 9)
 
 
+def test_after_the_jobs_eof_line_heartbeats_do_not_reach_the_worker(tmp_path: Path) -> None:
+    """The worker's input is closed after the job's eof line: heartbeats never fill a pipe it
+    no longer reads, and it gets the job byte for byte."""
+    got = tmp_path / "got"
+    node = fake_node(tmp_path, f"cat > {got}; exit 0\n")
+    job = b'{"kwargs": {}}\n{"zipfile": 3}\nabc{"eof": true}\n'
+    proc = subprocess.Popen(["sh", "-c", node.worker_command("/tmp/x", "o")],
+                            stdin=subprocess.PIPE, start_new_session=True)
+    assert proc.stdin is not None
+    proc.stdin.write(job[:-5])  # the eof line across two reads, a heartbeat in the second
+    proc.stdin.flush()
+    time.sleep(0.3)
+    proc.stdin.write(job[-5:] + b"\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=20) == 0  # the worker ended on its own, before the input closed
+    assert got.read_bytes() == job
+    proc.stdin.close()
+
+
+def test_a_cancelled_step_closes_the_nodes_connection() -> None:
+    """ansible-runner's `process` streamer ignores its cancel callback: the heartbeat thread
+    closes the connection instead, and the node's watchdog ends the worker."""
+    import threading  # noqa: PLC0415
+
+    from orchestrator import nodes  # noqa: PLC0415
+
+    class Client:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    class Channel:
+        sent = 0
+
+        def sendall(self, data: bytes) -> None:
+            self.sent += len(data)
+
+    client, channel, finished = Client(), Channel(), threading.Event()
+    cancelled = threading.Event()
+    beat = threading.Thread(target=nodes._heartbeat,
+                            args=(client, channel, finished, cancelled.is_set))
+    beat.start()
+    time.sleep(1.0)
+    assert not client.closed
+    cancelled.set()
+    beat.join(timeout=5)
+    assert not beat.is_alive() and client.closed
+    finished.set()
+
+
 def holding(marker: str) -> list[int]:
     found = []
     for p in Path("/proc").iterdir():

@@ -325,7 +325,49 @@ def test_8c_a_live_holder_in_another_container_with_our_host_name_keeps_its_leas
 def test_9_lax_host_key_options_are_refused(value: str) -> None:
     Path("/tmp/anyone-can-write").touch()
     Path("/tmp/anyone-can-write").chmod(0o666)
+    Path("/tmp/avmigrate-test-missing-known-hosts").unlink(missing_ok=True)
     assert names.host_key_problem({"ansible_ssh_common_args": value}) is not None, value
+
+
+@pytest.mark.parametrize("variables", [
+    # Ansible puts the settings' words one after the other: an option left open takes the next.
+    {"ansible_ssh_common_args": "-o", "ansible_ssh_extra_args": "KnownHostsCommand=/bin/cat"},
+    {"ansible_ssh_args": "-C -o", "ansible_ssh_common_args": "StrictHostKeyChecking=no"},
+    # Ansible strips each word and drops empty ones.
+    {"ansible_ssh_common_args": "' -oKnownHostsCommand=/bin/cat'"},
+    {"ansible_ssh_common_args": "-o '' KnownHostsCommand=/bin/cat"},
+    # ssh ends a keyword at any white space, and takes it quoted.
+    {"ansible_ssh_common_args": "-o 'KnownHostsCommand\t/bin/cat'"},
+    {"ansible_ssh_common_args": "-o '\"StrictHostKeyChecking\" no'"},
+    # ssh expands ${VAR} in known_hosts paths.
+    {"ansible_ssh_common_args": "-o UserKnownHostsFile=${TMPDIR}/kh"},
+])
+def test_9_what_ansible_and_ssh_make_of_the_words_is_judged(variables: dict[str, str]) -> None:
+    assert names.host_key_problem(variables) is not None, variables
+
+
+def test_9_config_files_and_known_hosts_others_could_change_are_refused(tmp_path: Path
+                                                                        ) -> None:
+    tmp_path.chmod(0o755)
+    quoted = tmp_path / "quoted.cfg"
+    quoted.write_text('"KnownHostsCommand" /bin/cat\n')
+    assert names.host_key_problem({"ansible_ssh_common_args": f"-F {quoted}"}) is not None
+    lax = tmp_path / "lax.cfg"
+    lax.write_text("ServerAliveInterval 5\n")
+    assert names.host_key_problem({"ansible_ssh_common_args": f"-F {lax}"}) is None
+    lax.chmod(0o666)  # fine today; anyone may turn checking off in it before the next step
+    assert names.host_key_problem({"ansible_ssh_common_args": f"-F {lax}"}) is not None
+    # A known_hosts file of ours, two levels below a directory anyone may write (not sticky):
+    # they could rename the directory in between and put their own file there.
+    open_dir = tmp_path / "open"
+    (open_dir / "mine").mkdir(parents=True)
+    open_dir.chmod(0o777)
+    (open_dir / "mine").chmod(0o700)
+    known = open_dir / "mine" / "known_hosts"
+    known.write_text("")
+    problem = names.host_key_problem({"ansible_ssh_common_args":
+                                      f"-o UserKnownHostsFile={known}"})
+    assert problem is not None and "directory above it" in problem
 
 
 def test_9_an_ssh_config_file_is_judged_with_what_it_includes(tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ config = ExecConfig(playbook_dir=work / "playbooks", artifacts_dir=work / "artif
 host = InventoryHost("localhost", ("all",), {"ansible_connection": "local",
                                             "ansible_python_interpreter": sys.executable})
 RunnerExecutor(config).run_step(StepRequest("sleep", "sleep.yml", (host,), {}, {}),
-                                lambda result: None)
+                                lambda result: print("result:", result.outcome.value,
+                                                     result.message, flush=True))
 '''
 
 
@@ -70,11 +71,10 @@ def holding(marker: str, work: Path) -> list[int]:
     return found
 
 
-def start(work: Path, key: str) -> subprocess.Popen[bytes]:
+def start(work: Path, key: str, out: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     return subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(work), key], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def wait_for(check: object, timeout: float, what: str) -> None:
@@ -111,7 +111,7 @@ def test_a_step_of_a_stopped_orchestrator_ends_before_its_lease_could_expire(
     from orchestrator import stepguard  # noqa: PLC0415
 
     work, marker, key = step
-    orchestrator = start(work, key)
+    orchestrator = start(work, key, subprocess.PIPE)
     try:
         wait_for(lambda: sleeping(marker), 90, "the step's task did not start")
         orchestrator.send_signal(signal.SIGSTOP)
@@ -119,6 +119,11 @@ def test_a_step_of_a_stopped_orchestrator_ends_before_its_lease_could_expire(
         assert holding(marker, work), "the step ended long before its limit"
         wait_for(lambda: not holding(marker, work), stepguard.STOPPED_LIMIT_S + 5,
                  "the step of a stopped orchestrator went on")
+        # Continued, the orchestrator finds the step ended: the host's outcome is unknown
+        # (to be re-probed), not a failure that would say nothing was done.
+        orchestrator.send_signal(signal.SIGCONT)
+        out, _ = orchestrator.communicate(timeout=60)
+        assert b"result: unknown" in out, out
     finally:
         orchestrator.send_signal(signal.SIGKILL)
         orchestrator.send_signal(signal.SIGCONT)
@@ -208,3 +213,28 @@ def test_a_guard_directory_others_could_write_is_refused(tmp_path: Path,
     program.write_text("#!/bin/sh\necho planted\n")
     assert "planted" not in stepguard.Guard.install("k").bindir.joinpath(
         "ansible-playbook").read_text()  # rewritten before every use
+
+
+def test_a_guard_cleaned_away_mid_run_is_put_back_before_the_next_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import stepguard  # noqa: PLC0415
+
+    monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
+    guard = stepguard.Guard.install("somestate")
+    program = guard.bindir / "ansible-playbook"
+    assert guard.ready() is guard
+    program.unlink()  # a tmp cleaner, a logout removing the user's runtime directory
+    again = guard.ready()
+    assert (again.bindir / "ansible-playbook").is_file()
+    assert again.env("/usr/bin/ansible-playbook", "x")["PATH"].startswith(str(again.bindir))
+
+
+def test_a_users_run_directory_is_the_same_in_every_session(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from orchestrator import stepguard  # noqa: PLC0415
+
+    monkeypatch.delenv("AVMIGRATE_RUN_DIR", raising=False)
+    first = stepguard.run_dir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent/session-2")
+    monkeypatch.setenv("HOME", "/nonexistent/home")
+    assert stepguard.run_dir() == first
