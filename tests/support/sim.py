@@ -188,7 +188,12 @@ class SimFleet:
     def _apply(self, book: str, name: str, host: SimHost, request: StepRequest
                ) -> dict[str, Any]:
         if book == "discover":
-            if request.step != "evidence":  # the run's last read is for the report only
+            # The probe reads packages and services, not detection: it tells the engine that
+            # a host's protection rests on its replacement alone (KESL not running), which
+            # the engine must then prove. Where KESL runs, a broken replacement is found by
+            # the verification before removal. (The run's last read, for the report, counts
+            # for nothing.)
+            if request.step != "evidence" and not host.kesl_running:
                 self._looked_at(name)
             return self.probe(host)
         if book == "preflight":
