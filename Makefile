@@ -98,7 +98,8 @@ ORACLE_SEED ?= $(shell date +%s)
 stress: deps venv
 	AVMIGRATE_ORACLE_SCHEDULES=$(SCHEDULES) AVMIGRATE_ORACLE_SEED=$(ORACLE_SEED) \
 	  $(BIN)/pytest -s -p no:cacheprovider --durations=0 tests/property/test_oracle.py
-	AVMIGRATE_KILLS=$(KILLS) AVMIGRATE_KILL_SEED=$(SEED) $(BIN)/pytest -s -p no:cacheprovider \
+	AVMIGRATE_KILLS=$(KILLS) AVMIGRATE_KILL_SEED=$(SEED) AVMIGRATE_FAULT_LAB=stress \
+	  $(BIN)/pytest -s -p no:cacheprovider \
 	  tests/integration/test_faults.py -k orchestrator_killed
 
 ## make fuzz: the inventory and policy loaders under the mutation fuzzer for FUZZ_SECONDS each

@@ -3,6 +3,7 @@ the fault tests share (tests/integration/test_faults.py and test_cuts.py)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import time
@@ -31,7 +32,8 @@ def lab_fixture(name: str) -> Callable[[], Iterator[Lab]]:
 
     @pytest.fixture(name="lab")
     def lab() -> Iterator[Lab]:
-        the_lab = Lab(name)
+        # `make stress` names its own lab, so that it can run beside `make test`.
+        the_lab = Lab(os.environ.get("AVMIGRATE_FAULT_LAB", name))
         yield the_lab
         for sampler in SAMPLERS:
             sampler.__exit__()
