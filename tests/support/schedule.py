@@ -27,7 +27,7 @@ from orchestrator.errors import Aborted, AvmigrateError
 from orchestrator.inventory import Inventory, digest_of
 from orchestrator.models import SLOT_STATES, UNTOUCHED, HostState, InventoryHost
 from orchestrator.policy import Policy
-from orchestrator.state import LeaseHeld, LeaseHolder, SqliteStore
+from orchestrator.state import Budget, LeaseHeld, LeaseHolder, SqliteStore
 
 from .sim import Crash, SimFleet, SimHost
 
@@ -126,6 +126,8 @@ class Schedule:
         self.seen: collections.Counter[str] = collections.Counter()  # what the schedule did
         # Judged at every yield point of every operator, not only between the test's events.
         self.peak = 0
+        # While hosts broken on their own fill the budget: (removals begun then, who is bare)
+        self._full_since: tuple[int, list[str]] | None = None
         self.violations: list[str] = []
         self.budget = 1
 
@@ -181,6 +183,14 @@ class Schedule:
                 raise Crash  # noqa: TRY301 - killed before it began
             store = SqliteStore(self.path)
             store.alive = self._alive
+            read_budget = store.budget
+
+            def budget() -> Budget:
+                seen = read_budget()
+                self._yield()  # a real process may lose the CPU between reading and writing
+                return seen
+
+            store.budget = budget  # type: ignore[method-assign]
             holder = LeaseHolder(f"op{op.index}", "sim", op.pid, procs.machine_identity())
             store.acquire_lease(holder, 3600, op.hosts)
             inv = self.inventory.only(store.claimed or ())
@@ -279,18 +289,38 @@ class Schedule:
 
     # ---- the oracle ---------------------------------------------------------------------
     def judge(self, where: str) -> None:
-        """The oracle, at one moment: at most `budget` hosts bare; every record true."""
+        """The oracle, at one moment: at most `budget` hosts bare; every record true. Hosts
+        whose replacement broke on its own do not count, but once the engine has seen them,
+        no removal may start while they and the engine's own windows fill the budget."""
+        fleet = self.fleet
+        fleet.broke_alone -= {n for n in fleet.broke_alone if fleet.hosts[n].protected}
         bare = self.unprotected()
         self.peak = max(self.peak, len(bare))
         if len(bare) > self.budget:
             self.violations.append(f"{where}: {len(bare)} hosts without protection: {bare}")
         self.violations += [f"{where}: {p}" for p in self.untrue()]
+        if fleet.broke_alone or self._full_since is not None:
+            started = self._removals_started()
+            if self._full_since is not None and started > self._full_since[0]:
+                self.violations.append(f"{where}: a removal started while the budget was "
+                                       f"full ({self._full_since[1]})")
+            seen = sorted(fleet.broke_alone - fleet.unseen_breaks)
+            full = len(bare) + len(seen) >= self.budget and seen
+            self._full_since = (started, bare + seen) if full else None
+
+    def _removals_started(self) -> int:
+        """Removals begun so far: a host entering a window (not a host found bare)."""
+        assert {s.value for s in SLOT_STATES} == {"removing", "swapping", "unprotected"}
+        row = self.reader.db.execute(
+            "SELECT COUNT(*) FROM transitions WHERE to_state IN ('removing', 'swapping') "
+            "AND from_state NOT IN ('removing', 'swapping', 'unprotected')").fetchone()
+        return int(row[0])
 
     def unprotected(self) -> list[str]:
         """Hosts protected when the schedule began that are not now: the hosts' truth (but
-        for a replacement that broke on its own and that no verification has seen yet)."""
+        for a replacement that broke on its own: see `judge`)."""
         return sorted(n for n in self.baseline if not self.fleet.hosts[n].protected
-                      and n not in self.fleet.unseen_breaks)
+                      and n not in self.fleet.broke_alone)
 
     def records(self) -> dict[str, Any]:
         return {r.name: r for r in self.reader.all()}

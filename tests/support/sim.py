@@ -105,6 +105,10 @@ class SimFleet:
     # and must find out whether it still works.
     unseen_breaks: set[str] = field(default_factory=set)
     probed: set[str] = field(default_factory=set)  # of those, probed: known once recorded
+    # Hosts whose replacement broke on its own, until they are protected again: the engine
+    # did not make them bare, so they do not count against its budget; once it has seen them
+    # it must start no removal while they and its own windows fill the budget.
+    broke_alone: set[str] = field(default_factory=set)
 
     def _looked_at(self, name: str) -> None:
         if name in self.unseen_breaks:
@@ -123,6 +127,7 @@ class SimFleet:
             return False
         host.clamav_works = False
         self.unseen_breaks.add(name)
+        self.broke_alone.add(name)
         return True
     cancel: Callable[[], bool] = lambda: False
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
