@@ -28,7 +28,7 @@ from orchestrator.lab.lab import Lab, LabHost, LabInfo
 from orchestrator.models import UNTOUCHED, HostState
 from tests.conftest import postgres_server_url
 
-from ..support.lab import Sampler, kill_orchestrator, start_run
+from ..support.lab import Sampler, end_runs, kill_orchestrator, start_run
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
 pytestmark = pytest.mark.lab
@@ -61,6 +61,7 @@ def states_in(db: Path) -> dict[str, tuple[str, str]]:
 def stage_lab() -> Iterator[Lab]:
     the_lab = Lab("stage")
     yield the_lab
+    end_runs()  # a test that failed mid-run leaves no run behind
     the_lab.down([])
     assert the_lab.leftovers() == []
 
@@ -113,6 +114,7 @@ def test_6_the_stage_is_proven_again_right_before_removal(stage_lab: Lab, tmp_pa
 def duo_lab() -> Iterator[Lab]:
     the_lab = Lab("duo")
     yield the_lab
+    end_runs()  # a test that failed mid-run leaves no run behind
     the_lab.down([])
     assert the_lab.leftovers() == []
 

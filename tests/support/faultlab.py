@@ -17,7 +17,7 @@ from orchestrator.lab.lab import Lab, LabHost, LabInfo
 from orchestrator.protection import EICAR_B64
 from orchestrator.state import SqliteStore
 
-from .lab import Sampler
+from .lab import Sampler, end_runs
 
 SCENARIOS = Path(__file__).parent.parent / "integration"
 K = 1  # the budget the fault tests run with, and the most unprotected hosts allowed at once
@@ -35,12 +35,14 @@ def lab_fixture(name: str) -> Callable[[], Iterator[Lab]]:
         # `make stress` names its own lab, so that it can run beside `make test`.
         the_lab = Lab(os.environ.get("AVMIGRATE_FAULT_LAB", name))
         yield the_lab
+        left = end_runs()  # a test that failed mid-run: its run must not touch the next lab
         for sampler in SAMPLERS:
             sampler.__exit__()
         seen = [(s.max_unprotected, s.seen) for s in SAMPLERS]
         SAMPLERS.clear()
         the_lab.down([])
         assert the_lab.leftovers() == []
+        assert not left, f"orchestrators still running after the test, killed: {left}"
         for peak, moments in seen:
             assert peak <= K, f"sampled more than {K} unprotected hosts at once: {moments}"
 
@@ -68,7 +70,7 @@ def state_of(workdir: Path, host: str) -> str | None:
 
 
 def wait_state(workdir: Path, host: str, states: set[str], proc: subprocess.Popen[str],
-               timeout: float = 300) -> str:
+               timeout: float = 600) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = state_of(workdir, host)

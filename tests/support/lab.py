@@ -35,6 +35,26 @@ TRUTH = ("systemctl is-active kesl.service; "
 PERIOD_S = 0.5
 
 
+# Every orchestrator a test started: a test that fails mid-run must not leave one running
+# against the next test's lab (same names, addresses and known_hosts file). See end_runs().
+STARTED: list[subprocess.Popen[str]] = []
+
+
+def end_runs() -> list[int]:
+    """Kill every orchestrator a test started that still runs (its whole session: the
+    orchestrator and the steps under it); the pids it had to kill."""
+    killed = []
+    for proc in STARTED:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            killed.append(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+    STARTED.clear()
+    return killed
+
+
 def start_run(workdir: Path, inventory: str, *args: str, state: str = "state.db",
               user: str | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ, AVMIGRATE_STATE=state)
@@ -43,9 +63,11 @@ def start_run(workdir: Path, inventory: str, *args: str, state: str = "state.db"
     log = (workdir / "runs.log").open("a")
     log.write(f"\n=== run {' '.join(args)} at {time.time():.1f}\n")
     log.flush()
-    return subprocess.Popen([*AVMIGRATE, "run", "-i", inventory, "--yes", "--no-progress", *args],
+    proc = subprocess.Popen([*AVMIGRATE, "run", "-i", inventory, "--yes", "--no-progress", *args],
                             cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+    STARTED.append(proc)
+    return proc
 
 
 def kill_orchestrator(proc: subprocess.Popen[str], timeout: float = 15.0) -> list[str]:
