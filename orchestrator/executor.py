@@ -207,10 +207,8 @@ class Collector:
         Ansible ended by a signal (its guard ended it, the OOM killer) may have been anywhere
         on a host with no result: that host's outcome is unknown, to be re-probed."""
         if rc is None or rc < 0 or rc >= 128:
-            for h in sorted(self.names - set(self.results)):
-                self.emit(StepResult(h, self.request.step, StepOutcome.UNKNOWN,
-                                     f"Ansible was ended (exit {rc}) before this host's result; "
-                                     "what happened on it is unknown"))
+            self._without_result(StepOutcome.UNKNOWN, f"Ansible was ended (exit {rc}) before "
+                                 "this host's result; what happened on it is unknown")
             return
         if not self.results and self.names:
             # Not one host answered or failed: Ansible itself did not run. Touch no host state.
@@ -220,10 +218,12 @@ class Collector:
                 first = f.read_text(encoding="utf-8", errors="replace").strip()[:300]
             raise ExecutionError(f"{self.request.step}: Ansible did not run (runner status "
                                  f"{status}): {first or 'no output'}; see {stdout}")
+        self._without_result(StepOutcome.FAILED, f"no result from Ansible (runner status "
+                             f"{status}); see {pdd}/artifacts")
+
+    def _without_result(self, outcome: StepOutcome, message: str) -> None:
         for h in sorted(self.names - set(self.results)):
-            self.emit(StepResult(h, self.request.step, StepOutcome.FAILED,
-                                 f"no result from Ansible (runner status {status}); "
-                                 f"see {pdd}/artifacts"))
+            self.emit(StepResult(h, self.request.step, outcome, message))
 
 
 # Paths on the controller that mean nothing on an execution node.
