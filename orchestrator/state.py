@@ -528,8 +528,8 @@ class SqlStore:
         src = HostState(row[0])
         if src != to and not transition_allowed(src, to):
             raise StateError(f"{name}: refusing transition {src.value} -> {to.value}")
-        if src != to and not move.proof and (
-                (src.holds_slot and not to.holds_slot) or to in PROVEN):
+        if (to in PROVEN and move.proof == "") or (src != to and not move.proof and (
+                (src.holds_slot and not to.holds_slot) or to in PROVEN)):
             raise ProofRequired(f"{name}: refusing {src.value} -> {to.value} without evidence "
                                 "of protection (a protecting product running or the "
                                 "replacement verified)")

@@ -146,6 +146,18 @@ def test_no_host_is_called_verified_or_migrated_without_evidence(store: SqlStore
     assert store.audit_verify().ok
 
 
+def test_a_proven_state_cannot_be_stripped_of_its_evidence(store: SqlStore) -> None:
+    # Found by the property test (CI of 2026-12-01): a move that stays in remove_failed with
+    # proof "" (a probe found none) erased the evidence of a state that claims protection.
+    store.transition("a", HostState.INSTALLING, "", None)
+    store.transition("a", HostState.VERIFIED, "", None, proof=PROOF)
+    with pytest.raises(ProofRequired):
+        store.transition("a", HostState.VERIFIED, "probe found nothing", None, proof="")
+    store.transition("a", HostState.VERIFIED, "same again", None)  # None keeps the proof
+    rec = store.get("a")
+    assert rec is not None and rec.protected_by == PROOF
+
+
 def test_the_budget_is_taken_with_the_removal_intent(store: SqlStore) -> None:
     """K is checked and the slot taken in the transaction that commits REMOVING: a second
     removal is refused while the first host's protection is unproven, by any connection."""
