@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator import inventory
-from orchestrator.models import BannedFinding, HostFacts, HostState
-from orchestrator.state import Move, SqliteStore
+from orchestrator.core.models import BannedFinding, HostFacts, HostState
+from orchestrator.inputs import inventory
+from orchestrator.store.state import Move, SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SITES = 50

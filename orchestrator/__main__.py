@@ -1,5 +1,5 @@
 """`python -m orchestrator` is the avmigrate command."""
 
-from orchestrator.cli import main
+from orchestrator.cli.cli import main
 
 main()

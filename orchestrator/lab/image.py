@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.errors import LabError
+from orchestrator.core.errors import LabError
 from orchestrator.lab.sh import run
 
 SUITE = "bookworm"

@@ -28,11 +28,11 @@ from typing import Any
 
 import yaml
 
-from orchestrator import ssh
-from orchestrator.errors import LabError
+from orchestrator.core.errors import LabError
+from orchestrator.core.procs import descendants, pid_alive
+from orchestrator.execute import ssh
 from orchestrator.lab import image, packages, repo, scenario
 from orchestrator.lab.sh import run
-from orchestrator.procs import descendants, pid_alive
 
 HTTP_PORT = 8080
 SSH_WAIT_S = 120.0

@@ -14,10 +14,10 @@ import re
 import shutil
 from pathlib import Path
 
-from orchestrator.errors import LabError
+from orchestrator.core.errors import LabError
+from orchestrator.core.protection import EICAR_B64
 from orchestrator.lab.image import cache_root
 from orchestrator.lab.sh import run
-from orchestrator.protection import EICAR_B64
 
 REPLACEMENT_PACKAGES = ("clamav-daemon", "clamav-freshclam", "clamdscan")
 SIGNATURE_NAME = "Avmigrate.Lab.EICAR"

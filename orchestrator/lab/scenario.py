@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ScenarioError
+from orchestrator.core.errors import ScenarioError
+from orchestrator.inputs.yamlfile import load_yaml
 from orchestrator.lab.packages import STAND_INS
-from orchestrator.yamlfile import load_yaml
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import inventory, names, policy
-from orchestrator.errors import InventoryError, PolicyError
+from orchestrator.core import names
+from orchestrator.core.errors import InventoryError, PolicyError
+from orchestrator.inputs import inventory, policy
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("AVMIGRATE_FUZZ_SECONDS", "20"))

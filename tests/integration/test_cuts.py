@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.models import HostState
 from orchestrator.lab.lab import Lab
-from orchestrator.models import HostState
 
 from ..support.faultlab import (
     SAMPLERS,

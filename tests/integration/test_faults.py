@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.models import HostState
 from orchestrator.lab.lab import Lab
-from orchestrator.models import HostState
-from orchestrator.state import SqliteStore
+from orchestrator.store.state import SqliteStore
 
 from ..support.faultlab import (
     SAMPLERS,
@@ -124,7 +124,7 @@ def test_sshd_killed_mid_swap_is_unprotected_stops_removals_then_recovers(
     assert other.state in (HostState.STAGED, HostState.PENDING), other  # no removal started
     assert lab.protection(info.hosts[2], ("kesl.service",))["kesl.service"]
     status = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "status"], cwd=workdir, capture_output=True,
+        [sys.executable, "-m", "orchestrator.cli.cli", "status"], cwd=workdir, capture_output=True,
         text=True, env=dict(os.environ, AVMIGRATE_STATE="state.db"), check=False)
     assert status.returncode == 5
     assert "unprotected" in status.stdout

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import catalogue
-from orchestrator.cli import cli
-from orchestrator.engine import Engine
-from orchestrator.executor import ExecConfig, RunnerExecutor
-from orchestrator.inventory import load
-from orchestrator.models import HostState
-from orchestrator.state import SqliteStore
+from orchestrator.cli.cli import cli
+from orchestrator.core.models import HostState
+from orchestrator.engine.engine import Engine
+from orchestrator.execute.executor import ExecConfig, RunnerExecutor
+from orchestrator.inputs import catalogue
+from orchestrator.inputs.inventory import load
+from orchestrator.store.state import SqliteStore
 
 MARKER = "{{ lookup('ansible.builtin.pipe', 'touch MARKER') }}"
 

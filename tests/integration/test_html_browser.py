@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import catalogue, planner, reports
-from orchestrator.models import HostState
-from orchestrator.state import SqliteStore
+from orchestrator.core.models import HostState
+from orchestrator.inputs import catalogue
+from orchestrator.plan import planner
+from orchestrator.report import reports
+from orchestrator.store.state import SqliteStore
 from tests import browser
 from tests.unit.test_reports import facts, fleet
 

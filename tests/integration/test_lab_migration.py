@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ssh
+from orchestrator.core.models import HostState
+from orchestrator.core.protection import EICAR_B64
+from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.models import HostState
-from orchestrator.protection import EICAR_B64
-from orchestrator.state import SqliteStore
+from orchestrator.store.state import SqliteStore
 from tests.integration.test_html_browser import check_page
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.lab
 
 LAB = "test"
 HOSTS = 8
-AVMIGRATE = [sys.executable, "-m", "orchestrator.cli"]
+AVMIGRATE = [sys.executable, "-m", "orchestrator.cli.cli"]
 MIGRATABLE = {"kesl12_agent", "kesl11_agent", "agent_only"}
 UNTOUCHABLE = {"low_disk", "broken_dpkg"}
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.core.models import UNTOUCHED, HostState
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.models import UNTOUCHED, HostState
 from tests.conftest import postgres_server_url
 
 from ..support.lab import Sampler, end_runs, kill_orchestrator, start_run

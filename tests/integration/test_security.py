@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ssh
+from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabInfo
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.lab
 
 LAB = "sec"
 HERE = Path(__file__).resolve().parent
-AVMIGRATE = [sys.executable, "-m", "orchestrator.cli"]
+AVMIGRATE = [sys.executable, "-m", "orchestrator.cli.cli"]
 
 
 @pytest.fixture

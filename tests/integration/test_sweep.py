@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import inventory
+from orchestrator.execute.sweep import sweep
+from orchestrator.inputs import inventory
 from orchestrator.lab.lab import Lab
-from orchestrator.sweep import sweep
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
 pytestmark = pytest.mark.lab

@@ -29,8 +29,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 
-from orchestrator.engine import RunPolicy
-from orchestrator.models import UNTOUCHED, HostState
+from orchestrator.core.models import UNTOUCHED, HostState
+from orchestrator.engine.engine import RunPolicy
 
 from ..support.schedule import Schedule
 from ..support.sim import SimHost

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from orchestrator import names, policy
-from orchestrator.errors import PolicyError, StateError
-from orchestrator.models import UNTOUCHED, HostState
-from orchestrator.state import (
+from orchestrator.core import names
+from orchestrator.core.errors import PolicyError, StateError
+from orchestrator.core.models import UNTOUCHED, HostState
+from orchestrator.inputs import policy
+from orchestrator.store.state import (
     BudgetFull,
     Fenced,
     LeaseHeld,

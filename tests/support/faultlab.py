@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ssh
+from orchestrator.core.protection import EICAR_B64
+from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.protection import EICAR_B64
-from orchestrator.state import SqliteStore
+from orchestrator.store.state import SqliteStore
 
 from .lab import Sampler, end_runs
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import paramiko
 
-from orchestrator import stepguard
+from orchestrator.core.procs import pid_alive
+from orchestrator.core.protection import EICAR_B64
+from orchestrator.execute import stepguard
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.procs import pid_alive
-from orchestrator.protection import EICAR_B64
 
-AVMIGRATE = [sys.executable, "-m", "orchestrator.cli"]
+AVMIGRATE = [sys.executable, "-m", "orchestrator.cli.cli"]
 # Asked of a host: does KESL's protection run, and does clamd detect EICAR right now?
 TRUTH = ("systemctl is-active kesl.service; "
          f"echo {EICAR_B64} | base64 -d | timeout 5 clamdscan --no-summary - 2>&1; "

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import catalogue, planner, procs
-from orchestrator.engine import Engine, RunPolicy
-from orchestrator.errors import Aborted, AvmigrateError
-from orchestrator.inventory import Inventory, digest_of
-from orchestrator.models import SLOT_STATES, UNTOUCHED, HostState, InventoryHost
-from orchestrator.policy import Policy
-from orchestrator.state import Budget, LeaseHeld, LeaseHolder, SqliteStore
+from orchestrator.core import procs
+from orchestrator.core.errors import Aborted, AvmigrateError
+from orchestrator.core.models import SLOT_STATES, UNTOUCHED, HostState, InventoryHost
+from orchestrator.engine.engine import Engine, RunPolicy
+from orchestrator.inputs import catalogue
+from orchestrator.inputs.inventory import Inventory, digest_of
+from orchestrator.inputs.policy import Policy
+from orchestrator.plan import planner
+from orchestrator.store.state import Budget, LeaseHeld, LeaseHolder, SqliteStore
 
 from .sim import Crash, SimFleet, SimHost
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.executor import ResultCallback, StepRequest
-from orchestrator.models import StepOutcome, StepResult
+from orchestrator.core.models import StepOutcome, StepResult
+from orchestrator.execute.executor import ResultCallback, StepRequest
 
 KESL_VERSION = "12.1.0.1297"
 GOOD_DIGEST = "a" * 64
@@ -152,7 +152,7 @@ class SimFleet:
         if self.hook is not None:
             self.hook(step, point, host, book)
         if self.cancel():
-            from orchestrator.errors import Aborted  # noqa: PLC0415
+            from orchestrator.core.errors import Aborted  # noqa: PLC0415
 
             raise Aborted(f"aborted during {step}; hosts caught mid-step keep their intent")
 

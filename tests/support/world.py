@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator import catalogue, planner
-from orchestrator.engine import Engine, RunPolicy
-from orchestrator.inventory import Inventory, digest_of
-from orchestrator.models import HostState, InventoryHost, Plan
-from orchestrator.policy import Policy
-from orchestrator.state import SqliteStore
+from orchestrator.core.models import HostState, InventoryHost, Plan
+from orchestrator.engine.engine import Engine, RunPolicy
+from orchestrator.inputs import catalogue
+from orchestrator.inputs.inventory import Inventory, digest_of
+from orchestrator.inputs.policy import Policy
+from orchestrator.plan import planner
+from orchestrator.store.state import SqliteStore
 
 from .sim import Hook, SimFleet, SimHost, baseline, unprotected_now
 

@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import cli
-from orchestrator.models import HostState
-from orchestrator.state import LeaseHolder, SqliteStore, SqlStore
+from orchestrator.cli.cli import cli
+from orchestrator.core.models import HostState
+from orchestrator.store.state import LeaseHolder, SqliteStore, SqlStore
 from tests.conftest import Backend
 
 

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator import catalogue
-from orchestrator.errors import CatalogueError
+from orchestrator.core.errors import CatalogueError
+from orchestrator.inputs import catalogue
 
 
 def raw() -> dict[str, Any]:
-    data = yaml.safe_load((Path(catalogue.__file__).parent / "data/catalogue.yml").read_text())
+    data = yaml.safe_load((Path(catalogue.__file__).parents[1] / "data/catalogue.yml").read_text())
     assert isinstance(data, dict)
     return data
 
@@ -62,7 +62,7 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
 
 
 def test_scenario_errors_name_the_problem(tmp_path: Path) -> None:
-    from orchestrator.errors import ScenarioError  # noqa: PLC0415
+    from orchestrator.core.errors import ScenarioError  # noqa: PLC0415
     from orchestrator.lab import scenario  # noqa: PLC0415
 
     assert len(scenario.load(None).assign(12)) == 12
@@ -77,7 +77,7 @@ def test_scenario_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_an_invalid_catalogue_file_names_file_line_and_key(tmp_path: Path) -> None:
-    text = (Path(catalogue.__file__).parent / "data" / "catalogue.yml").read_text()
+    text = (Path(catalogue.__file__).parents[1] / "data" / "catalogue.yml").read_text()
     text = text.replace("      secret: kesl_uninstall_password\n",
                         "      secret: Not A Name\n")
     f = tmp_path / "c.yml"

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import catalogue
-from orchestrator.classify import settle, wave_gate
-from orchestrator.models import (
+from orchestrator.core.classify import settle, wave_gate
+from orchestrator.core.models import (
     ALLOWED_TRANSITIONS,
     SLOT_STATES,
     UNTOUCHED,
@@ -14,7 +13,8 @@ from orchestrator.models import (
     HostState,
     StepOutcome,
 )
-from orchestrator.protection import proof_of, protecting_products
+from orchestrator.core.protection import proof_of, protecting_products
+from orchestrator.inputs import catalogue
 
 KESL_ON = BannedFinding("kesl", "12.1", "2024-09-27", ("kesl",),
                         ("kesl.service", "kesl-supervisor.service"), 2)

@@ -7,10 +7,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import reports
-from orchestrator.cli import cli
-from orchestrator.models import Plan, Wave
-from orchestrator.state import SqliteStore
+from orchestrator.cli.cli import cli
+from orchestrator.core.models import Plan, Wave
+from orchestrator.report import reports
+from orchestrator.store.state import SqliteStore
 
 
 def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -146,7 +146,7 @@ def test_lab_status_without_a_lab_is_one_line(tmp_path: Path, monkeypatch: pytes
 
 
 def test_second_operator_is_refused_naming_the_holder(tmp_path: Path) -> None:
-    from orchestrator.state import LeaseHolder  # noqa: PLC0415
+    from orchestrator.store.state import LeaseHolder  # noqa: PLC0415
 
     state = tmp_path / "s.db"
     store = SqliteStore(state)
@@ -162,7 +162,7 @@ def test_second_operator_is_refused_naming_the_holder(tmp_path: Path) -> None:
 
 
 def test_approve_records_the_operator_for_the_plan(tmp_path: Path) -> None:
-    from orchestrator import planner  # noqa: PLC0415
+    from orchestrator.plan import planner  # noqa: PLC0415
 
     plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break",
                 (Wave(0, ("h1",)), Wave(1, ("h2", "h3"))))
@@ -266,8 +266,8 @@ def test_an_invalid_policy_is_one_line_naming_file_line_and_key(tmp_path: Path) 
 
 
 def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path: Path) -> None:
-    from orchestrator.models import HostState  # noqa: PLC0415
-    from orchestrator.state import Move, SqliteStore  # noqa: PLC0415
+    from orchestrator.core.models import HostState  # noqa: PLC0415
+    from orchestrator.store.state import Move, SqliteStore  # noqa: PLC0415
 
     state = tmp_path / "s.db"
     store = SqliteStore(state)
@@ -293,8 +293,8 @@ def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path:
 
 
 def test_the_cli_offers_the_engines_strategies() -> None:
-    from orchestrator import cli as cli_module  # noqa: PLC0415
-    from orchestrator.engine import STRATEGIES  # noqa: PLC0415
+    from orchestrator.cli import cli as cli_module  # noqa: PLC0415
+    from orchestrator.engine.engine import STRATEGIES  # noqa: PLC0415
 
     assert cli_module.STRATEGIES == STRATEGIES
 

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from orchestrator import catalogue, planner
-from orchestrator import policy as policy_mod
-from orchestrator.engine import Engine, RunPolicy
-from orchestrator.inventory import Inventory, digest_of
-from orchestrator.models import HostState, InventoryHost
-from orchestrator.policy import Policy
-from orchestrator.state import SqliteStore
+from orchestrator.core.models import HostState, InventoryHost
+from orchestrator.engine.engine import Engine, RunPolicy
+from orchestrator.inputs import catalogue
+from orchestrator.inputs import policy as policy_mod
+from orchestrator.inputs.inventory import Inventory, digest_of
+from orchestrator.inputs.policy import Policy
+from orchestrator.plan import planner
+from orchestrator.store.state import SqliteStore
 
 from ..support.sim import SimFleet, SimHost
 

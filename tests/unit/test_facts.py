@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator import catalogue, facts
+from orchestrator.core import facts
+from orchestrator.inputs import catalogue
 
 # What avmigrate_probe reported for a lab host with KESL 12 and the Network Agent (trimmed).
 REPORT = {

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from orchestrator.models import (
+from orchestrator.core.models import (
     BannedFinding,
     HostFacts,
     HostRecord,

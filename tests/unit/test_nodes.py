@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.models import InventoryHost
-from orchestrator.nodes import ExecutionNode, shard
+from orchestrator.core.models import InventoryHost
+from orchestrator.execute.nodes import ExecutionNode, shard
 
 
 def node(name: str) -> ExecutionNode:
@@ -87,7 +87,7 @@ def test_the_watchdog_ends_the_worker_when_its_controller_falls_silent(tmp_path:
     past the dead controller's lease. While heartbeats come, it runs on."""
     import shlex  # noqa: PLC0415
 
-    from orchestrator.nodes import watchdog  # noqa: PLC0415
+    from orchestrator.execute.nodes import watchdog  # noqa: PLC0415
 
     marker = f"{os.getpid()}.{time.monotonic_ns() % 10**6}"
     node = fake_node(tmp_path, f'read job; exec sleep 602{marker}\n')
@@ -139,7 +139,7 @@ def test_a_cancelled_step_closes_the_nodes_connection() -> None:
     closes the connection instead, and the node's watchdog ends the worker."""
     import threading  # noqa: PLC0415
 
-    from orchestrator import nodes  # noqa: PLC0415
+    from orchestrator.execute import nodes  # noqa: PLC0415
 
     class Client:
         closed = False

@@ -5,10 +5,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from orchestrator import catalogue, planner, policy
-from orchestrator.errors import CatalogueError
-from orchestrator.inventory import Inventory, digest_of
-from orchestrator.models import HostRecord, HostState, InventoryHost, Plan, Transition
+from orchestrator.core.errors import CatalogueError
+from orchestrator.core.models import HostRecord, HostState, InventoryHost, Plan, Transition
+from orchestrator.inputs import catalogue, policy
+from orchestrator.inputs.inventory import Inventory, digest_of
+from orchestrator.plan import planner
 
 
 def inv(n: int) -> Inventory:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import policy
-from orchestrator.errors import PolicyError
+from orchestrator.core.errors import PolicyError
+from orchestrator.inputs import policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "policy.example.yml"
 

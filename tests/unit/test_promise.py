@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import names
-from orchestrator.engine import RunPolicy
-from orchestrator.lease import LeaseKeeper
-from orchestrator.models import HostState
-from orchestrator.policy import Policy
-from orchestrator.state import LeaseHeld, LeaseHolder, LeaseLost, SqliteStore
+from orchestrator.core import names
+from orchestrator.core.models import HostState
+from orchestrator.engine.engine import RunPolicy
+from orchestrator.inputs.policy import Policy
+from orchestrator.store.lease import LeaseKeeper
+from orchestrator.store.state import LeaseHeld, LeaseHolder, LeaseLost, SqliteStore
 
 from ..support.sim import Crash
 from ..support.world import World, untrue_records
@@ -264,8 +264,8 @@ def test_8a_a_lost_lease_stops_the_run_before_its_next_step(tmp_path: Path) -> N
 
 def test_8a_the_cli_aborts_the_running_step_when_its_lease_is_lost(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import cli  # noqa: PLC0415
-    from orchestrator.executor import RunnerExecutor  # noqa: PLC0415
+    from orchestrator.cli import cli  # noqa: PLC0415
+    from orchestrator.execute.executor import RunnerExecutor  # noqa: PLC0415
 
     monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
     state = tmp_path / "s.db"
@@ -293,7 +293,7 @@ def test_8b_lease_expiry_is_judged_by_the_database_clock(tmp_path: Path,
     alice.acquire_lease(holder("alice", 1, machine="box-a"), ttl=30, hosts=["h0"])
     # Bob's machine clock runs a minute ahead of everyone else's.
     real = time.time
-    monkeypatch.setattr("orchestrator.state.time.time", lambda: real() + 60)
+    monkeypatch.setattr("orchestrator.store.state.time.time", lambda: real() + 60)
     with pytest.raises(LeaseHeld, match="alice"):
         bob.acquire_lease(holder("bob", 2, machine="box-b"), ttl=30, hosts=["h0"])
 

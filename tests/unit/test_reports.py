@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from orchestrator import catalogue, planner, reports
-from orchestrator.errors import PlanError
-from orchestrator.inventory import Inventory, digest_of
-from orchestrator.models import (
+from orchestrator.cli.progress import RunProgress
+from orchestrator.core.errors import PlanError
+from orchestrator.core.models import (
     BannedFinding,
     HostFacts,
     HostRecord,
     HostState,
     InventoryHost,
 )
-from orchestrator.progress import RunProgress
-from orchestrator.state import SqliteStore
+from orchestrator.inputs import catalogue
+from orchestrator.inputs.inventory import Inventory, digest_of
+from orchestrator.plan import planner
+from orchestrator.report import reports
+from orchestrator.store.state import SqliteStore
 
 
 def facts(*banned: str, free: int = 5000, dpkg_ok: bool = True, os_family: str = "Debian"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from orchestrator import secrets
-from orchestrator.secrets import Secrets, SecretsError, VaultChannel
+from orchestrator.inputs import secrets
+from orchestrator.inputs.secrets import Secrets, SecretsError, VaultChannel
 
 CANARY = "canary-Zq9!x y$(id)"
 

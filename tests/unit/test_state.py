@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import StateError
-from orchestrator.models import (
+from orchestrator.core.errors import StateError
+from orchestrator.core.models import (
     ALLOWED_TRANSITIONS,
     HostFacts,
     HostState,
     StepOutcome,
     StepResult,
 )
-from orchestrator.procs import machine_identity
-from orchestrator.state import (
+from orchestrator.core.procs import machine_identity
+from orchestrator.store.state import (
     MIGRATIONS,
     BudgetFull,
     Fenced,
@@ -87,7 +87,7 @@ def test_gap_is_time_from_stop_to_verified(store: SqlStore) -> None:
 def test_step_spans_from_one_query_match_the_history(store: SqlStore) -> None:
     """The planner's estimates read step rows with one windowed query (both backends): the
     same rows, and so the same medians, as derived from the transitions in Python."""
-    from orchestrator import planner  # noqa: PLC0415
+    from orchestrator.plan import planner  # noqa: PLC0415
 
     s = HostState
     store.ensure_hosts(["c"])
@@ -189,7 +189,7 @@ def test_the_budget_is_taken_with_the_removal_intent(store: SqlStore) -> None:
     ("2.5%", 1000, 25), ("100%", 8, 8)])
 def test_a_budget_is_a_count_or_a_share_of_the_fleet(spec: str, fleet: int, limit: int
                                                      ) -> None:
-    from orchestrator.protection import budget_problem, resolve_budget  # noqa: PLC0415
+    from orchestrator.core.protection import budget_problem, resolve_budget  # noqa: PLC0415
 
     assert budget_problem(spec) is None
     assert resolve_budget(spec, fleet) == limit
@@ -197,7 +197,7 @@ def test_a_budget_is_a_count_or_a_share_of_the_fleet(spec: str, fleet: int, limi
 
 @pytest.mark.parametrize("spec", ["0", "-1", "0%", "101%", "one", "", "1.5"])
 def test_a_bad_budget_says_why(spec: str) -> None:
-    from orchestrator.protection import budget_problem  # noqa: PLC0415
+    from orchestrator.core.protection import budget_problem  # noqa: PLC0415
 
     assert budget_problem(spec) is not None
 

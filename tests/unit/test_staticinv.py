@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import inventory, staticinv
+from orchestrator.inputs import inventory, staticinv
 
 ROOT = Path(__file__).resolve().parents[2]
 

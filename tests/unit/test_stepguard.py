@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import procs
+from orchestrator.core import procs
 
 ORCHESTRATOR = '''
 import dataclasses, sys
 from pathlib import Path
-from orchestrator.executor import ExecConfig, RunnerExecutor, StepRequest
-from orchestrator.models import InventoryHost
+from orchestrator.execute.executor import ExecConfig, RunnerExecutor, StepRequest
+from orchestrator.core.models import InventoryHost
 work, key = Path(sys.argv[1]), sys.argv[2]
 fields = {f.name for f in dataclasses.fields(ExecConfig)}
 config = ExecConfig(playbook_dir=work / "playbooks", artifacts_dir=work / "artifacts",
@@ -108,7 +108,7 @@ def test_a_step_of_a_stopped_orchestrator_ends_before_its_lease_could_expire(
         step: tuple[Path, str, str]) -> None:
     """Ctrl-Z or SIGSTOP: the orchestrator renews no lease while stopped, so its step must
     not go on changing hosts another operator may take over once the lease expired."""
-    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     work, marker, key = step
     orchestrator = start(work, key, subprocess.PIPE)
@@ -131,7 +131,7 @@ def test_a_step_of_a_stopped_orchestrator_ends_before_its_lease_could_expire(
 
 
 def test_a_later_run_ends_a_step_its_guard_could_not(step: tuple[Path, str, str]) -> None:
-    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     work, marker, key = step
     orchestrator = start(work, key)
@@ -158,7 +158,7 @@ def test_a_later_run_ends_a_step_its_guard_could_not(step: tuple[Path, str, str]
 
 
 def test_a_live_runs_step_is_left_alone(step: tuple[Path, str, str]) -> None:
-    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     work, marker, key = step
     orchestrator = start(work, key)
@@ -174,7 +174,7 @@ def test_a_live_runs_step_is_left_alone(step: tuple[Path, str, str]) -> None:
 
 def test_the_guard_passes_the_steps_exit_status_through(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
     fake = tmp_path / "real-playbook"
@@ -193,8 +193,8 @@ def test_a_guard_directory_others_could_write_is_refused(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The guard runs as the operator and is handed the run's secrets: it is never taken from
     a directory another user could have planted it in."""
-    from orchestrator import stepguard  # noqa: PLC0415
-    from orchestrator.errors import ExecutionError  # noqa: PLC0415
+    from orchestrator.core.errors import ExecutionError  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     shared = tmp_path / "run"
     shared.mkdir()
@@ -217,7 +217,7 @@ def test_a_guard_directory_others_could_write_is_refused(tmp_path: Path,
 
 def test_a_guard_cleaned_away_mid_run_is_put_back_before_the_next_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
     guard = stepguard.Guard.install("somestate")
@@ -231,7 +231,7 @@ def test_a_guard_cleaned_away_mid_run_is_put_back_before_the_next_step(
 
 def test_a_users_run_directory_is_the_same_in_every_session(monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
-    from orchestrator import stepguard  # noqa: PLC0415
+    from orchestrator.execute import stepguard  # noqa: PLC0415
 
     monkeypatch.delenv("AVMIGRATE_RUN_DIR", raising=False)
     first = stepguard.run_dir()

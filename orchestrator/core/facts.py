@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.catalogue import Catalogue
-from orchestrator.models import BannedFinding, HostFacts
+from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.models import BannedFinding, HostFacts
 
 
 def info_field(text: str, field: str) -> str | None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.models import HostFacts
+from orchestrator.core.models import HostFacts
 
 if TYPE_CHECKING:  # only its type: `status` and the store need not load YAML
-    from orchestrator.catalogue import Catalogue
+    from orchestrator.core.catalogue import Catalogue
 
 # The EICAR test file a replacement must detect to prove protection, kept encoded so that this
 # repository holds no test virus (antivirus products would flag the file).

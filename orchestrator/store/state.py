@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import audit, procs
-from orchestrator.errors import StateError
-from orchestrator.models import (
+from orchestrator.core import procs
+from orchestrator.core.errors import StateError
+from orchestrator.core.models import (
     SLOT_STATES,
     STEP_STARTS,
     HostFacts,
@@ -32,8 +32,9 @@ from orchestrator.models import (
     new_record,
     transition_allowed,
 )
-from orchestrator.protection import budget_problem, resolve_budget
-from orchestrator.sqltypes import Cursor, Db
+from orchestrator.core.protection import budget_problem, resolve_budget
+from orchestrator.store import audit
+from orchestrator.store.sqltypes import Cursor, Db
 
 
 class StateStore(Protocol):
@@ -864,6 +865,6 @@ class SqliteStore(SqlStore):
 def open_store(url: str) -> SqlStore:
     """Open the state named by --state / AVMIGRATE_STATE: a SQLite file, or postgresql://."""
     if url.startswith(("postgresql://", "postgres://")):
-        from orchestrator.pgstore import PostgresStore  # noqa: PLC0415 - only when asked for
+        from orchestrator.store.postgres import PostgresStore  # noqa: PLC0415 - only when asked for
         return PostgresStore(url)
     return SqliteStore(Path(url))

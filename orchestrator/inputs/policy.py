@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from orchestrator.errors import PolicyError
-from orchestrator.protection import budget_problem
-from orchestrator.yamlfile import load_yaml_located
+from orchestrator.core.errors import PolicyError
+from orchestrator.core.protection import budget_problem
+from orchestrator.inputs.yamlfile import load_yaml_located
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STRATEGIES = ("auto", "make-before-break", "swap")

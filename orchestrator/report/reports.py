@@ -18,17 +18,17 @@ from typing import Any, NamedTuple
 import jinja2
 from markupsafe import Markup
 
-from orchestrator import policy as policy_mod
-from orchestrator import timeline
-from orchestrator.audit import Verdict
-from orchestrator.catalogue import Catalogue
-from orchestrator.errors import PlanError
-from orchestrator.facts import preflight_checker, signature_date
-from orchestrator.inventory import Inventory
-from orchestrator.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
-from orchestrator.policy import Policy
+from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.errors import PlanError
+from orchestrator.core.facts import preflight_checker, signature_date
+from orchestrator.core.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
+from orchestrator.inputs import policy as policy_mod
+from orchestrator.inputs.inventory import Inventory
+from orchestrator.inputs.policy import Policy
+from orchestrator.plan import timeline
+from orchestrator.store.audit import Verdict
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 PLAN_FORMAT = 2
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import paramiko
 
-from orchestrator.errors import AvmigrateError
+from orchestrator.core.errors import AvmigrateError
 
 
 class SSHError(AvmigrateError):

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from orchestrator.catalogue import Catalogue
-from orchestrator.inventory import Inventory
-from orchestrator.models import (
+from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.models import (
     STEP_STARTS,
     HostFacts,
     HostRecord,
@@ -29,8 +28,9 @@ from orchestrator.models import (
     Transition,
     Wave,
 )
-from orchestrator.policy import Policy
-from orchestrator.protection import resolve_budget
+from orchestrator.core.protection import resolve_budget
+from orchestrator.inputs.inventory import Inventory
+from orchestrator.inputs.policy import Policy
 
 
 def wave_sizes(total: int, canary: int = 1, growth: float = 2.0, max_wave: int = 500

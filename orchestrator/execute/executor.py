@@ -24,14 +24,15 @@ from typing import Any, Protocol
 
 import yaml
 
-from orchestrator import nodes, procs, stepguard
-from orchestrator.errors import Aborted, ExecutionError
-from orchestrator.models import InventoryHost, StepOutcome, StepResult
-from orchestrator.names import STRICT
-from orchestrator.nodes import ExecutionNode
-from orchestrator.secrets import Secrets, VaultChannel
+from orchestrator.core import procs
+from orchestrator.core.errors import Aborted, ExecutionError
+from orchestrator.core.models import InventoryHost, StepOutcome, StepResult
+from orchestrator.core.names import STRICT
+from orchestrator.execute import nodes, stepguard
+from orchestrator.execute.nodes import ExecutionNode
+from orchestrator.inputs.secrets import Secrets, VaultChannel
 
-PLAYBOOK_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOK_DIR = Path(__file__).resolve().parents[2] / "playbooks"
 
 
 @dataclass(frozen=True)

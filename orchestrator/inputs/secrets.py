@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import AvmigrateError
+from orchestrator.core.errors import AvmigrateError
 
 
 class SecretsError(AvmigrateError):

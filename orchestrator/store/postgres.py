@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from orchestrator.errors import StateError
-from orchestrator.sqltypes import Cursor
-from orchestrator.state import MIGRATIONS, SqlStore
+from orchestrator.core.errors import StateError
+from orchestrator.store.sqltypes import Cursor
+from orchestrator.store.state import MIGRATIONS, SqlStore
 
 # Any 64-bit number of our own: the advisory lock every avmigrate write transaction takes.
 WRITER_LOCK = 0x61766D6967726174  # "avmigrat"

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import procs
-from orchestrator.errors import ExecutionError
+from orchestrator.core import procs
+from orchestrator.core.errors import ExecutionError
 
 # A step of an orchestrator stopped this long is ended: below half of a lease's life (30 s),
 # after which renewals count as failed.

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from orchestrator import __version__
-from orchestrator.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
-from orchestrator.models import HostRecord, HostState, Plan, exit_code_for_states
-from orchestrator.protection import resolve_budget
-from orchestrator.state import SqlStore, StateStore, open_store
+from orchestrator.core.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
+from orchestrator.core.models import HostRecord, HostState, Plan, exit_code_for_states
+from orchestrator.core.protection import resolve_budget
+from orchestrator.store.state import SqlStore, StateStore, open_store
 
 
 def _lazy(name: str) -> Any:
@@ -46,29 +46,33 @@ def _lazy(name: str) -> Any:
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from orchestrator import catalogue, inventory, planner, reports, stepguard
-    from orchestrator import engine as engine_mod
-    from orchestrator import executor as executor_mod
-    from orchestrator import lease as lease_mod
-    from orchestrator import nodes as nodes_mod
-    from orchestrator import policy as policy_mod
-    from orchestrator import progress as progress_mod
-    from orchestrator import secrets as secretlib
-    from orchestrator.engine import Engine, RunPolicy
-    from orchestrator.lease import LeaseKeeper
+    from orchestrator.cli import progress as progress_mod
+    from orchestrator.core.catalogue import Catalogue
+    from orchestrator.engine import engine as engine_mod
+    from orchestrator.engine.engine import Engine, RunPolicy
+    from orchestrator.execute import executor as executor_mod
+    from orchestrator.execute import nodes as nodes_mod
+    from orchestrator.execute import stepguard
+    from orchestrator.inputs import catalogue, inventory
+    from orchestrator.inputs import policy as policy_mod
+    from orchestrator.inputs import secrets as secretlib
+    from orchestrator.plan import planner
+    from orchestrator.report import reports
+    from orchestrator.store import lease as lease_mod
+    from orchestrator.store.lease import LeaseKeeper
 else:
-    catalogue = _lazy("orchestrator.catalogue")
-    inventory = _lazy("orchestrator.inventory")
-    planner = _lazy("orchestrator.planner")
-    reports = _lazy("orchestrator.reports")
-    engine_mod = _lazy("orchestrator.engine")
-    executor_mod = _lazy("orchestrator.executor")
-    lease_mod = _lazy("orchestrator.lease")
-    nodes_mod = _lazy("orchestrator.nodes")
-    policy_mod = _lazy("orchestrator.policy")
-    progress_mod = _lazy("orchestrator.progress")
-    secretlib = _lazy("orchestrator.secrets")
-    stepguard = _lazy("orchestrator.stepguard")
+    catalogue = _lazy("orchestrator.inputs.catalogue")
+    inventory = _lazy("orchestrator.inputs.inventory")
+    planner = _lazy("orchestrator.plan.planner")
+    reports = _lazy("orchestrator.report.reports")
+    engine_mod = _lazy("orchestrator.engine.engine")
+    executor_mod = _lazy("orchestrator.execute.executor")
+    lease_mod = _lazy("orchestrator.store.lease")
+    nodes_mod = _lazy("orchestrator.execute.nodes")
+    policy_mod = _lazy("orchestrator.inputs.policy")
+    progress_mod = _lazy("orchestrator.cli.progress")
+    secretlib = _lazy("orchestrator.inputs.secrets")
+    stepguard = _lazy("orchestrator.execute.stepguard")
 
 STRATEGIES = ("auto", "make-before-break", "swap")  # engine.STRATEGIES (a test holds them equal)
 
@@ -151,7 +155,7 @@ class Context:
             self._store = open_store(self.state_url)
         return self._store
 
-    def catalogue(self) -> catalogue.Catalogue:
+    def catalogue(self) -> Catalogue:
         return catalogue.load(self.catalogue_path)
 
     def engine(self, inv: inventory.Inventory, replacement: str, forks: int,
@@ -316,7 +320,7 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
 def sweep(inventory_path: Path, workers: int, timeout: float, as_json: bool) -> None:
     """Check every host answers SSH with the key recorded in known_hosts (no login, no Ansible;
     nothing is recorded). Exit 0 when all do, 3 otherwise."""
-    from orchestrator import sweep as sweeper  # noqa: PLC0415
+    from orchestrator.execute import sweep as sweeper  # noqa: PLC0415
 
     inv = inventory.load(inventory_path)
     start = time.monotonic()
@@ -455,7 +459,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,
     out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
 
 
-def plan_changes(the_plan: Plan, inv: inventory.Inventory, cat: catalogue.Catalogue,
+def plan_changes(the_plan: Plan, inv: inventory.Inventory, cat: Catalogue,
                  source: Path) -> str | None:
     """What changed in the inventory or catalogue since the plan was made, or None."""
     parts = []

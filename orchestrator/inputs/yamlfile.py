@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import AvmigrateError
+from orchestrator.core.errors import AvmigrateError
 
 
 def load_yaml(path: Path | None, builtin: tuple[str, str, str], error: type[AvmigrateError]

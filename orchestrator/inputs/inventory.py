@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
-from orchestrator import names, staticinv
-from orchestrator.errors import InventoryError
-from orchestrator.models import InventoryHost, bulk_constructor
+from orchestrator.core import names
+from orchestrator.core.errors import InventoryError
+from orchestrator.core.models import InventoryHost, bulk_constructor
+from orchestrator.inputs import staticinv
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from typing import Any
 
 import paramiko
 
-from orchestrator import ssh
-from orchestrator.errors import ExecutionError
-from orchestrator.models import InventoryHost, StepOutcome, StepResult
-from orchestrator.sweep import known_hosts_files
+from orchestrator.core.errors import ExecutionError
+from orchestrator.core.models import InventoryHost, StepOutcome, StepResult
+from orchestrator.execute import ssh
+from orchestrator.execute.sweep import known_hosts_files
 
 NODE_SILENCE_S = 30.0  # the worker sends a keepalive every 5 s of quiet
 KEEPALIVE_S = 5

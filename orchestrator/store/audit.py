@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.sqltypes import Cursor, Db
+from orchestrator.store.sqltypes import Cursor, Db
 
 GENESIS = "0" * 64
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from orchestrator.state import Fenced, LeaseHolder, StateStore
+from orchestrator.store.state import Fenced, LeaseHolder, StateStore
 
 DEFAULT_TTL = 30.0
 

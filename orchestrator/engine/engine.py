@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import classify
-from orchestrator import facts as factlib
-from orchestrator.catalogue import Catalogue
-from orchestrator.classify import MAKE_BEFORE_BREAK, SWAP
-from orchestrator.errors import Aborted, UsageError
-from orchestrator.executor import Executor, StepRequest
-from orchestrator.inventory import Inventory
-from orchestrator.models import (
+from orchestrator.core import classify
+from orchestrator.core import facts as factlib
+from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.classify import MAKE_BEFORE_BREAK, SWAP
+from orchestrator.core.errors import Aborted, UsageError
+from orchestrator.core.models import (
     RESTARTABLE,
     UNTOUCHED,
     HostFacts,
@@ -42,16 +40,18 @@ from orchestrator.models import (
     Wave,
     exit_code_for_states,
 )
-from orchestrator.planner import strategy_for
-from orchestrator.policy import Policy
-from orchestrator.protection import (
+from orchestrator.core.protection import (
     EICAR_B64,
     budget_problem,
     proof_of,
     protecting_products,
     replacement_proof,
 )
-from orchestrator.state import BudgetFull, LeaseLost, StateStore
+from orchestrator.execute.executor import Executor, StepRequest
+from orchestrator.inputs.inventory import Inventory
+from orchestrator.inputs.policy import Policy
+from orchestrator.plan.planner import strategy_for
+from orchestrator.store.state import BudgetFull, LeaseLost, StateStore
 
 Log = Callable[[str], None]
 Guard = Callable[[], str | None]

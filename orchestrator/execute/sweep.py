@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paramiko
 
-from orchestrator.models import InventoryHost
+from orchestrator.core.models import InventoryHost
 
 _KNOWN = re.compile(r"UserKnownHostsFile\s*=?\s*(\S+)", re.IGNORECASE)
 _SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")

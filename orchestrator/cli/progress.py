@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from orchestrator.models import HostRecord, HostState, Plan
+from orchestrator.core.models import HostRecord, HostState, Plan
 
 # Where a host stands once this run has nothing more to do to it.
 SETTLED = frozenset({

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.models import (
+from orchestrator.core.models import (
     INTENTS,
     SLOT_STATES,
     UNTOUCHED,
