@@ -21,8 +21,21 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from orchestrator import __version__
-from orchestrator.core.errors import Aborted, AuditError, AvmigrateError, PlanError, UsageError
-from orchestrator.core.models import HostRecord, HostState, Plan, exit_code_for_states
+from orchestrator.core.errors import (
+    Aborted,
+    AuditError,
+    AvmigrateError,
+    ExitCode,
+    PlanError,
+    UsageError,
+)
+from orchestrator.core.models import (
+    STRATEGY_NAMES,
+    HostRecord,
+    HostState,
+    Plan,
+    exit_code_for_states,
+)
 from orchestrator.core.protection import resolve_budget
 from orchestrator.store.state import SqlStore, StateStore, open_store
 
@@ -74,7 +87,6 @@ else:
     secretlib = _lazy("orchestrator.inputs.secrets")
     stepguard = _lazy("orchestrator.execute.stepguard")
 
-STRATEGIES = ("auto", "make-before-break", "swap")  # engine.STRATEGIES (a test holds them equal)
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give them room.
@@ -120,13 +132,13 @@ def boundary(fn: F) -> F:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("avmigrate: interrupted; state is saved, run the command again to resume")
-            sys.exit(130)
+            sys.exit(ExitCode.INTERRUPTED)
         except Exception:  # noqa: BLE001 - the boundary: log it, say where, exit 70
             fd, path = tempfile.mkstemp(prefix="avmigrate-crash-", suffix=".log")
             with os.fdopen(fd, "w") as fh:
                 fh.write(traceback.format_exc())
             err.print(f"avmigrate: internal error; the traceback is in {path}. Please report it.")
-            sys.exit(70)
+            sys.exit(ExitCode.INTERNAL)
 
     return wrapper  # type: ignore[return-value]
 
@@ -338,7 +350,7 @@ def sweep(inventory_path: Path, workers: int, timeout: float, as_json: bool) -> 
             if not r.ok:
                 out.print(f"  {r.host} ({r.address}:{r.port}): {r.status}: {r.detail}",
                           markup=False, soft_wrap=True)
-    sys.exit(0 if all(r.ok for r in results) else 3)
+    sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.HOSTS_LEFT)
 
 
 POLICY = click.option("--policy", "policy_path", type=click.Path(path_type=Path),
@@ -498,7 +510,7 @@ def _few(names: list[str], limit: int = 5) -> str:
               help="Execute this plan file exactly (from `avmigrate plan`), with its policy.")
 @click.option("--yes", "-y", is_flag=True, envvar="AVMIGRATE_YES",
               help="Do not ask for confirmation (env AVMIGRATE_YES).")
-@click.option("--strategy", type=click.Choice(STRATEGIES),
+@click.option("--strategy", type=click.Choice(STRATEGY_NAMES),
               help="auto (default): make-before-break where the catalogue says the products "
                    "coexist, else swap.")
 @click.option("--max-unprotected", metavar="N|P%",
@@ -557,7 +569,8 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,
     store = obj.store()
     if not yes:
         if not sys.stdin.isatty():
-            raise Aborted("not confirmed: pass --yes to run without a terminal", exit_code=2)
+            raise Aborted("not confirmed: pass --yes to run without a terminal",
+                          exit_code=ExitCode.BAD_INPUT)
         click.confirm(f"Migrate up to {len(inv.hosts)} host(s) to {replacement}?", abort=True)
     t0 = time.monotonic()
     live = err.is_terminal if progress is None else progress
@@ -636,7 +649,7 @@ def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
     if not yes:
         if not sys.stdin.isatty():
             raise Aborted("not confirmed: pass --yes to remediate without a terminal",
-                          exit_code=2)
+                          exit_code=ExitCode.BAD_INPUT)
         click.confirm(f"Install and verify {replacement} on {', '.join(names)}?", abort=True)
     engine = obj.engine(inv, replacement, forks)
     with obj.lease(names, engine) as keeper, interrupts(engine):
@@ -721,7 +734,7 @@ def status(obj: Context, as_json: bool, show_all: bool, only: tuple[str, ...]) -
     """
     store = _existing_store(obj)
     counts = store.counts()
-    code = exit_code_for_states(set(counts)) if counts else 0
+    code = exit_code_for_states(set(counts)) if counts else ExitCode.OK
     if only:
         records = store.in_states([HostState(s) for s in only])
     elif as_json or show_all or sum(counts.values()) <= STATUS_TABLE_MAX:

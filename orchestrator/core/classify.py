@@ -14,9 +14,6 @@ from orchestrator.core.models import (
     StepOutcome,
 )
 
-SWAP = "swap"
-MAKE_BEFORE_BREAK = "make-before-break"
-
 _WHAT = {StepOutcome.UNREACHABLE: "unreachable", StepOutcome.UNKNOWN: "outcome unknown",
          StepOutcome.FAILED: "probe failed"}
 

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit code avmigrate returns; the README's table is checked against this enum."""
+
+    OK = 0  # every host migrated or clean
+    BAD_INPUT = 2  # missing inventory, unreadable state, bad plan or catalogue: one line says what
+    HOSTS_LEFT = 3  # some hosts left as they were (unreachable, blocked, pending)
+    STEP_FAILED = 4  # a step failed on some host (it is still protected by one product)
+    UNPROTECTED = 5  # some host is unprotected
+    ANSIBLE = 6  # Ansible could not be started
+    LAB = 7  # lab error
+    LEASE = 8  # another run holds the state (or took over this run's lease)
+    AUDIT = 9  # `audit verify`: the audit log was tampered with
+    INTERNAL = 70  # internal error; the traceback is written to a file named in the message
+    INTERRUPTED = 130  # the operator declined or interrupted the run
+
+
 
 class AvmigrateError(Exception):
     """Base of every error a user can cause or fix; the message says how to fix it."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
-    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, *, exit_code: ExitCode | None = None) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
@@ -45,22 +64,22 @@ class PlanError(AvmigrateError):
 class AuditError(AvmigrateError):
     """The audit log failed verification: an entry was altered, removed or reordered."""
 
-    exit_code = 9
+    exit_code = ExitCode.AUDIT
 
 
 class ExecutionError(AvmigrateError):
     """Ansible could not be started or did not finish a step."""
 
-    exit_code = 6
+    exit_code = ExitCode.ANSIBLE
 
 
 class LabError(AvmigrateError):
     """The lab cannot be built, reached or taken down."""
 
-    exit_code = 7
+    exit_code = ExitCode.LAB
 
 
 class Aborted(AvmigrateError):
     """The operator declined or interrupted the run."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED

@@ -7,7 +7,20 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from orchestrator.core.errors import ExitCode
+
 T = TypeVar("T")
+
+
+class Strategy(StrEnum):
+    """How a host moves from the banned product to its replacement."""
+
+    AUTO = "auto"  # per host, from the catalogue: make-before-break where the two coexist
+    MAKE_BEFORE_BREAK = "make-before-break"  # install and verify, then remove the banned one
+    SWAP = "swap"  # stage the replacement, remove the banned one, install and verify it
+
+
+STRATEGY_NAMES = tuple(s.value for s in Strategy)
 
 
 class HostState(StrEnum):
@@ -109,15 +122,15 @@ StepSpan = tuple[str, str, str | None, float | None, str | None, float | None]
 STEP_STARTS = (HostState.INSTALLING.value, HostState.STAGING.value, HostState.REMOVING.value)
 
 
-def exit_code_for_states(states: set[HostState]) -> int:
+def exit_code_for_states(states: set[HostState]) -> ExitCode:
     """exit_code_for, from the set of states the hosts are in."""
     if HostState.UNPROTECTED in states:
-        return 5
+        return ExitCode.UNPROTECTED
     if states & {HostState.INSTALL_FAILED, HostState.REMOVE_FAILED}:
-        return 4
+        return ExitCode.STEP_FAILED
     if any(not s.is_final_success for s in states):
-        return 3
-    return 0
+        return ExitCode.HOSTS_LEFT
+    return ExitCode.OK
 
 
 def transition_allowed(src: HostState, dst: HostState) -> bool:

@@ -26,10 +26,10 @@ from typing import Any
 from orchestrator.core import classify
 from orchestrator.core import facts as factlib
 from orchestrator.core.catalogue import Catalogue
-from orchestrator.core.classify import MAKE_BEFORE_BREAK, SWAP
 from orchestrator.core.errors import Aborted, UsageError
 from orchestrator.core.models import (
     RESTARTABLE,
+    STRATEGY_NAMES,
     UNTOUCHED,
     HostFacts,
     HostRecord,
@@ -37,6 +37,7 @@ from orchestrator.core.models import (
     Plan,
     StepOutcome,
     StepResult,
+    Strategy,
     Wave,
     exit_code_for_states,
 )
@@ -55,7 +56,6 @@ from orchestrator.store.state import BudgetFull, LeaseLost, StateStore
 
 Log = Callable[[str], None]
 Guard = Callable[[], str | None]
-STRATEGIES = ("auto", MAKE_BEFORE_BREAK, SWAP)
 DEFAULT_RECONNECT_S = 600.0
 SLOT_POLL_S = 5.0
 # A make-before-break host waiting this long for a budget slot is verified again before its
@@ -67,7 +67,7 @@ STALE_VERIFICATION_S = 600.0
 class RunPolicy:
     """How a run may proceed: strategy, protection budget, reconnect window and wave gates."""
 
-    strategy: str = "auto"
+    strategy: str = Strategy.AUTO
     # Hosts at once whose protection is unproven (removal to verification), fleet-wide: a
     # count (3) or a share of the fleet ("1%").
     max_unprotected: int | str = 1
@@ -81,8 +81,8 @@ class RunPolicy:
     reconnect_seconds: float = DEFAULT_RECONNECT_S
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+        if self.strategy not in STRATEGY_NAMES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGY_NAMES)}")
         if (problem := budget_problem(str(self.max_unprotected))) is not None:
             raise UsageError(f"--max-unprotected: {problem}")
         if not 0 <= self.max_failed_percent <= 100:
@@ -258,10 +258,10 @@ class Engine:
         return record
 
     def strategy_of(self, record: HostRecord) -> str:
-        if self.policy.strategy != "auto":
+        if self.policy.strategy != Strategy.AUTO:
             return self.policy.strategy
         if record.facts is None:
-            return MAKE_BEFORE_BREAK
+            return Strategy.MAKE_BEFORE_BREAK
         return strategy_for(record.facts, self.catalogue, self.replacement)
 
     def unprotected(self) -> list[str]:
@@ -482,7 +482,7 @@ class Engine:
                     self.unreached.add(n)
                 self._move(n, prior.state, f"preflight {r.outcome.value}: {r.message} (was: "
                            f"{prior.reason[:200]})")
-        mbb = [n for n in ready if self.strategy_of(self._record(n)) == MAKE_BEFORE_BREAK]
+        mbb = [n for n in ready if self.strategy_of(self._record(n)) == Strategy.MAKE_BEFORE_BREAK]
         swap = [n for n in ready if n not in mbb]
         return self._make_before_break(mbb, wave) or self._swap(swap, wave)
 
@@ -559,7 +559,7 @@ class Engine:
         self._check_stop()
         for n in names:
             self._move(n, HostState.INSTALLING, f"installing {self.replacement}", wave=wave,
-                       strategy=MAKE_BEFORE_BREAK)
+                       strategy=Strategy.MAKE_BEFORE_BREAK)
         inst = self._step("install", "install.yml", names)
         installed = []
         for n in names:
@@ -657,7 +657,7 @@ class Engine:
         self._check_stop()
         for n in names:
             self._move(n, HostState.STAGING, f"staging {self.replacement}", wave=wave,
-                       strategy=SWAP)
+                       strategy=Strategy.SWAP)
         stage = self._step("stage", "stage.yml", names)
         queue = []
         for n in names:
@@ -770,7 +770,7 @@ class Engine:
             else:
                 found[n]["problems"].append(f"preflight {pre[n].outcome.value}: "
                                             f"{pre[n].message}")
-        mbb = [n for n in ready if self.strategy_of(self._record(n)) == MAKE_BEFORE_BREAK]
+        mbb = [n for n in ready if self.strategy_of(self._record(n)) == Strategy.MAKE_BEFORE_BREAK]
         swap = [n for n in ready if n not in mbb]
         results = {**self._step("check-install", "install.yml", mbb, check=True),
                    **self._step("check-stage", "stage.yml", swap, check=True)}

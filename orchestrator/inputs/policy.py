@@ -14,11 +14,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.core.errors import PolicyError
+from orchestrator.core.models import STRATEGY_NAMES, Strategy
 from orchestrator.core.protection import budget_problem
 from orchestrator.inputs.yamlfile import load_yaml_located
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STRATEGIES = ("auto", "make-before-break", "swap")
 Interval = tuple[datetime, datetime]
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -81,7 +81,7 @@ class Policy:
     windows: tuple[Window, ...] = ()
     blackouts: tuple[tuple[date, date], ...] = ()
     deadline: datetime | None = None
-    strategy: str = "auto"
+    strategy: str = Strategy.AUTO
     # The protection budget: hosts at once whose protection is unproven (from a removal's
     # intent to its verification), fleet-wide: a count (3) or a share of the fleet ("1%").
     max_unprotected: int | str = 1
@@ -377,9 +377,9 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
     prot = c.mapping(top.get("protection"), ("protection",),
                      {"strategy", "max_unprotected", "reconnect_minutes"})
     if "strategy" in prot:
-        if prot["strategy"] not in STRATEGIES:
-            raise c.fail(("protection", "strategy"), f"must be one of {', '.join(STRATEGIES)}")
-        kw["strategy"] = prot["strategy"]
+        if prot["strategy"] not in STRATEGY_NAMES:
+            raise c.fail(("protection", "strategy"), f"must be one of {', '.join(STRATEGY_NAMES)}")
+        kw["strategy"] = Strategy(prot["strategy"])
     if "max_unprotected" in prot:
         kw["max_unprotected"] = c.budget(prot["max_unprotected"],
                                          ("protection", "max_unprotected"))

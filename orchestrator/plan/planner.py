@@ -25,6 +25,7 @@ from orchestrator.core.models import (
     HostState,
     Plan,
     StepSpan,
+    Strategy,
     Transition,
     Wave,
 )
@@ -148,10 +149,10 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
             todo.append(host.name)
     created = time.time() if now is None else now
     waves = make_waves(inventory, todo, policy)
-    if policy.strategy == "auto":
-        swaps = {n for n, r in records.items() if r.strategy == "swap"}
+    if policy.strategy == Strategy.AUTO:
+        swaps = {n for n, r in records.items() if r.strategy == Strategy.SWAP}
     else:
-        swaps = set(records) if policy.strategy == "swap" else set()
+        swaps = set(records) if policy.strategy == Strategy.SWAP else set()
     estimate = schedule(waves, policy, estimates or Estimates.defaults(), forks, swaps,
                         datetime.fromtimestamp(created, UTC), fleet=len(inventory.hosts))
     return Plan(
@@ -171,7 +172,7 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,
 
 def strategy_for(facts: HostFacts, catalogue: Catalogue, replacement: str) -> str:
     banned = [b.product for b in facts.banned]
-    return "make-before-break" if catalogue.coexists(replacement, banned) else "swap"
+    return Strategy.MAKE_BEFORE_BREAK if catalogue.coexists(replacement, banned) else Strategy.SWAP
 
 
 # ---- estimates ------------------------------------------------------------------------------

@@ -21,7 +21,15 @@ from markupsafe import Markup
 from orchestrator.core.catalogue import Catalogue
 from orchestrator.core.errors import PlanError
 from orchestrator.core.facts import preflight_checker, signature_date
-from orchestrator.core.models import HostFacts, HostRecord, HostState, Plan, Transition, Wave
+from orchestrator.core.models import (
+    HostFacts,
+    HostRecord,
+    HostState,
+    Plan,
+    Strategy,
+    Transition,
+    Wave,
+)
 from orchestrator.inputs import policy as policy_mod
 from orchestrator.inputs.inventory import Inventory
 from orchestrator.inputs.policy import Policy
@@ -302,7 +310,7 @@ def strategy_steps(catalogue: Catalogue, replacement: str, policy: Policy
     remove = (f"Remove the banned product: stop {', '.join(services)}; purge "
               f"{', '.join(packages)}; delete the leftovers the packages leave.")
     return {
-        "make-before-break": [
+        Strategy.MAKE_BEFORE_BREAK: [
             preflight,
             f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
             "from the internal repository, beside the banned product.",
@@ -313,7 +321,7 @@ def strategy_steps(catalogue: Catalogue, replacement: str, policy: Policy
             "Verify again, and that nothing of the banned product remains. Recorded as "
             "migrated; the slot is given back. The replacement ran throughout: gap zero.",
         ],
-        "swap": [
+        Strategy.SWAP: [
             preflight,
             f"Stage {repl['name']}'s packages and signatures on the host and prove the "
             "install can run from them alone; the banned product still protects the host.",
@@ -378,7 +386,7 @@ def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement:
     at = datetime.fromtimestamp(made, UTC)
     # What facts say, computed once per distinct finding (thousands of hosts share one).
     derived_for: dict[tuple[int, str, str], tuple[str, str, str, int | None]] = {}
-    fixed_strategy = strategy if strategy != "auto" else None
+    fixed_strategy = strategy if strategy != Strategy.AUTO else None
     problems_of = preflight_checker(catalogue, replacement)
     state_text = {s: s.value for s in HostState}  # Enum's .value is a slow descriptor
     lines: dict[str, Known] = {}
@@ -394,7 +402,7 @@ def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement:
             risks = [f"unreachable: {r.reason}", *risks]
         elif facts is None:
             risks = [*risks, _UNDISCOVERED]
-        lines[r.name] = (*derived, fixed_strategy or r.strategy or "make-before-break",
+        lines[r.name] = (*derived, fixed_strategy or r.strategy or Strategy.MAKE_BEFORE_BREAK,
                          state_text[r.state], risks, "; ".join(risks) if risks else "")
     return HostLines(made, replacement, strategy, lines)
 
@@ -417,8 +425,8 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         known = host_lines(records.values(), catalogue, plan.replacement, plan.created_at,
                            plan.strategy)
     lines = known.lines
-    unrecorded: Known = (*_UNKNOWN, plan.strategy if plan.strategy != "auto" else
-                         "make-before-break", "unknown", [_UNDISCOVERED], _UNDISCOVERED)
+    unrecorded: Known = (*_UNKNOWN, plan.strategy if plan.strategy != Strategy.AUTO else
+                         Strategy.MAKE_BEFORE_BREAK, "unknown", [_UNDISCOVERED], _UNDISCOVERED)
     rows: dict[str, PlanRow] = {}
     risks: list[dict[str, str]] = []
     groups_text: dict[tuple[str, ...], str] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.core import procs
-from orchestrator.core.errors import StateError
+from orchestrator.core.errors import ExitCode, StateError
 from orchestrator.core.models import (
     SLOT_STATES,
     STEP_STARTS,
@@ -148,26 +148,26 @@ class Lease:
 class LeaseHeld(StateError):
     """Another run holds the state."""
 
-    exit_code = 8
+    exit_code = ExitCode.LEASE
 
 
 class Fenced(StateError):
     """This run lost its lease (it expired and another run took it); it must stop writing."""
 
-    exit_code = 8
+    exit_code = ExitCode.LEASE
 
 
 class LeaseLost(StateError):
     """This run's lease could not be kept: it stopped before another run could take its
     hosts."""
 
-    exit_code = 8
+    exit_code = ExitCode.LEASE
 
 
 class BudgetFull(StateError):
     """Every slot of the protection budget is held: no host's protection may be stopped now."""
 
-    exit_code = 3
+    exit_code = ExitCode.HOSTS_LEFT
 
     def __init__(self, message: str, held: list[str]) -> None:
         super().__init__(message)

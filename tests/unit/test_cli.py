@@ -293,10 +293,12 @@ def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path:
 
 
 def test_the_cli_offers_the_engines_strategies() -> None:
-    from orchestrator.cli import cli as cli_module  # noqa: PLC0415
-    from orchestrator.engine.engine import STRATEGIES  # noqa: PLC0415
+    from orchestrator.core.models import Strategy  # noqa: PLC0415
 
-    assert cli_module.STRATEGIES == STRATEGIES
+    run = cli.commands["run"]
+    option = next(p for p in run.params if p.name == "strategy")
+    assert isinstance(option.type, click.Choice)
+    assert list(option.type.choices) == [s.value for s in Strategy]
 
 
 def test_the_fleet_budget_is_shown_set_and_refused_when_bad(tmp_path: Path) -> None:
