@@ -1,0 +1,1 @@
+"""The engine: drives each host through its migration steps (see engine.py for the map)."""

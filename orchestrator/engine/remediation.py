@@ -1,0 +1,51 @@
+"""Remediation: give unprotected hosts their replacement back, installed and verified."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from orchestrator.core import facts as factlib
+from orchestrator.core.models import HostState, StepOutcome
+from orchestrator.core.protection import replacement_proof
+
+if TYPE_CHECKING:
+    from orchestrator.engine.engine import Engine
+
+
+def remediate(engine: Engine, names: list[str]) -> None:
+    """Unprotected hosts: install the replacement from the repository and verify it, then
+    read whether a banned product is still there: migrated only if none is; else verified,
+    and its removal continues under the budget. They keep their slot until verified."""
+    for n in names:
+        engine.move(n, HostState.UNPROTECTED, "remediating: installing the replacement")
+    inst = engine.reach("remediate-install", "install.yml", names)
+    ok = [n for n in names if inst[n].outcome == StepOutcome.OK and n not in engine.settled]
+    proof = engine.reach("remediate-verify", "verify.yml", ok)
+    verified = [n for n in ok if n not in engine.settled
+                and engine.proof_problem(proof[n]) is None]
+    probe = engine.step("remediate-probe", "discover.yml", verified)
+    evidence = replacement_proof(engine.replacement)
+    for n in names:
+        if n in engine.settled:
+            continue
+        if n not in verified:
+            problem = (engine.proof_problem(proof[n]) if n in proof
+                       else f"{inst[n].outcome.value}: {inst[n].message}")
+            engine.move(n, HostState.UNPROTECTED, f"UNPROTECTED: remediation failed "
+                        f"({problem})")
+            continue
+        r = probe.get(n)
+        facts = (factlib.parse_discovery(r.data, engine.catalogue, engine.replacement)
+                 if r is not None and r.outcome == StepOutcome.OK else None)
+        if facts is not None and not facts.banned:
+            engine.move(n, HostState.MIGRATED, f"remediated: no banned product left; "
+                        f"{evidence}", replacement_verified_at=time.time(), proof=evidence,
+                        facts=facts)
+        else:
+            left = (", ".join(b.product for b in facts.banned) if facts is not None
+                    else "whether a banned product is left could not be read")
+            engine.move(n, HostState.VERIFIED, f"remediated: {evidence}; {left}: its "
+                        "removal continues under the budget",
+                        replacement_verified_at=time.time(), proof=evidence,
+                        **({"facts": facts} if facts is not None else {}))
