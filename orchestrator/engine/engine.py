@@ -71,9 +71,14 @@ Guard = Callable[[], str | None]
 class Engine:
     """Drives steps through an Executor and writes every outcome to a StateStore."""
 
-    def __init__(self, store: StateStore, executor: Executor, catalogue: Catalogue,  # noqa: PLR0913, PLR0917, RUF100 - its collaborators
-                 inventory: Inventory, replacement: str, log: Log,
-                 policy: RunPolicy | None = None, guard: Guard | None = None) -> None:
+    def __init__(  # noqa: PLR0913, PLR0917, RUF100 - collaborators passed in; old positions kept
+            self, store: StateStore, executor: Executor, catalogue: Catalogue,
+            inventory: Inventory, replacement: str, log: Log,
+            policy: RunPolicy | None = None, guard: Guard | None = None, *,
+            run_id: int | None = None, on_change: Callable[[HostRecord], None] | None = None,
+            stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
+            monotonic: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] | None = None) -> None:
         self.store = store
         self.executor = executor
         self.catalogue = catalogue
@@ -84,12 +89,14 @@ class Engine:
         self.store.run_budget = self.policy.budget_spec
         # Says why the run must start no further step (its lease could not be kept), or None.
         self.guard = guard
-        self.run_id: int | None = None
-        self.stop = threading.Event()  # set by the first Ctrl-C
-        self.on_change: Callable[[HostRecord], None] | None = None  # live progress
-        self.clock: Callable[[], float] = time.time
-        self.monotonic: Callable[[], float] = time.monotonic
-        self.sleep: Callable[[float], None] = self._pause
+        self.run_id = run_id  # the run record every step is written under
+        # Set by the first Ctrl-C, or by the lease keeper when the lease is lost.
+        self.stop = stop if stop is not None else threading.Event()
+        self.on_change = on_change  # told of every committed transition (live progress)
+        # Time, injectable for tests: wall clock for windows, monotonic for waits.
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep: Callable[[float], None] = sleep if sleep is not None else self._pause
         self.touched: set[str] = set()  # hosts this engine changed, re-probed for the evidence
         self.staged: dict[str, dict[str, str]] = {}  # host -> staged file -> SHA-256
         # Hosts re-probed after their execution node died mid-step: not moved again this wave.

@@ -196,14 +196,12 @@ class Schedule:
             holder = LeaseHolder(f"op{op.index}", "sim", op.pid, procs.machine_identity())
             store.acquire_lease(holder, 3600, op.hosts)
             inv = self.inventory.only(store.claimed or ())
-            engine = Engine(store, self.fleet, self.cat, inv, "clamav",
-                            log=self.log.append, policy=op.policy)
-            engine.sleep = lambda s: self._sleep(op, s)
-            engine.monotonic = lambda: op.clock
-            engine.on_change = self._committed
-            op.engine = engine
             run_id = store.begin_run(op.command, f"op{op.index}", None)
-            engine.run_id = run_id
+            engine = Engine(store, self.fleet, self.cat, inv, "clamav",
+                            log=self.log.append, policy=op.policy, run_id=run_id,
+                            sleep=lambda s: self._sleep(op, s), monotonic=lambda: op.clock,
+                            on_change=self._committed)
+            op.engine = engine
             names = list(inv.names())
             engine.discover(names)
             if op.command == "remediate":

@@ -81,13 +81,11 @@ class World:
     def engine(self, policy: RunPolicy | None = None, names: list[str] | None = None,
                store: SqliteStore | None = None, **kw: Any) -> Engine:
         inv = self.inventory if names is None else self.inventory.only(names)
-        engine = Engine(store or self.store(), self.fleet, self.cat, inv, "clamav",
-                        log=lambda _m: None, policy=policy or RunPolicy(), **kw)
-        # Injected time (an engine that has no such attributes ignores them).
-        engine.sleep = self.clock.sleep  # type: ignore[attr-defined]
-        engine.monotonic = self.clock.monotonic  # type: ignore[attr-defined]
-        engine.on_change = lambda _rec: self.sample("commit")
-        return engine
+        # Injected time, and a sample of the fleet at every committed transition.
+        return Engine(store or self.store(), self.fleet, self.cat, inv, "clamav",
+                      log=lambda _m: None, policy=policy or RunPolicy(),
+                      sleep=self.clock.sleep, monotonic=self.clock.monotonic,
+                      on_change=lambda _rec: self.sample("commit"), **kw)
 
     def plan(self, engine: Engine, policy: Policy | None = None) -> Plan:
         records = {r.name: r for r in engine.store.all()}

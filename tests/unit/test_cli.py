@@ -15,7 +15,10 @@ from orchestrator.store.state import SqliteStore
 
 def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     out = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # with the groups loaded from entry points
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, name
         out.append((prefix + name, cmd))
         if isinstance(cmd, click.Group):
             out.extend(all_commands(cmd, prefix + name + " "))
@@ -295,7 +298,8 @@ def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path:
 def test_the_cli_offers_the_engines_strategies() -> None:
     from orchestrator.core.models import Strategy  # noqa: PLC0415
 
-    run = cli.commands["run"]
+    run = cli.get_command(click.Context(cli), "run")
+    assert run is not None
     option = next(p for p in run.params if p.name == "strategy")
     assert isinstance(option.type, click.Choice)
     assert list(option.type.choices) == [s.value for s in Strategy]
@@ -328,3 +332,53 @@ def test_a_bad_budget_on_the_command_line_is_one_line(tmp_path: Path, given: str
                                       "--yes", "--max-unprotected", given])
     assert result.exit_code == 2
     assert needle in one_line_error(result)
+
+
+@click.group()
+def extra_group() -> None:
+    """A command group another package registers."""
+
+
+@extra_group.command()
+def hello() -> None:
+    """Say hello."""
+    click.echo("hello from a plugin")
+
+
+def test_command_groups_are_loaded_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint  # noqa: PLC0415
+
+    from orchestrator.cli import main  # noqa: PLC0415
+
+    points = (EntryPoint("extra", f"{__name__}:extra_group", main.ENTRY_POINT_GROUP),
+              EntryPoint("gone", "no_such_package.cli:group", main.ENTRY_POINT_GROUP))
+    monkeypatch.setattr(main, "command_entry_points", lambda: points)
+    assert "extra" in cli.list_commands(click.Context(cli))
+    result = CliRunner().invoke(cli, ["extra", "hello"])
+    assert result.exit_code == 0, result.output
+    assert "hello from a plugin" in result.output
+    assert CliRunner().invoke(cli, ["gone"]).exit_code == 2  # no such command
+    assert CliRunner().invoke(cli, ["lab", "--help"]).exit_code == 2  # not registered here
+
+
+def test_an_install_without_the_entry_points_still_offers_the_lab(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata  # noqa: PLC0415
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: ())
+    result = CliRunner().invoke(cli, ["lab", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "systemd-nspawn" in result.output
+
+
+def test_the_production_commands_never_import_the_lab(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = ("import sys; from orchestrator.cli.cli import cli; "
+            "from click.testing import CliRunner; "
+            f"CliRunner().invoke(cli, ['--state', {str(tmp_path / 'none.db')!r}, 'status']); "
+            "print(sorted(m for m in sys.modules if m.startswith('orchestrator.lab')))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert found.stdout.strip() == "[]", found.stdout

@@ -3,6 +3,8 @@ fleet. Ansible is not involved here: the lab tests run the same engine on real h
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,15 @@ from orchestrator.store.state import SqliteStore
 from ..support.sim import SimFleet, SimHost
 
 
-def setup(tmp_path: Path, n: int, policy: RunPolicy, fail: dict[str, set[str]] | None = None
+def setup(tmp_path: Path, n: int, policy: RunPolicy, fail: dict[str, set[str]] | None = None,
+          clock: Callable[[], float] = time.time
           ) -> tuple[Engine, SimFleet, SqliteStore, Inventory]:
     hosts = tuple(InventoryHost(f"h{i}", ("all",), {}) for i in range(n))
     inv = Inventory("sim", hosts, digest_of(hosts))
     fleet = SimFleet({h.name: SimHost() for h in hosts}, fail or {})
     store = SqliteStore(tmp_path / "s.db")
     engine = Engine(store, fleet, catalogue.load(), inv, "clamav", log=lambda _m: None,
-                    policy=policy)
+                    policy=policy, clock=clock)
     engine.discover(list(inv.names()))
     return engine, fleet, store, inv
 
@@ -125,25 +128,27 @@ def test_a_wave_starts_only_in_its_window_and_never_on_a_blackout_day(tmp_path: 
         "windows": {"all": {"slots": [{"days": ["sat"], "start": "22:00", "end": "04:00"}]}},
         "blackout": ["2026-12-12"],
     }, "policy.yml")
-    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(windows=pol))
+    now = [0.0]  # the wall clock the engine reads, set below
+    engine, fleet, store, inv = setup(tmp_path, 3, RunPolicy(windows=pol),
+                                      clock=lambda: now[0])
     plan = planner.make_plan(inv, engine.catalogue, "clamav", {r.name: r for r in store.all()},
                              pol)
     assert {w.window for w in plan.waves} == {"all"}
 
-    engine.clock = lambda: datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()  # Wednesday
+    now[0] = datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()  # Wednesday
     summary = engine.run(plan)
     assert summary.stopped_early is not None
     assert "the all window (sat 22:00-04:00 (UTC)) is closed; it opens 2026-12-05 22:00" in (
         summary.stopped_early)
     assert not [c for c in fleet.calls if c[0] != "discover"]  # nothing started
 
-    engine.clock = lambda: datetime(2026, 12, 12, 23, 0, tzinfo=UTC).timestamp()  # blackout
+    now[0] = datetime(2026, 12, 12, 23, 0, tzinfo=UTC).timestamp()  # blackout
     summary = engine.run(plan)
     assert summary.stopped_early is not None
     assert "2026-12-12 is a blackout date" in summary.stopped_early
     assert not [c for c in fleet.calls if c[0] != "discover"]
 
-    engine.clock = lambda: datetime(2026, 12, 6, 3, 0, tzinfo=UTC).timestamp()  # Sat night
+    now[0] = datetime(2026, 12, 6, 3, 0, tzinfo=UTC).timestamp()  # Sat night
     summary = engine.run(plan)
     assert summary.stopped_early is None
     assert all(r.state == HostState.MIGRATED for r in store.all())

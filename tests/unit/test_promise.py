@@ -264,7 +264,9 @@ def test_8a_a_lost_lease_stops_the_run_before_its_next_step(tmp_path: Path) -> N
 
 def test_8a_the_cli_aborts_the_running_step_when_its_lease_is_lost(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.api import Silent  # noqa: PLC0415
     from orchestrator.cli import cli  # noqa: PLC0415
+    from orchestrator.engine.session import SessionSpec  # noqa: PLC0415
     from orchestrator.execute.executor import RunnerExecutor  # noqa: PLC0415
 
     monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
@@ -272,12 +274,13 @@ def test_8a_the_cli_aborts_the_running_step_when_its_lease_is_lost(
     SqliteStore(state).ensure_hosts(["h0"])
     ctx = cli.Context(str(state), None, 0)
     w = World(tmp_path, 1)
-    engine = w.engine()
-    engine.executor = RunnerExecutor(cli.executor_mod.ExecConfig(artifacts_dir=tmp_path / "a"))
-    keeper = ctx.lease(["h0"], engine)
+    executor = RunnerExecutor(cli.executor_mod.ExecConfig(artifacts_dir=tmp_path / "a"))
+    session = ctx.session(w.inventory, executor, SessionSpec("run", hosts=["h0"]), Silent())
+    keeper = session.keeper
     keeper.open_other = lambda: _HangingRenewals(state)
     keeper.ttl = 1.2
-    with keeper:
+    with session:
+        engine = session.engine(w.cat, "clamav", None, lambda _m: None)
         assert keeper.lost.wait(5)
         assert engine.stop.is_set() and engine.executor.cancel.is_set()
         assert engine.guard is not None and engine.guard() is not None

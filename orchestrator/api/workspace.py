@@ -1,0 +1,164 @@
+"""What every operation works with: the state store (opened once), the catalogue, the
+credentials, an executor; and what a caller is told and asked meanwhile (the Observer)."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orchestrator.core.errors import AvmigrateError
+from orchestrator.core.models import HostRecord, Plan
+from orchestrator.store.state import SqlStore, open_store
+
+
+def lazy(name: str) -> Any:
+    """A module loaded on its first use: `status`, `--help` and bad input need none of the
+    heavy ones (Ansible, paramiko, jinja2), and start in a fraction of the time."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:  # pragma: no cover - our own modules
+        raise ImportError(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from orchestrator.core.catalogue import Catalogue
+    from orchestrator.engine import session as session_mod
+    from orchestrator.engine.session import Session, SessionSpec
+    from orchestrator.execute import executor as executor_mod
+    from orchestrator.execute import nodes as nodes_mod
+    from orchestrator.execute import stepguard
+    from orchestrator.execute.executor import Executor
+    from orchestrator.inputs import catalogue, inventory
+    from orchestrator.inputs import secrets as secretlib
+else:
+    catalogue = lazy("orchestrator.inputs.catalogue")
+    executor_mod = lazy("orchestrator.execute.executor")
+    nodes_mod = lazy("orchestrator.execute.nodes")
+    secretlib = lazy("orchestrator.inputs.secrets")
+    session_mod = lazy("orchestrator.engine.session")
+    stepguard = lazy("orchestrator.execute.stepguard")
+
+
+def operator_name() -> str:
+    """Who runs this command, as the run records and the lease name them."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+class Observer(Protocol):
+    """What a caller is told, and asked, while an operation runs."""
+
+    def log(self, message: str) -> None:
+        """A line of progress (steps, budget, hosts left unprotected)."""
+
+    def notice(self, message: str) -> None:
+        """Something the operator must know: hosts left to another run, a lost lease."""
+
+    def confirm(self, question: str) -> None:
+        """Asked before hosts are changed; raise Aborted to decline."""
+
+    def changed(self, record: HostRecord) -> None:
+        """A host's committed transition."""
+
+    def watching(self, the_plan: Plan, records: dict[str, HostRecord]
+                 ) -> AbstractContextManager[object]:
+        """Held while the plan runs (a live view); log and changed may go there meanwhile."""
+
+
+class Silent:
+    """An observer that says nothing and takes the call itself as the consent to go ahead."""
+
+    def log(self, message: str) -> None:
+        del message
+
+    def notice(self, message: str) -> None:
+        del message
+
+    def confirm(self, question: str) -> None:
+        del question
+
+    def changed(self, record: HostRecord) -> None:
+        del record
+
+    def watching(self, the_plan: Plan, records: dict[str, HostRecord]
+                 ) -> AbstractContextManager[object]:
+        del the_plan, records
+        return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the state is, which catalogue, and the credentials steps may need."""
+
+    state: str = "avmigrate.db"
+    catalogue: Path | None = None
+    verbose: int = 0  # Ansible's verbosity in the artifacts
+    credentials: Path | None = None
+    vault_password_file: Path | None = None
+
+
+class Workspace:
+    """The state store (opened once), catalogue and credentials every operation uses."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: SqlStore | None = None
+
+    @property
+    def state_url(self) -> str:
+        return self.settings.state
+
+    def store(self) -> SqlStore:
+        if self._store is None:
+            self._store = open_store(self.settings.state)
+        return self._store
+
+    def existing_store(self) -> SqlStore:
+        """The store, refusing to create one where nothing was ever recorded."""
+        path = Path(self.settings.state)
+        if "://" not in self.settings.state and not path.exists():
+            raise AvmigrateError(f"no state at {path}; run `avmigrate discover` or pass --state")
+        return self.store()
+
+    def catalogue(self) -> Catalogue:
+        return catalogue.load(self.settings.catalogue)
+
+    def secrets(self) -> secretlib.Secrets:
+        if self.settings.credentials is None:
+            return secretlib.Secrets()
+        return secretlib.load(self.settings.credentials, self.catalogue().secret_names(),
+                              self.settings.vault_password_file)
+
+    def executor(self, inv: inventory.Inventory, forks: int, observer: Observer) -> Executor:
+        """Ansible through ansible-runner, on this machine or the inventory's nodes."""
+        cfg = executor_mod.ExecConfig(
+            artifacts_dir=executor_mod.default_artifacts_dir(self.settings.state), forks=forks,
+            verbosity=self.settings.verbose, state_key=stepguard.state_key(self.settings.state))
+        nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
+        if nodes:
+            observer.log(f"execution nodes: {', '.join(n.name for n in nodes)}")
+        executor = executor_mod.RunnerExecutor(cfg, self.secrets(), nodes)
+        # The observer's log: the progress view's during a run. (RunnerExecutor takes no
+        # log= at construction yet.)
+        executor.log = observer.log
+        return executor
+
+    def session(self, inv: inventory.Inventory, executor: Executor, spec: SessionSpec,
+                observer: Observer) -> Session:
+        """The lease, narrowed inventory and run record of one command (engine/session.py)."""
+        return session_mod.Session(self.store(), lambda: open_store(self.settings.state),
+                                   operator_name(), executor, inv, spec, observer.notice)

@@ -1,0 +1,82 @@
+"""What every command shares: the resolved root options (Context), the error boundary built
+into the `command` decorator, and the common options."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from orchestrator.api.workspace import Settings, Workspace
+from orchestrator.cli.display import err
+from orchestrator.core.errors import AvmigrateError, ExitCode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context(Workspace):
+    """Options shared by every command, resolved once: the library's workspace."""
+
+    def __init__(self, state: str, catalogue_path: Path | None, verbose: int,
+                 credentials: Path | None = None, vault_password_file: Path | None = None
+                 ) -> None:
+        super().__init__(Settings(state, catalogue_path, verbose, credentials,
+                                  vault_password_file))
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def boundary(fn: F) -> F:
+    """Expected errors: one line and their exit code. Unexpected: traceback to a file."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AvmigrateError as exc:
+            err.print(f"avmigrate: error: {exc}", markup=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("avmigrate: interrupted; state is saved, run the command again to resume")
+            sys.exit(ExitCode.INTERRUPTED)
+        except Exception:  # noqa: BLE001 - the boundary: log it, say where, exit 70
+            fd, path = tempfile.mkstemp(prefix="avmigrate-crash-", suffix=".log")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(traceback.format_exc())
+            err.print(f"avmigrate: internal error; the traceback is in {path}. Please report it.")
+            sys.exit(ExitCode.INTERNAL)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(name: str | None = None, *, context: bool = True
+            ) -> Callable[[Callable[..., Any]], click.Command]:
+    """A click command inside the error boundary; given the Context first unless not
+    `context`. Options are declared below it, as with click.command."""
+
+    def make(fn: Callable[..., Any]) -> click.Command:
+        body = boundary(fn)
+        return click.command(name)(pass_ctx(body) if context else body)
+
+    return make
+
+
+INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True,
+                         type=click.Path(path_type=Path), help="Ansible inventory file.")
+REPLACEMENT = click.option("--replacement", default="clamav", show_default=True,
+                           help="Replacement product id from the catalogue.")
+FORKS = click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 500),
+                     help="Hosts Ansible works on at once.")
+POLICY = click.option("--policy", "policy_path", type=click.Path(path_type=Path),
+                      help="Policy YAML: waves, order, windows, blackouts, deadline, budget, "
+                           "gates, approvals (see inventory/policy.example.yml).")
+YES = click.option("--yes", "-y", is_flag=True, envvar="AVMIGRATE_YES",
+                   help="Do not ask for confirmation (env AVMIGRATE_YES).")

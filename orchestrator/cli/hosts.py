@@ -1,0 +1,114 @@
+"""Commands that look at hosts and the state: discover, sweep, status, budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from orchestrator import api
+from orchestrator.api.workspace import lazy, operator_name
+from orchestrator.cli.base import FORKS, INVENTORY, REPLACEMENT, Context, command
+from orchestrator.cli.display import ConsoleObserver, out, print_status, print_summary
+from orchestrator.core.errors import ExitCode
+from orchestrator.core.models import HostState
+from orchestrator.core.protection import resolve_budget
+
+reports = lazy("orchestrator.report.reports")
+inventory = lazy("orchestrator.inputs.inventory")
+
+
+@command()
+@INVENTORY
+@REPLACEMENT
+@FORKS
+@click.option("--json", "as_json", is_flag=True, help="Print the hosts as JSON.")
+def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
+             as_json: bool) -> None:
+    """Probe every host read-only: banned products, replacement, disk and package health."""
+    found = api.discover(obj, api.Target(inventory_path, replacement, forks), ConsoleObserver())
+    if as_json:
+        out.print_json(json.dumps([reports.host_row(r) for r in found.records]))
+    else:
+        print_status(found.records)
+
+
+@command(context=False)
+@INVENTORY
+@click.option("--workers", default=64, show_default=True, type=click.IntRange(1, 1000),
+              help="Hosts probed at once.")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 120),
+              help="Seconds to wait for each host.")
+@click.option("--json", "as_json", is_flag=True, help="Print every host's result as JSON.")
+def sweep(inventory_path: Path, workers: int, timeout: float, as_json: bool) -> None:
+    """Check every host answers SSH with the key recorded in known_hosts (no login, no Ansible;
+    nothing is recorded). Exit 0 when all do, 3 otherwise."""
+    from orchestrator.execute import sweep as sweeper  # noqa: PLC0415
+
+    inv = inventory.load(inventory_path)
+    start = time.monotonic()
+    results = sweeper.sweep(inv.hosts, workers=workers, timeout=timeout)
+    took = time.monotonic() - start
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    else:
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        out.print(f"swept {len(results)} host(s) in {took:.1f}s: "
+                  + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), markup=False)
+        for r in results:
+            if not r.ok:
+                out.print(f"  {r.host} ({r.address}:{r.port}): {r.status}: {r.detail}",
+                          markup=False, soft_wrap=True)
+    sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.HOSTS_LEFT)
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print the hosts as JSON.")
+@click.option("--all", "show_all", is_flag=True,
+              help=f"List every host, even in a fleet of more than {api.STATUS_TABLE_MAX}.")
+@click.option("--only", multiple=True, type=click.Choice([s.value for s in HostState]),
+              help="List only the hosts in this state (repeatable).")
+def status(obj: Context, as_json: bool, show_all: bool, only: tuple[str, ...]) -> None:
+    """Show every host's state, strategy and protection gap (exit code as for run).
+
+    In a fleet of more than a hundred hosts it prints how many hosts are in each state and
+    lists the ones that need attention; --all or --only list hosts.
+    """
+    view = api.status(obj, [HostState(s) for s in only], every=as_json or show_all)
+    if view.records is None:
+        print_summary(view, api.ATTENTION)
+    elif as_json:
+        out.print_json(json.dumps([reports.host_row(r) for r in view.records]))
+    else:
+        print_status(view.records)
+    sys.exit(view.exit_code)
+
+
+@command()
+@click.option("--set", "spec", metavar="N|P%",
+              help="Set the fleet's budget, which every run on this state keeps to (the "
+                   "smaller of it and the run's own applies): a count, or a share like 1%.")
+def budget(obj: Context, spec: str | None) -> None:
+    """Show the fleet's protection budget and the hosts holding its slots (or set it)."""
+    store = obj.existing_store() if spec is None else obj.store()
+    if spec is not None:
+        store.set_fleet_budget(spec, operator_name())
+    now = store.budget()
+    if now.fleet_spec is None:
+        out.print("fleet budget: not set; each run keeps to its own --max-unprotected "
+                  "(default 1)", markup=False)
+    else:
+        hosts = resolve_budget(now.fleet_spec, now.fleet_size)
+        out.print(f"fleet budget: {now.fleet_spec} ({hosts} host(s) of {now.fleet_size} at "
+                  f"once; set by {now.set_by}); a run that asks for less keeps to its own",
+                  markup=False)
+    holders = store.slot_holders()
+    out.print(f"{len(holders)} host(s) hold a slot now (protection unproven)"
+              + (": " + ", ".join(f"{r.name} ({r.state.value})" for r in holders[:20])
+                 if holders else ""), markup=False, soft_wrap=True)
