@@ -48,7 +48,7 @@ class Verdict:
         return not self.problems
 
 
-def entry_hash(seq: int, at: float, kind: str, host: str | None, run_id: int | None,
+def entry_hash(seq: int, at: float, kind: str, host: str | None, run_id: int | None,  # noqa: PLR0913, PLR0917, RUF100 - an entry's columns, in order
                ref: int | None, detail: str, prev_hash: str) -> str:
     blob = json.dumps([seq, repr(at), kind, host, run_id, ref, detail, prev_hash])
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -58,7 +58,7 @@ def transition_detail(src: str, dst: str, reason: str) -> dict[str, Any]:
     return {"from": src, "to": dst, "reason": reason}
 
 
-def append(cur: Cursor, at: float, kind: str, host: str | None, run_id: int | None,
+def append(cur: Cursor, at: float, kind: str, host: str | None, run_id: int | None,  # noqa: PLR0913, PLR0917, RUF100 - an entry's columns, in order
            ref: int | None, detail: dict[str, Any]) -> None:
     """Add an entry inside the caller's transaction (BEGIN IMMEDIATE: no concurrent writer)."""
     row = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -134,19 +134,10 @@ def _host_states(db: Db) -> list[str]:
     return problems
 
 
-def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
-    """Every recorded fact since the log began has its entry, and every entry its fact."""
-    if not rows:
-        return ["the audit log is empty: its first entries were removed"]
-    first = rows[0]
-    if first[2] != "genesis":
-        return ["the audit log does not start with its genesis entry: entries were removed"]
-    base = json.loads(first[6])
+def _transitions_logged(db: Db, base: dict[str, Any], logged: dict[tuple[str, int], str]
+                        ) -> list[str]:
+    """Every transition since the log began has its entry, saying what it says."""
     problems = []
-    logged: dict[tuple[str, int], str] = {}
-    for _seq, _at, kind, _host, _run, ref, detail, _p, _h in rows[1:]:
-        if ref is not None:
-            logged[(kind, int(ref))] = detail
     for tid, host, src, dst, reason in db.execute(
             "SELECT id, host, from_state, to_state, reason FROM transitions WHERE id > ? "
             "ORDER BY id", (base["transitions"],)):
@@ -158,7 +149,13 @@ def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
         elif got != want:
             problems.append(f"transition {tid} ({host}) differs from its audit entry; one of "
                             "them was altered")
-    problems += _host_states(db)
+    return problems
+
+
+def _others_logged(db: Db, base: dict[str, Any], logged: dict[tuple[str, int], str]
+                   ) -> list[str]:
+    """Every run's start and end, approval and lease epoch since the log began has its entry."""
+    problems = []
     for rid, finished in db.execute("SELECT id, finished_at FROM runs WHERE id > ?",
                                     (base["runs"],)):
         if logged.pop(("run-start", int(rid)), None) is None:
@@ -172,6 +169,24 @@ def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
     for e in range(int(base["lease_epoch"]) + 1, epoch + 1):
         if logged.pop(("lease", e), None) is None:
             problems.append(f"lease epoch {e} has no audit entry; it was removed")
+    return problems
+
+
+def _cross_check(db: Db, rows: list[tuple[Any, ...]]) -> list[str]:
+    """Every recorded fact since the log began has its entry, and every entry its fact."""
+    if not rows:
+        return ["the audit log is empty: its first entries were removed"]
+    first = rows[0]
+    if first[2] != "genesis":
+        return ["the audit log does not start with its genesis entry: entries were removed"]
+    base = json.loads(first[6])
+    # (kind, ref) -> detail; each check takes away the entries its records stand for
+    logged: dict[tuple[str, int], str] = {
+        (kind, int(ref)): detail
+        for _seq, _at, kind, _host, _run, ref, detail, _p, _h in rows[1:] if ref is not None}
+    problems = _transitions_logged(db, base, logged)
+    problems += _host_states(db)
+    problems += _others_logged(db, base, logged)
     problems += [f"audit entry for {kind} {ref} stands for nothing in the state; the "
                  "record it logged was removed" for kind, ref in sorted(logged)]
     return problems

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from orchestrator.store.state import Fenced, LeaseHolder, StateStore
+from orchestrator.store.errors import Fenced
+from orchestrator.store.interface import StateStore
+from orchestrator.store.records import LeaseHolder
 
 DEFAULT_TTL = 30.0
 
@@ -21,7 +23,7 @@ DEFAULT_TTL = 30.0
 class LeaseKeeper:
     """Context manager: take the lease (or fail naming its holder), renew it, release it."""
 
-    def __init__(self, store: StateStore, open_other: Callable[[], StateStore], user: str,
+    def __init__(self, store: StateStore, open_other: Callable[[], StateStore], user: str, *,  # noqa: PLR0913, RUF100 - its collaborators, then options by keyword
                  ttl: float = DEFAULT_TTL, hosts: Sequence[str] | None = None,
                  on_lost: Callable[[str], None] | None = None) -> None:
         self.store = store
