@@ -1,8 +1,16 @@
-"""Small facts about processes on this machine, read from /proc."""
+"""Small facts about processes on this machine, read from /proc, and ending a process tree.
+
+The tree-ending functions are also shipped as source (`SCRIPT_SOURCE`) to the programs that
+run in a process of their own: the step guard, and an execution node's watchdog and cleaner.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -44,6 +52,27 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def kill_below(root: int, passes: int = 3) -> None:
+    """SIGKILL every process below `root`, pass after pass until none is left (at most
+    `passes`): what was forking during one pass is caught by the next."""
+    for _ in range(passes):
+        victims = descendants(root)
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def kill_tree(root: int, passes: int = 3) -> None:
+    """SIGKILL `root` and every process below it; those below first, while they are still
+    found below it (once `root` dies its orphans are re-parented elsewhere)."""
+    kill_below(root, passes)
+    with contextlib.suppress(OSError):
+        os.kill(root, signal.SIGKILL)
+
+
 def start_ticks(pid: int) -> int:
     """When the process started (clock ticks since boot), to tell it from a later process
     that reuses its pid; 0 if unknown."""
@@ -73,3 +102,15 @@ def machine_identity() -> str:
     except OSError:
         ns = 0
     return f"{boot}/pidns:{ns}"
+
+
+# The program text of children_map, descendants, kill_below and kill_tree, standard library
+# only, for a script run by another Python (here or on an execution node): written once,
+# above, and shipped rather than copied. `from __future__` first: the annotations are then
+# never evaluated, whatever the remote Python.
+SCRIPT_SOURCE = "\n".join([
+    "from __future__ import annotations",
+    "import contextlib, os, signal, time",
+    "from pathlib import Path",
+    *(inspect.getsource(f) for f in (children_map, descendants, kill_below, kill_tree)),
+])

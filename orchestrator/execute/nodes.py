@@ -38,6 +38,7 @@ import paramiko
 from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import InventoryHost, StepOutcome, StepResult
 from orchestrator.execute import ssh
+from orchestrator.execute.nodescripts import LEFTOVERS, watchdog
 from orchestrator.execute.sweep import known_hosts_files
 
 NODE_SILENCE_S = 30.0  # the worker sends a keepalive every 5 s of quiet
@@ -45,79 +46,7 @@ KEEPALIVE_S = 5
 # The controller's heartbeat to the watchdog after the job; silence that is too long (below
 # half a lease's life, 15 s) ends the worker.
 HEARTBEAT_S = 3.0
-CONTROLLER_SILENCE_S = 12.0
 OWNER_TAG = "avm-owner="
-
-# Runs on the node in front of `ansible-runner worker` (standard library only): passes the job
-# through, keeps the channel's input open, and when that input closes while the worker still
-# runs (the controller is gone), or stays silent for SILENCE seconds once the job began to
-# arrive (the controller sends a newline every few seconds after the job; the worker reads
-# nothing after the job's eof line, so they never reach it), ends the worker and everything
-# below it.
-_WATCHDOG = """
-import ctypes, os, select, signal, subprocess, sys, threading, time
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
-me = os.getpid()
-SILENCE = {silence}
-worker = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE)
-def below():
-    kids = {}
-    for n in os.listdir("/proc"):
-        if n.isdigit():
-            try:
-                parent = int(open(f"/proc/{n}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(parent, []).append(int(n))
-    out, todo = [], list(kids.get(me, []))
-    while todo:
-        p = todo.pop(); out.append(p); todo.extend(kids.get(p, []))
-    return out
-def end():
-    for _ in range(3):
-        for p in below():
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.05)
-    os._exit(137)
-EOF = b'{"eof": true}\\n'
-def pump():
-    began, tail = False, b""
-    while True:
-        ready, _, _ = select.select([0], [], [], SILENCE if began else None)
-        if not ready:
-            break  # the controller fell silent
-        data = os.read(0, 65536)
-        if not data:
-            break
-        began = True
-        if worker.stdin.closed:
-            continue  # a heartbeat
-        seen = tail + data
-        at = seen.find(EOF)
-        if at >= 0:  # the job is whole: what follows are heartbeats
-            data = data[:at + len(EOF) - len(tail)]
-        tail = seen[-len(EOF):]
-        try:
-            worker.stdin.write(data); worker.stdin.flush()
-            if at >= 0:
-                worker.stdin.close()
-        except (BrokenPipeError, ValueError, OSError):
-            pass
-    if worker.poll() is None:
-        end()
-threading.Thread(target=pump, daemon=True).start()
-code = worker.wait()
-sys.exit(128 - code if code < 0 else code)
-"""
-
-
-def watchdog(silence: float = CONTROLLER_SILENCE_S) -> str:
-    """The watchdog's program text, ending the worker after `silence` seconds of quiet."""
-    return _WATCHDOG.replace("{silence}", repr(float(silence)))
-
 
 @dataclass(frozen=True)
 class ExecutionNode:
@@ -188,42 +117,6 @@ class ExecutionNode:
         return client
 
 
-# Lists, on a node, the workers our watchdog runs: pid and owner tag; with pids as arguments,
-# ends those watchdogs' trees instead.
-_LEFTOVERS = """
-import os, signal, sys
-tag = sys.argv[1]
-kill = {int(p) for p in sys.argv[2:]}
-kids, found = {}, []
-for n in os.listdir("/proc"):
-    if not n.isdigit():
-        continue
-    try:
-        stat = open(f"/proc/{n}/stat").read()
-        cmd = open(f"/proc/{n}/cmdline", "rb").read().split(b"\\0")
-    except OSError:
-        continue
-    kids.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(n))
-    for arg in cmd:
-        if arg.startswith(tag.encode()):
-            found.append((int(n), arg.decode(errors="replace")[len(tag):]))
-if not kill:
-    for pid, owner in found:
-        print(pid, owner)
-for pid, owner in found:
-    if pid in kill:
-        todo, tree = [pid], []
-        while todo:
-            p = todo.pop(); tree.append(p); todo.extend(kids.get(p, []))
-        for p in reversed(tree):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-        print("ended", pid, owner)
-"""
-
-
 def _run(node: ExecutionNode, command: str) -> tuple[int, str]:
     client, channel = node.open_channel()
     try:
@@ -262,7 +155,7 @@ def unreachable(nodes: Sequence[ExecutionNode], orphaned: Callable[[str], bool] 
 
 def _end_leftovers(node: ExecutionNode, orphaned: Callable[[str], bool],
                    log: Callable[[str], None]) -> None:
-    base = f"{shlex.quote(node.python)} -c {shlex.quote(_LEFTOVERS)} {OWNER_TAG}"
+    base = f"{shlex.quote(node.python)} -c {shlex.quote(LEFTOVERS)} {OWNER_TAG}"
     _, said = _run(node, base)
     dead = []
     for line in said.splitlines():
@@ -309,6 +202,30 @@ def target_key(hosts: Sequence[InventoryHost]) -> str | None:
 Event = tuple[str, Any]
 
 
+@dataclass(frozen=True)
+class Job:
+    """What `ansible-runner transmit` sends a worker besides the data dir and the playbook."""
+
+    playbook_dir: Path
+    inventory: str
+    extravars: dict[str, Any]
+    envvars: dict[str, str]
+    forks: int
+    verbosity: int | None
+    cmdline: str | None
+    ssh_key: str | None  # the targets' private key, for the worker's ssh-agent
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Some of a step's hosts, to be run by one node from their own private data dir."""
+
+    node: ExecutionNode
+    hosts: tuple[InventoryHost, ...]
+    pdd: Path
+    job: Job
+
+
 class _ChannelStream:
     """A paramiko channel file as ansible-runner's streams want one (a name, close() that
     leaves the channel to its owner)."""
@@ -342,17 +259,15 @@ class _ChannelStream:
         return True
 
 
-def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str, Any],
-                 events: queue.Queue[Event], cancel: Callable[[], bool], owner: str = ""
-                 ) -> None:
-    """Run one shard on `node`: transmit, worker (remote), process; events into `events`.
+def stream_shard(shard: Shard, playbook: str, events: queue.Queue[Event],
+                 cancel: Callable[[], bool], owner: str = "") -> None:
+    """Run one shard on its node: transmit, worker (remote), process; events into `events`.
 
     Always ends by putting ("done", (node, error or None)) on the queue.
     """
-    import ansible_runner  # noqa: PLC0415 - slow import
-
+    node = shard.node
     error: str | None = None
-    saw_stats = False
+    recap = threading.Event()  # the play's recap came back: every host has its result
     client: paramiko.SSHClient | None = None
     finished = threading.Event()
     try:
@@ -360,12 +275,7 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
         channel.settimeout(NODE_SILENCE_S)
         channel.exec_command(node.worker_command(f"/tmp/avm-worker-{uuid.uuid4().hex[:12]}",
                                                  owner))
-        project = pdd / "project"
-        shutil.copytree(kwargs.pop("playbook_dir"), project)
-        with channel.makefile("wb") as out:
-            ansible_runner.run(streamer="transmit", _output=_ChannelStream(out),
-                               private_data_dir=str(pdd), playbook=str(project / playbook),
-                               quiet=True, **kwargs)
+        _transmit(channel, shard, playbook)
         # The channel's input stays open: the watchdog on the node ends the worker when it
         # closes, which it does when this process ends, however it ends, or when it falls
         # silent: heartbeats tell it this process still lives.
@@ -373,30 +283,53 @@ def stream_shard(node: ExecutionNode, pdd: Path, playbook: str, kwargs: dict[str
                                    args=(client, channel, finished, cancel),
                                    name=f"avmigrate-heartbeat-{node.name}", daemon=True)
         beating.start()
-
-        def handler(event: dict[str, Any]) -> bool:
-            nonlocal saw_stats
-            saw_stats = saw_stats or event.get("event") == "playbook_on_stats"
-            events.put(("event", event))
-            return event.get("event") in ("runner_on_failed", "runner_on_unreachable")
-
-        with channel.makefile("rb") as inp:
-            ansible_runner.run(streamer="process", _input=_ChannelStream(inp),
-                               private_data_dir=str(pdd), event_handler=handler,
-                               cancel_callback=cancel, quiet=True)
-        status = channel.recv_exit_status() if channel.exit_status_ready() else -1
-        if not saw_stats:
-            said = channel.makefile_stderr("rb").read(2000).decode(errors="replace").strip()
-            error = (f"its worker ended without finishing the step (exit {status}"
-                     + (f": {said.splitlines()[-1]}" if said else "") + ")")
+        error = _process(channel, shard.pdd, events, cancel, recap)
     except Exception as exc:  # noqa: BLE001 - any failure of the node or the stream
-        if not saw_stats:
+        if not recap.is_set():
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
         finished.set()
         if client is not None:
             client.close()
         events.put(("done", (node, error)))
+
+
+def _transmit(channel: paramiko.Channel, shard: Shard, playbook: str) -> None:
+    """The job (project, inventory, variables, the targets' key) to the node's worker."""
+    import ansible_runner  # noqa: PLC0415 - slow import
+
+    job = shard.job
+    project = shard.pdd / "project"
+    shutil.copytree(job.playbook_dir, project)
+    with channel.makefile("wb") as out:
+        ansible_runner.run(streamer="transmit", _output=_ChannelStream(out),
+                           private_data_dir=str(shard.pdd), playbook=str(project / playbook),
+                           quiet=True, inventory=job.inventory, extravars=job.extravars,
+                           envvars=job.envvars, forks=job.forks, verbosity=job.verbosity,
+                           cmdline=job.cmdline, ssh_key=job.ssh_key)
+
+
+def _process(channel: paramiko.Channel, pdd: Path, events: queue.Queue[Event],
+             cancel: Callable[[], bool], recap: threading.Event) -> str | None:
+    """The worker's events, read back into `events`; why the worker failed, if it did."""
+    import ansible_runner  # noqa: PLC0415 - slow import
+
+    def handler(event: dict[str, Any]) -> bool:
+        if event.get("event") == "playbook_on_stats":
+            recap.set()
+        events.put(("event", event))
+        return event.get("event") in ("runner_on_failed", "runner_on_unreachable")
+
+    with channel.makefile("rb") as inp:
+        ansible_runner.run(streamer="process", _input=_ChannelStream(inp),
+                           private_data_dir=str(pdd), event_handler=handler,
+                           cancel_callback=cancel, quiet=True)
+    status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+    if recap.is_set():
+        return None
+    said = channel.makefile_stderr("rb").read(2000).decode(errors="replace").strip()
+    return (f"its worker ended without finishing the step (exit {status}"
+            + (f": {said.splitlines()[-1]}" if said else "") + ")")
 
 
 def _heartbeat(client: paramiko.SSHClient, channel: paramiko.Channel,
@@ -425,15 +358,14 @@ def unknown_result(host: str, step: str, node: ExecutionNode, error: str) -> Ste
                       "what happened on this host is unknown")
 
 
-def run_threads(shards: list[tuple[ExecutionNode, Path, dict[str, Any]]], playbook: str,
+def run_threads(shards: list[Shard], playbook: str,
                 handle: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool],
                 owner: str = "") -> dict[str, str]:
     """Stream every shard at once; events handled in this thread. Returns dead nodes' errors."""
     events: queue.Queue[Event] = queue.Queue()
-    threads = [threading.Thread(target=stream_shard, name=f"avmigrate-node-{node.name}",
-                                args=(node, pdd, playbook, kwargs, events, cancel, owner),
-                                daemon=True)
-               for node, pdd, kwargs in shards]
+    threads = [threading.Thread(target=stream_shard, name=f"avmigrate-node-{s.node.name}",
+                                args=(s, playbook, events, cancel, owner), daemon=True)
+               for s in shards]
     for t in threads:
         t.start()
     dead: dict[str, str] = {}

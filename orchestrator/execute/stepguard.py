@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import pwd
-import signal
 import stat
 import sys
 import time
@@ -36,9 +35,11 @@ from orchestrator.core.errors import ExecutionError
 STOPPED_LIMIT_S = 10.0
 
 # The guard, self-contained (standard library only): it must start fast and need nothing of
-# ours. It runs as `ansible-playbook`; the real one is named in its environment.
+# ours, so the tree-ending functions of core.procs are written into it (`{procs}`). It runs
+# as `ansible-playbook`; the real one is named in its environment.
 _GUARD = r'''#!{python}
 """avmigrate's step guard: runs ansible-playbook and ends its whole tree if avmigrate dies."""
+{procs}
 import ctypes, json, os, signal, sys, threading, time
 
 real = os.environ.pop("AVMIGRATE_REAL_ANSIBLE_PLAYBOOK")
@@ -62,35 +63,8 @@ def started(pid):
         return 0
 
 
-def below():
-    kids = {{}}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{{name}}/stat") as fh:
-                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(parent, []).append(int(name))
-            except (OSError, IndexError, ValueError):
-                continue
-    out, todo = [], list(kids.get(me, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
-
-
 def end(*_):
-    for _ in range(3):  # what was forking meanwhile is caught by the next pass
-        victims = below()
-        if not victims:
-            break
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.05)
+    kill_below(me)  # SCRIPT_SOURCE's, as every tree avmigrate ends
     try:
         os.unlink(record)
     except OSError:
@@ -213,7 +187,8 @@ class Guard:
 
     @classmethod
     def install(cls, state: str) -> Guard:
-        text = _GUARD.format(python=sys.executable, stopped_limit=STOPPED_LIMIT_S)
+        text = _GUARD.format(python=sys.executable, stopped_limit=STOPPED_LIMIT_S,
+                             procs=procs.SCRIPT_SOURCE)
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         bindir = _private(run_dir() / f"guard-{digest}")
         # Written afresh every time (atomically): what runs is always our own text.
@@ -248,10 +223,7 @@ def _kill_tree(pid: int, started: int) -> bool:
     """SIGKILL a process (if it is still the one that started then) and all below it."""
     if not procs.alive(pid, started):
         return False
-    victims = [*procs.descendants(pid), pid]
-    for p in victims:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, signal.SIGKILL)
+    procs.kill_tree(pid)
     return True
 
 

@@ -56,57 +56,9 @@ def parse(data: Any, source: str) -> Catalogue:
     _require(isinstance(repl, dict) and bool(repl), source, "replacements",
              "needs one product")
     for bid, entry in banned.items():
-        where = f"banned.{bid}"
-        _check_keys(entry, _BANNED_KEYS, {"name", "detect", "protection", "remove"}, source,
-                    where)
-        _check_keys(entry["detect"], _DETECT_KEYS, {"packages", "services", "paths",
-                                                    "process_pattern"}, source, where + ".detect")
-        _check_keys(entry["remove"], _REMOVE_KEYS, {"services", "packages", "leftovers"},
-                    source, where + ".remove")
-        for key in ("packages", "services", "paths"):
-            _str_list(entry["detect"][key], source, f"{where}.detect.{key}")
-        for key in ("services", "packages", "leftovers"):
-            _str_list(entry["remove"][key], source, f"{where}.remove.{key}")
-        _check_keys(entry["protection"], {"services"}, {"services"}, source,
-                    where + ".protection")
-        protecting = entry["protection"]["services"]
-        _require(isinstance(protecting, list) and all(isinstance(v, str) and v
-                                                      for v in protecting),
-                 source, f"{where}.protection.services",
-                 "must be a list of services (empty for a product that protects nothing)")
-        missing = [s for s in protecting if s not in entry["detect"]["services"]]
-        _require(not missing, source, f"{where}.protection.services",
-                 f"{missing} must also be in detect.services (discovery reads them there)")
-        for path in entry["remove"]["leftovers"] + entry["remove"].get("shared_parents", []):
-            _require(path.startswith("/") and path.count("/") >= 2 and ".." not in path,
-                     source, f"{where}.remove", f"{path!r} is not a safe absolute path to delete")
-        entry["remove"].setdefault("shared_parents", [])
-        secret = entry["remove"].get("secret")
-        if secret is not None or "secret_file" in entry["remove"]:
-            _require(isinstance(secret, str) and re.fullmatch(r"[a-z][a-z0-9_]*", secret)
-                     is not None, source, f"{where}.remove.secret",
-                     "must name a credential (lower case letters, digits, '_')")
-            file = entry["remove"].get("secret_file")
-            _require(isinstance(file, str) and file.startswith("/") and ".." not in file,
-                     source, f"{where}.remove.secret_file",
-                     "must be the absolute path the product reads its password from")
+        _check_banned(entry, source, f"banned.{bid}")
     for rid, entry in repl.items():
-        where = f"replacements.{rid}"
-        _check_keys(entry, _REPL_KEYS, {"name", "role", "packages", "services", "verify"},
-                    source, where)
-        _check_keys(entry["verify"], _VERIFY_KEYS, {"service", "daemon_command", "scan_command",
-                                                    "detected_rc", "detected_text"},
-                    source, where + ".verify")
-        for other in entry.get("coexists_with", []):
-            _require(other in banned, source, where + ".coexists_with",
-                     f"{other!r} is not a banned product of this catalogue")
-        pins = entry.get("sha256", {})
-        _require(isinstance(pins, dict) and all(
-            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
-            for k, v in pins.items()), source, where + ".sha256",
-            "must map package file names to SHA-256 hex digests")
-        entry.setdefault("requirements", {"free_mb": {}})
-        entry.setdefault("coexists_with", [])
+        _check_replacement(entry, banned, source, f"replacements.{rid}")
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return Catalogue(source=source, banned=banned, replacements=repl, digest=digest)
 
@@ -125,3 +77,59 @@ def load(path: Path | None = None) -> Catalogue:
             key = key[:-1]
         line = lines.get(key, 1)
         raise CatalogueError(f"{exc.source}:{line}: {exc.where}: {exc.what}") from None
+
+
+def _check_banned(entry: Any, source: str, where: str) -> None:
+    """A banned product: how it is detected, what protects, how it is removed."""
+    _check_keys(entry, _BANNED_KEYS, {"name", "detect", "protection", "remove"}, source,
+                where)
+    _check_keys(entry["detect"], _DETECT_KEYS, {"packages", "services", "paths",
+                                                "process_pattern"}, source, where + ".detect")
+    _check_keys(entry["remove"], _REMOVE_KEYS, {"services", "packages", "leftovers"},
+                source, where + ".remove")
+    for key in ("packages", "services", "paths"):
+        _str_list(entry["detect"][key], source, f"{where}.detect.{key}")
+    for key in ("services", "packages", "leftovers"):
+        _str_list(entry["remove"][key], source, f"{where}.remove.{key}")
+    _check_keys(entry["protection"], {"services"}, {"services"}, source,
+                where + ".protection")
+    protecting = entry["protection"]["services"]
+    _require(isinstance(protecting, list) and all(isinstance(v, str) and v
+                                                  for v in protecting),
+             source, f"{where}.protection.services",
+             "must be a list of services (empty for a product that protects nothing)")
+    missing = [s for s in protecting if s not in entry["detect"]["services"]]
+    _require(not missing, source, f"{where}.protection.services",
+             f"{missing} must also be in detect.services (discovery reads them there)")
+    for path in entry["remove"]["leftovers"] + entry["remove"].get("shared_parents", []):
+        _require(path.startswith("/") and path.count("/") >= 2 and ".." not in path,
+                 source, f"{where}.remove", f"{path!r} is not a safe absolute path to delete")
+    entry["remove"].setdefault("shared_parents", [])
+    secret = entry["remove"].get("secret")
+    if secret is not None or "secret_file" in entry["remove"]:
+        _require(isinstance(secret, str) and re.fullmatch(r"[a-z][a-z0-9_]*", secret)
+                 is not None, source, f"{where}.remove.secret",
+                 "must name a credential (lower case letters, digits, '_')")
+        file = entry["remove"].get("secret_file")
+        _require(isinstance(file, str) and file.startswith("/") and ".." not in file,
+                 source, f"{where}.remove.secret_file",
+                 "must be the absolute path the product reads its password from")
+
+
+def _check_replacement(entry: Any, banned: dict[str, Any], source: str, where: str) -> None:
+    """A replacement product: its role, packages, services and how it is verified."""
+    _check_keys(entry, _REPL_KEYS, {"name", "role", "packages", "services", "verify"},
+                source, where)
+    _check_keys(entry["verify"], _VERIFY_KEYS, {"service", "daemon_command", "scan_command",
+                                                "detected_rc", "detected_text"},
+                source, where + ".verify")
+    for other in entry.get("coexists_with", []):
+        _require(other in banned, source, where + ".coexists_with",
+                 f"{other!r} is not a banned product of this catalogue")
+    pins = entry.get("sha256", {})
+    _require(isinstance(pins, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+        for k, v in pins.items()), source, where + ".sha256",
+        "must map package file names to SHA-256 hex digests")
+    entry.setdefault("requirements", {"free_mb": {}})
+    entry.setdefault("coexists_with", [])

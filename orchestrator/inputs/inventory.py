@@ -293,63 +293,16 @@ def _checked(path: Path, *, fast: bool = True
     if path.is_file() and not os.access(path, os.R_OK):
         raise InventoryError(f"inventory {path} is not readable; check its permissions")
     found = read_hosts(path, fast=fast)
-    text: str | None = None
-
-    def where(needle: str) -> str:
-        nonlocal text
-        text = _text(path) if text is None else text
-        return _line_of(text, needle)
-
-    def check_names(names_: Iterable[str], what: str, host: str = "") -> None:
-        for name in names_:
-            if (problem := names.identifier_problem(name, what)) is not None:
-                raise InventoryError(f"{path}{where(name)}: "
-                                     + (f"host {host}: {problem}" if host else
-                                        f"{problem}; rename it"))
-
-    # What hosts share (their groups and those groups' merged variables) is checked and
-    # serialised once per group set; each host then costs its name, its own few variables
-    # and one small hash. 100,000 hosts take a fraction of a second.
-    shared: dict[int, tuple[Any, bool, tuple[str, ...]]] = {}
-    checked_vars: set[str] = set()
-    dumps = json.JSONEncoder(sort_keys=True).encode
-    sha = hashlib.sha256
-    unwatched = names.WATCHED.isdisjoint
-    name_ok, ip_ok = names.name_fast, names.ipv4_fast
+    checker = _RowChecker(path)
+    shared_part, check_host = checker.shared_part, checker.check_host
     simple = frozenset(_SIMPLE).issuperset
     hosts: list[staticinv.Found] = []
     nodes: list[staticinv.Found] = []
     digests: dict[str, str] = {}
     for row in found:
         name, groups, gvars, own = row
-        # Both loaders give each group set one shared-variables dict of its own (Ansible's:
-        # an empty one per host), so the dict's identity stands for the pair.
-        known = shared.get(id(gvars))
-        if known is None or known[2] is not groups:
-            check_names(groups, "group")
-            check_names([v for v in gvars if v not in checked_vars], "variable", name)
-            checked_vars.update(gvars)
-            serialised = dumps([list(groups), gvars])
-            known = shared[id(gvars)] = (sha(f"{serialised}|".encode()), unwatched(gvars),
-                                         groups)
-        part, gvars_unwatched = known[0], known[1]
-        if not ((len(name) <= 253 and name_ok(name)) or ip_ok(name)) and (
-                problem := names.host_problem(name)) is not None:
-            raise InventoryError(f"{path}{where(name)}: host {name!r} "
-                                 f"{problem}; fix the inventory (nothing was contacted)")
-        if not checked_vars.issuperset(own):
-            check_names([v for v in own if v not in checked_vars], "variable", name)
-            checked_vars.update(own)
-        if not (gvars_unwatched and unwatched(own)) and (
-                problem := names.host_key_problem({**gvars, **own})) is not None:
-            raise InventoryError(f"{path}: host {name}: {problem}")
-        address = own.get("ansible_host")
-        if address is None:
-            address = gvars.get("ansible_host", name)
-        if address != name and not (type(address) is str and ip_ok(address)) and (
-                problem := names.host_problem(str(address))) is not None:
-            raise InventoryError(f"{path}{where(str(address))}: host {name}: "
-                                 f"ansible_host {str(address)!r} {problem}")
+        part, gvars_unwatched = shared_part(name, groups, gvars)
+        check_host(name, gvars, own, gvars_unwatched)
         if NODE_GROUP in groups:
             nodes.append(row)
             continue
@@ -357,10 +310,77 @@ def _checked(path: Path, *, fast: bool = True
         # A host's own variables are mostly a few scalars: their sorted repr is canonical
         # and a tenth of the cost of a JSON dump.
         own_text = (repr(sorted(own.items())) if simple(map(type, own.values()))
-                    else dumps(own))
+                    else _dumps(own))
         digest = part.copy()  # the shared part is hashed once per group set
         digest.update(own_text.encode())
         digests[name] = digest.hexdigest()[:16]
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
     return hosts, nodes, digests
+
+
+_dumps = json.JSONEncoder(sort_keys=True).encode
+
+
+class _RowChecker:
+    """Checks an inventory's rows one by one, naming the file and line of a problem.
+
+    What hosts share (their groups and those groups' merged variables) is checked and
+    serialised once per group set; each host then costs its name, its own few variables
+    and one small hash. 100,000 hosts take a fraction of a second.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.text: str | None = None
+        self.shared: dict[int, tuple[Any, bool, tuple[str, ...]]] = {}
+        self.checked_vars: set[str] = set()
+
+    def where(self, needle: str) -> str:
+        self.text = _text(self.path) if self.text is None else self.text
+        return _line_of(self.text, needle)
+
+    def check_names(self, names_: Iterable[str], what: str, host: str = "") -> None:
+        for name in names_:
+            if (problem := names.identifier_problem(name, what)) is not None:
+                raise InventoryError(f"{self.path}{self.where(name)}: "
+                                     + (f"host {host}: {problem}" if host else
+                                        f"{problem}; rename it"))
+
+    def shared_part(self, name: str, groups: tuple[str, ...], gvars: dict[str, Any]
+                    ) -> tuple[Any, bool]:
+        """The hash of a host's groups and group variables so far, and whether those
+        variables are free of the watched (connection) ones; checked once per group set."""
+        # Both loaders give each group set one shared-variables dict of its own (Ansible's:
+        # an empty one per host), so the dict's identity stands for the pair.
+        known = self.shared.get(id(gvars))
+        if known is None or known[2] is not groups:
+            self.check_names(groups, "group")
+            self.check_names([v for v in gvars if v not in self.checked_vars], "variable", name)
+            self.checked_vars.update(gvars)
+            serialised = _dumps([list(groups), gvars])
+            known = self.shared[id(gvars)] = (hashlib.sha256(f"{serialised}|".encode()),
+                                              names.WATCHED.isdisjoint(gvars), groups)
+        return known[0], known[1]
+
+    def check_host(self, name: str, gvars: dict[str, Any], own: dict[str, Any],
+                   gvars_unwatched: bool) -> None:
+        """The host's name, its own variables' names, its connection settings, its address."""
+        path, ip_ok = self.path, names.ipv4_fast
+        if not ((len(name) <= 253 and names.name_fast(name)) or ip_ok(name)) and (
+                problem := names.host_problem(name)) is not None:
+            raise InventoryError(f"{path}{self.where(name)}: host {name!r} "
+                                 f"{problem}; fix the inventory (nothing was contacted)")
+        if not self.checked_vars.issuperset(own):
+            self.check_names([v for v in own if v not in self.checked_vars], "variable", name)
+            self.checked_vars.update(own)
+        if not (gvars_unwatched and names.WATCHED.isdisjoint(own)) and (
+                problem := names.host_key_problem({**gvars, **own})) is not None:
+            raise InventoryError(f"{path}: host {name}: {problem}")
+        address = own.get("ansible_host")
+        if address is None:
+            address = gvars.get("ansible_host", name)
+        if address != name and not (type(address) is str and ip_ok(address)) and (
+                problem := names.host_problem(str(address))) is not None:
+            raise InventoryError(f"{path}{self.where(str(address))}: host {name}: "
+                                 f"ansible_host {str(address)!r} {problem}")

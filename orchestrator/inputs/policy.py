@@ -11,59 +11,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from orchestrator.core.errors import PolicyError
 from orchestrator.core.models import STRATEGY_NAMES, Strategy
-from orchestrator.core.protection import budget_problem
+from orchestrator.inputs.policycheck import Checker, KeyPath
+from orchestrator.inputs.windows import DAYS, Interval, Slot, Window, merge, subtract
 from orchestrator.inputs.yamlfile import load_yaml_located
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Interval = tuple[datetime, datetime]
-_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A weekly opening: on these weekdays from start to end (end <= start: past midnight)."""
-
-    days: tuple[int, ...]
-    start: time
-    end: time
-
-
-@dataclass(frozen=True)
-class Window:
-    """The maintenance window of one inventory group, in its own time zone."""
-
-    group: str
-    timezone: str
-    slots: tuple[Slot, ...]
-
-    def intervals(self, start: datetime, end: datetime) -> list[Interval]:
-        """The window's openings (UTC) that overlap [start, end)."""
-        tz = ZoneInfo(self.timezone)
-        day = start.astimezone(tz).date() - timedelta(days=1)
-        last = end.astimezone(tz).date()
-        found: list[Interval] = []
-        while day <= last:
-            for slot in self.slots:
-                if day.weekday() not in slot.days:
-                    continue
-                closes_on = day if slot.end > slot.start else day + timedelta(days=1)
-                a = datetime.combine(day, slot.start, tz).astimezone(UTC)
-                b = datetime.combine(closes_on, slot.end, tz).astimezone(UTC)
-                if b > start and a < end:
-                    found.append((a, b))
-            day += timedelta(days=1)
-        return _merge(found)
-
-    def describe(self) -> str:
-        parts = []
-        for s in self.slots:
-            days = ",".join(DAYS[d] for d in s.days)
-            parts.append(f"{days} {s.start:%H:%M}-{s.end:%H:%M}")
-        return f"{'; '.join(parts)} ({self.timezone})"
+# Slot, Window, DAYS and Interval live in windows.py; importable from here as before.
+__all__ = ["DAYS", "Interval", "Policy", "Slot", "Window", "from_json", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -132,13 +89,13 @@ class Policy:
             hi = datetime.combine(b + timedelta(days=1), time(0), tz).astimezone(UTC)
             if hi > start and lo < end:
                 found.append((lo, hi))
-        return _merge(found)
+        return merge(found)
 
     def open_intervals(self, window: Window | None, start: datetime, end: datetime
                        ) -> list[Interval]:
         """When a wave of this window may run within [start, end): openings minus blackouts."""
         base = [(start, end)] if window is None else window.intervals(start, end)
-        return _subtract(base, self.blackout_intervals(start, end))
+        return subtract(base, self.blackout_intervals(start, end))
 
     def earliest_start(self, window: Window | None, after: datetime, duration: timedelta,
                        horizon: timedelta = timedelta(days=800)) -> datetime | None:
@@ -168,137 +125,38 @@ class Policy:
         return {"source": self.source, **self.raw}
 
 
-def _key_text(part: str | int) -> str:
-    """A key as it can be printed on one line: odd ones (spaces, newlines, empty) quoted."""
-    text = str(part)
-    return text if re.fullmatch(r"[\w.%+-]+", text) else repr(text)
-
-
-def _merge(intervals: list[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _subtract(base: list[Interval], holes: list[Interval]) -> list[Interval]:
-    out = []
-    for a, b in base:
-        pieces = [(a, b)]
-        for ha, hb in holes:
-            nxt = []
-            for pa, pb in pieces:
-                if hb <= pa or ha >= pb:
-                    nxt.append((pa, pb))
-                    continue
-                if pa < ha:
-                    nxt.append((pa, ha))
-                if hb < pb:
-                    nxt.append((hb, pb))
-            pieces = nxt
-        out.extend(pieces)
-    return out
-
-
 # ---- parsing --------------------------------------------------------------------------------
 _TOP = {"version", "timezone", "deadline", "waves", "order", "windows", "blackout",
         "protection", "gates", "approvals"}
 
 
-class _Checker:
-    """Turns a problem at a key path into one line: file:line: key: what is wrong."""
-
-    def __init__(self, source: str, lines: dict[tuple[str | int, ...], int]) -> None:
-        self.source = source
-        self.lines = lines
-
-    def fail(self, path: tuple[str | int, ...], problem: str) -> PolicyError:
-        probe = path
-        while probe and probe not in self.lines:
-            probe = probe[:-1]
-        line = self.lines.get(probe, 1)
-        key = ".".join(_key_text(p) for p in path) or "top level"
-        return PolicyError(f"{self.source}:{line}: {key}: {problem}")
-
-    def mapping(self, value: Any, path: tuple[str | int, ...], allowed: set[str]
-                ) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(path, "must be a mapping of keys to values")
-        for key in value:
-            if str(key) not in allowed:
-                raise self.fail((*path, str(key)),
-                                f"unknown key; known keys: {', '.join(sorted(allowed))}")
-        return value
-
-    def number(self, value: Any, path: tuple[str | int, ...], lo: float, hi: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise self.fail(path, f"must be a number from {lo:g} to {hi:g}")
-        return float(value)
-
-    def budget(self, value: Any, path: tuple[str | int, ...]) -> int | str:
-        """A protection budget: a whole number of hosts, or a share of the fleet ("1%")."""
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise self.fail(path, "must be a number of hosts (3) or a share of the fleet "
-                                  "(\"1%\")")
-        if (problem := budget_problem(str(value))) is not None:
-            raise self.fail(path, problem)
-        return value if isinstance(value, int) else str(value).strip()
-
-    def integer(self, value: Any, path: tuple[str | int, ...], lo: int, hi: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self.fail(path, f"must be a whole number from {lo} to {hi}")
-        return value
-
-    def names(self, value: Any, path: tuple[str | int, ...]) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(path, "must be a list of inventory group names")
-        return tuple(value)
-
-    def zone(self, value: Any, path: tuple[str | int, ...]) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(path, "must be a time zone name like America/New_York")
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise self.fail(path, f"unknown time zone {value!r}; use a name like "
-                                  "America/New_York or UTC") from None
-        return value
-
-    def clock(self, value: Any, path: tuple[str | int, ...]) -> time:
-        if isinstance(value, int):
-            raise self.fail(path, 'write the time in quotes, like "22:00" (YAML reads '
-                                  "22:00 unquoted as a number)")
-        match = _TIME.match(str(value)) if isinstance(value, str) else None
-        if match is None:
-            raise self.fail(path, 'must be a time of day like "22:00"')
-        return time(int(match.group(1)), int(match.group(2)))
-
-    def day(self, value: Any, path: tuple[str | int, ...]) -> date:
-        if isinstance(value, datetime):
-            raise self.fail(path, "must be a date like 2026-12-24, without a time")
-        if isinstance(value, date):
-            return value
-        try:
-            return date.fromisoformat(str(value))
-        except ValueError:
-            raise self.fail(path, "must be a date like 2026-12-24") from None
-
-
-def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None = None
-          ) -> Policy:
-    c = _Checker(source, lines or {})
+def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> Policy:
+    """The policy `data` (a file's YAML) says, every key checked, in the file's order of
+    sections; `lines` gives each key path its line for the error messages."""
+    c = Checker(source, lines or {})
     top = c.mapping(data, (), _TOP)
     if top.get("version", 1) != 1:
         raise c.fail(("version",), "must be 1")
     tz = c.zone(top.get("timezone", "UTC"), ("timezone",))
-    kw: dict[str, Any] = {"source": source, "timezone": tz}
+    kw: dict[str, Any] = {"source": source, "timezone": tz, **_waves(c, top),
+                          **_order(c, top), "windows": _windows(c, top, tz),
+                          "blackouts": _blackouts(c, top)}
+    if top.get("deadline") is not None:
+        kw["deadline"] = _deadline(top["deadline"], tz, c)
+    kw |= _protection(c, top)
+    kw |= _gates(c, top)
+    appr = c.mapping(top.get("approvals"), ("approvals",), {"required"})
+    if "required" in appr:
+        if not isinstance(appr["required"], bool):
+            raise c.fail(("approvals", "required"), "must be true or false")
+        kw["require_approval"] = appr["required"]
+    kw["raw"] = _jsonable(top)
+    return Policy(**kw)
 
+
+def _waves(c: Checker, top: dict[str, Any]) -> dict[str, Any]:
     waves = c.mapping(top.get("waves"), ("waves",), {"canary", "growth", "max_size"})
+    kw: dict[str, Any] = {}
     if "canary" in waves:
         canary = waves["canary"]
         if isinstance(canary, str) and canary.endswith("%"):
@@ -315,19 +173,25 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
         kw["growth"] = c.number(waves["growth"], ("waves", "growth"), 1.1, 100)
     if "max_size" in waves:
         kw["max_wave"] = c.integer(waves["max_size"], ("waves", "max_size"), 1, 100000)
+    return kw
 
+
+def _order(c: Checker, top: dict[str, Any]) -> dict[str, Any]:
     order = c.mapping(top.get("order"), ("order",), {"first", "last"})
-    kw["first"] = c.names(order.get("first", []), ("order", "first"))
-    kw["last"] = c.names(order.get("last", []), ("order", "last"))
-    both = set(kw["first"]) & set(kw["last"])
+    first = c.names(order.get("first", []), ("order", "first"))
+    last = c.names(order.get("last", []), ("order", "last"))
+    both = set(first) & set(last)
     if both:
         raise c.fail(("order", "last"), f"{sorted(both)} cannot be both first and last")
+    return {"first": first, "last": last}
 
+
+def _windows(c: Checker, top: dict[str, Any], tz: str) -> tuple[Window, ...]:
     windows = c.mapping(top.get("windows"), ("windows",),
                         {str(k) for k in (top.get("windows") or {})})
     parsed = []
     for group, spec in windows.items():
-        path: tuple[str | int, ...] = ("windows", str(group))
+        path: KeyPath = ("windows", str(group))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(group)):
             raise c.fail(path, "must be an inventory group name (letters, digits, '_', '-')")
         body = c.mapping(spec, path, {"timezone", "slots"})
@@ -336,23 +200,26 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
         if not isinstance(slots_raw, list) or not slots_raw:
             raise c.fail((*path, "slots"), "needs at least one slot "
                                            '({days: [mon, tue], start: "22:00", end: "04:00"})')
-        slots = []
-        for i, slot in enumerate(slots_raw):
-            spath = (*path, "slots", i)
-            s = c.mapping(slot, spath, {"days", "start", "end"})
-            for key in ("days", "start", "end"):
-                if key not in s:
-                    raise c.fail(spath, f"missing key {key!r}")
-            days = s["days"]
-            if not isinstance(days, list) or not days or any(
-                    str(d).lower() not in DAYS for d in days):
-                raise c.fail((*spath, "days"), f"must be a list of days from {', '.join(DAYS)}")
-            slots.append(Slot(days=tuple(sorted({DAYS.index(str(d).lower()) for d in days})),
-                              start=c.clock(s["start"], (*spath, "start")),
-                              end=c.clock(s["end"], (*spath, "end"))))
-        parsed.append(Window(group=str(group), timezone=wtz, slots=tuple(slots)))
-    kw["windows"] = tuple(parsed)
+        slots = tuple(_slot(c, slot, (*path, "slots", i)) for i, slot in enumerate(slots_raw))
+        parsed.append(Window(group=str(group), timezone=wtz, slots=slots))
+    return tuple(parsed)
 
+
+def _slot(c: Checker, slot: Any, spath: KeyPath) -> Slot:
+    s = c.mapping(slot, spath, {"days", "start", "end"})
+    for key in ("days", "start", "end"):
+        if key not in s:
+            raise c.fail(spath, f"missing key {key!r}")
+    days = s["days"]
+    if not isinstance(days, list) or not days or any(
+            str(d).lower() not in DAYS for d in days):
+        raise c.fail((*spath, "days"), f"must be a list of days from {', '.join(DAYS)}")
+    return Slot(days=tuple(sorted({DAYS.index(str(d).lower()) for d in days})),
+                start=c.clock(s["start"], (*spath, "start")),
+                end=c.clock(s["end"], (*spath, "end")))
+
+
+def _blackouts(c: Checker, top: dict[str, Any]) -> tuple[tuple[date, date], ...]:
     blackout = top.get("blackout", [])
     if not isinstance(blackout, list):
         raise c.fail(("blackout",), "must be a list of dates or {from: DATE, to: DATE}")
@@ -369,13 +236,13 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
         else:
             a = b = c.day(item, ("blackout", i))
         ranges.append((a, b))
-    kw["blackouts"] = tuple(ranges)
+    return tuple(ranges)
 
-    if top.get("deadline") is not None:
-        kw["deadline"] = _deadline(top["deadline"], tz, c)
 
+def _protection(c: Checker, top: dict[str, Any]) -> dict[str, Any]:
     prot = c.mapping(top.get("protection"), ("protection",),
                      {"strategy", "max_unprotected", "reconnect_minutes"})
+    kw: dict[str, Any] = {}
     if "strategy" in prot:
         if prot["strategy"] not in STRATEGY_NAMES:
             raise c.fail(("protection", "strategy"), f"must be one of {', '.join(STRATEGY_NAMES)}")
@@ -386,23 +253,22 @@ def parse(data: Any, source: str, lines: dict[tuple[str | int, ...], int] | None
     if "reconnect_minutes" in prot:
         kw["reconnect_seconds"] = 60 * c.number(prot["reconnect_minutes"],
                                                 ("protection", "reconnect_minutes"), 0, 24 * 60)
+    return kw
+
+
+def _gates(c: Checker, top: dict[str, Any]) -> dict[str, Any]:
     gates = c.mapping(top.get("gates"), ("gates",), {"max_failed_percent", "soak_minutes"})
+    kw: dict[str, Any] = {}
     if "max_failed_percent" in gates:
         kw["max_failed_percent"] = c.number(gates["max_failed_percent"],
                                             ("gates", "max_failed_percent"), 0, 100)
     if "soak_minutes" in gates:
         kw["soak_seconds"] = 60 * c.number(gates["soak_minutes"], ("gates", "soak_minutes"),
                                            0, 7 * 24 * 60)
-    appr = c.mapping(top.get("approvals"), ("approvals",), {"required"})
-    if "required" in appr:
-        if not isinstance(appr["required"], bool):
-            raise c.fail(("approvals", "required"), "must be true or false")
-        kw["require_approval"] = appr["required"]
-    kw["raw"] = _jsonable(top)
-    return Policy(**kw)
+    return kw
 
 
-def _deadline(value: Any, tz: str, c: _Checker) -> datetime:
+def _deadline(value: Any, tz: str, c: Checker) -> datetime:
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         value = date.fromisoformat(value.strip())
     if isinstance(value, datetime):
