@@ -13,7 +13,7 @@ from orchestrator.plan import planner
 from orchestrator.report import reports
 from orchestrator.store.state import SqliteStore
 from tests import browser
-from tests.unit.test_reports import facts, fleet
+from tests.unit.report.test_reports import facts, fleet
 
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
                                 reason="chromium is not installed (make deps installs it)")
