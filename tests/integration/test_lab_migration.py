@@ -22,7 +22,7 @@ from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
 from orchestrator.store.state import SqliteStore
-from tests.integration.test_html_browser import check_page
+from tests.support.pages import check_page
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
 pytestmark = pytest.mark.lab
