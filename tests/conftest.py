@@ -6,6 +6,9 @@ import shutil
 
 import pytest
 
+# The shared helpers assert too: have pytest explain their failures as it does in tests.
+pytest.register_assert_rewrite("tests.support")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     del config

@@ -41,8 +41,9 @@ def in_doubt(state: HostState, banned_protects: bool) -> bool:
     return state not in UNTOUCHED and state != HostState.MIGRATED and not banned_protects
 
 
-def settle(prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFacts | None,
-           problems: list[str], proof: str | None, verified: bool = False) -> Settled:
+def settle(  # noqa: PLR0913, PLR0917 - a probe's findings, as the engine and tests pass them
+        prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFacts | None,
+        problems: list[str], proof: str | None, verified: bool = False) -> Settled:
     """The state a probe records for a host, given what the record said before.
 
     `proof` is the evidence of protection the probe gave (protection.proof_of), `verified`
@@ -50,53 +51,80 @@ def settle(prior: HostRecord, outcome: StepOutcome, message: str, facts: HostFac
     only with such evidence; a touched host never becomes "unreachable", "blocked" or "clean"
     (those say nothing was done to it).
     """
-    state = prior.state
-    touched = state not in UNTOUCHED
     if outcome != StepOutcome.OK or facts is None:
-        what = _WHAT.get(outcome, outcome.value)
-        if state in SLOT_STATES:
-            return Settled(HostState.UNPROTECTED,
-                           f"protection unknown ({what}: {message}); it keeps its slot of the "
-                           "protection budget until a probe proves protection", None)
-        if state in (HostState.INSTALLING, HostState.STAGING):
-            return Settled(HostState.INTERRUPTED,
-                           f"{what} at the re-probe after {state.value} ({message}); its banned "
-                           "product was not touched; the next run re-probes it", None)
-        if touched:
-            return Settled(state, f"{what} at the last probe ({message}); state as last known",
-                           None)
-        if outcome == StepOutcome.FAILED:
-            return Settled(HostState.BLOCKED, f"discovery failed: {message}", "")
-        return Settled(HostState.UNREACHABLE, f"{what}: {message}; nothing done to it", None)
-    found = ", ".join(f"{b.product} {b.version or ''}".strip() for b in facts.banned)
-    if in_doubt(state, banned_protects=bool(proof) and not verified):
-        after = f"re-probed after {state.value}"
-        if verified and proof and not facts.banned:
-            return Settled(HostState.MIGRATED, f"{after}: no banned product left; {proof}", proof)
-        if verified and proof:
-            return Settled(HostState.VERIFIED, f"{after}: {proof}; {found} still on", proof)
-        if proof:
-            return Settled(HostState.INTERRUPTED, f"{after}: {proof}; the next run resumes it",
-                           proof)
+        return _unanswered(prior.state, outcome, message)
+    if in_doubt(prior.state, banned_protects=bool(proof) and not verified):
+        return _reprobed(prior.state, facts, proof, verified)
+    if prior.state in UNTOUCHED:
+        return _first_look(facts, problems, proof)
+    return _touched(prior, facts, problems, proof)
+
+
+def _unanswered(state: HostState, outcome: StepOutcome, message: str) -> Settled:
+    """The probe got no facts: a host that held a slot or was mid-step stays in doubt."""
+    what = _WHAT.get(outcome, outcome.value)
+    if state in SLOT_STATES:
         return Settled(HostState.UNPROTECTED,
-                       f"{after}: no protecting product runs and the replacement is not "
-                       "verified; treated as unprotected until a run or remediate verifies it",
-                       "")
+                       f"protection unknown ({what}: {message}); it keeps its slot of the "
+                       "protection budget until a probe proves protection", None)
+    if state in (HostState.INSTALLING, HostState.STAGING):
+        return Settled(HostState.INTERRUPTED,
+                       f"{what} at the re-probe after {state.value} ({message}); its banned "
+                       "product was not touched; the next run re-probes it", None)
+    if state not in UNTOUCHED:
+        return Settled(state, f"{what} at the last probe ({message}); state as last known",
+                       None)
+    if outcome == StepOutcome.FAILED:
+        return Settled(HostState.BLOCKED, f"discovery failed: {message}", "")
+    return Settled(HostState.UNREACHABLE, f"{what}: {message}; nothing done to it", None)
+
+
+def _reprobed(state: HostState, facts: HostFacts, proof: str | None, verified: bool
+              ) -> Settled:
+    """A host in doubt leaves it only with evidence of protection; without, it is unprotected."""
+    after = f"re-probed after {state.value}"
+    if verified and proof and not facts.banned:
+        return Settled(HostState.MIGRATED, f"{after}: no banned product left; {proof}", proof)
+    if verified and proof:
+        return Settled(HostState.VERIFIED, f"{after}: {proof}; {_found(facts)} still on", proof)
+    if proof:
+        return Settled(HostState.INTERRUPTED, f"{after}: {proof}; the next run resumes it",
+                       proof)
+    return Settled(HostState.UNPROTECTED,
+                   f"{after}: no protecting product runs and the replacement is not "
+                   "verified; treated as unprotected until a run or remediate verifies it",
+                   "")
+
+
+def _first_look(facts: HostFacts, problems: list[str], proof: str | None) -> Settled:
+    """A host nothing was done to: clean, blocked by what preflight found, or pending."""
     if not facts.banned:
-        if not touched:
-            return Settled(HostState.CLEAN, "no banned product found", proof or "")
+        return Settled(HostState.CLEAN, "no banned product found", proof or "")
+    if problems:
+        return Settled(HostState.BLOCKED, "; ".join(problems), proof or "")
+    return Settled(HostState.PENDING, f"found {_found(facts)}", proof or "")
+
+
+def _touched(prior: HostRecord, facts: HostFacts, problems: list[str], proof: str | None
+             ) -> Settled:
+    """A host a step has changed keeps its state, unless a banned product is (back) on it."""
+    state = prior.state
+    if not facts.banned:
         return Settled(state, prior.reason, proof)  # we were migrating it: the run proves it
     if problems:
-        if not touched:
-            return Settled(HostState.BLOCKED, "; ".join(problems), proof or "")
         return Settled(state, f"{'; '.join(problems)} (was {state.value}: nothing more is "
                        "done to it until that is fixed)", proof)
     if state in (HostState.INSTALL_FAILED, HostState.VERIFIED, HostState.STAGED,
                  HostState.REMOVE_FAILED):
         return Settled(state, prior.reason, proof)
     if state == HostState.MIGRATED:
-        return Settled(HostState.PENDING, f"banned product is back: {found}", proof or "")
-    return Settled(HostState.PENDING, f"found {found}", proof or "")
+        return Settled(HostState.PENDING, f"banned product is back: {_found(facts)}",
+                       proof or "")
+    return Settled(HostState.PENDING, f"found {_found(facts)}", proof or "")
+
+
+def _found(facts: HostFacts) -> str:
+    return ", ".join(f"{b.product} {b.version or ''}".strip() for b in facts.banned)
 
 
 # Host outcomes that count as a failure for a wave's gate. BLOCKED does not: preflight left

@@ -343,7 +343,7 @@ def bulk_constructor(cls: type[T]) -> Callable[..., T]:
     three times what the object is worth when a store reads 100,000 rows. This one sets the
     slots by their descriptors: the same object (equal, hashable, immutable afterwards),
     without `__post_init__` or defaults, so only for callers that pass every field already
-    typed (the state store's bulk reads). `tests/unit/test_models.py` checks it equals `cls`.
+    typed (the state store's bulk reads). `tests/unit/core/test_models.py` checks it equals `cls`.
     """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     if {"obj", "new", "cls"} & set(names):

@@ -181,15 +181,21 @@ def _option_problem(option: str) -> str | None:
         return (f"{key.capitalize()} is not followed by avmigrate's checks; put the host key "
                 "settings in the file itself")
     if key in ("userknownhostsfile", "globalknownhostsfile"):
-        for path in values or ["(empty)"]:
-            if path.lower() in ("/dev/null", "none", "(empty)"):
-                return f"{key} {path} throws every host key away"
-            if "%" in path or "$" in path:
-                return (f"{key} {path}: a path with ssh's % tokens or ${{}} variables cannot be "
-                        "checked; name the file")
-            if _writable_by_others(Path(path).expanduser()):
-                return (f"{key} {path} (or a directory above it) can be written by other "
-                        "users, who could add a key to it")
+        return _known_hosts_problem(key, values)
+    return None
+
+
+def _known_hosts_problem(key: str, paths: list[str]) -> str | None:
+    """A known-hosts file option's paths: each must be a file only we can write."""
+    for path in paths or ["(empty)"]:
+        if path.lower() in ("/dev/null", "none", "(empty)"):
+            return f"{key} {path} throws every host key away"
+        if "%" in path or "$" in path:
+            return (f"{key} {path}: a path with ssh's % tokens or ${{}} variables cannot be "
+                    "checked; name the file")
+        if _writable_by_others(Path(path).expanduser()):
+            return (f"{key} {path} (or a directory above it) can be written by other "
+                    "users, who could add a key to it")
     return None
 
 

@@ -48,6 +48,15 @@ def default_subnet(name: str) -> ipaddress.IPv4Network:
 
 
 @dataclass(frozen=True)
+class BaseImage:
+    """What every lab host is made from: the Debian root, the stand-in packages, our key."""
+
+    rootfs: Path
+    debs: dict[str, Path]
+    client_key: Path
+
+
+@dataclass(frozen=True)
 class LabHost:
     """One lab host as lab.json records it."""
 
@@ -182,8 +191,9 @@ class Lab:
         hosts: list[LabHost] = []
         known: list[str] = []
         t0 = time.monotonic()
+        base = BaseImage(rootfs, debs, keys)
         for i, profile in enumerate(plan, start=1):
-            host, pub = self._start_host(i, profile, rootfs, debs, keys)
+            host, pub = self._start_host(i, profile, base)
             hosts.append(host)
             known.append(f"{host.name},{host.address} {pub}")
         known_hosts = self.dir / "known_hosts"
@@ -193,8 +203,8 @@ class Lab:
         node_hosts: list[LabHost] = []
         node_args = _node_binds(known_hosts, key_file)
         for i in range(1, node_count + 1):
-            node, pub = self._start_host(100 + i, scenario.Profile("node", ()), rootfs, debs,
-                                         keys, name=f"{self.name}-node{i}", extra=node_args)
+            node, pub = self._start_host(100 + i, scenario.Profile("node", ()), base,
+                                         name=f"{self.name}-node{i}", extra=node_args)
             node_hosts.append(node)
             known.append(f"{node.name},{node.address} {pub}")
         if node_hosts:
@@ -242,57 +252,14 @@ class Lab:
             time.sleep(0.1)
         return proc.pid
 
-    def _start_host(self, index: int, profile: scenario.Profile, rootfs: Path,
-                    debs: dict[str, Path], client_key: Path, name: str = "",
-                    extra: Sequence[str] = ()) -> tuple[LabHost, str]:
+    def _start_host(self, index: int, profile: scenario.Profile, base: BaseImage,
+                    name: str = "", extra: Sequence[str] = ()) -> tuple[LabHost, str]:
+        """Make one host's root, plug it into the bridge and boot it; its public host key."""
         name = name or f"{self.name}-{index:02d}"
         address = str(self.subnet.network_address + 10 + index)
         hdir = self.dir / "hosts" / name
-        upper, work, merged = hdir / "upper", hdir / "work", hdir / "merged"
-        for d in (upper, work, merged):
-            d.mkdir(parents=True, exist_ok=True)
-        run(["mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={rootfs},upperdir={upper},workdir={work}", merged])
-        # Host keys of its own, recorded in the lab's known_hosts before the host ever boots.
-        hostkey = merged / "etc/ssh/ssh_host_ed25519_key"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", hostkey])
-        pub = hostkey.with_suffix(".pub").read_text(encoding="utf-8").split()
-        sshdir = merged / "home" / image.ADMIN_USER / ".ssh"
-        sshdir.mkdir(mode=0o700, exist_ok=True)
-        (sshdir / "authorized_keys").write_text(
-            client_key.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
-        (sshdir / "authorized_keys").chmod(0o600)
-        run(["chroot", merged, "chown", "-R", f"{image.ADMIN_USER}:{image.ADMIN_USER}",
-             f"/home/{image.ADMIN_USER}/.ssh"])
-        (merged / "etc/hostname").write_text(name + "\n", encoding="utf-8")
-        (merged / "etc/hosts").write_text(
-            f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost\n",
-            encoding="utf-8")
-        if profile.packages:
-            stage = merged / "tmp/avm-lab"
-            stage.mkdir(exist_ok=True)
-            for key in profile.packages:
-                shutil.copy2(debs[key], stage / debs[key].name)
-            run(["chroot", merged, "dpkg", "-i",
-                 *[f"/tmp/avm-lab/{debs[k].name}" for k in profile.packages]])
-            shutil.rmtree(stage)
-        if profile.sshd_down:
-            (merged / "etc/systemd/system/ssh.service").symlink_to("/dev/null")
-        if profile.dpkg_interrupted:
-            # What dpkg leaves when it is killed mid-run: a journal entry it has not folded in.
-            # apt then refuses to work until `dpkg --configure -a` is run.
-            updates = merged / "var/lib/dpkg/updates"
-            (updates / "0000").write_text(
-                "Package: klnagent64\nStatus: install ok half-configured\n"
-                f"Version: {packages.STAND_INS['klnagent64'].version}\n", encoding="utf-8")
-        netns, veth = f"{self.prefix}{index:02d}", f"avm{self.name}{index:02d}"
-        run(["ip", "netns", "add", netns])
-        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
-        run(["ip", "link", "set", veth, "master", self.bridge, "up"])
-        run(["ip", "-n", netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev",
-             "eth0"])
-        run(["ip", "-n", netns, "link", "set", "eth0", "up"])
-        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        merged, pub = self._make_root(name, profile, base, hdir)
+        netns, veth = self._plug(index, address)
         argv = ["systemd-nspawn", "-D", str(merged), "--boot", "--register=no", "--keep-unit",
                 f"--network-namespace-path=/run/netns/{netns}", f"--machine={name}",
                 "--console=passive", "--link-journal=no", "--resolv-conf=off",
@@ -309,7 +276,45 @@ class Lab:
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         host = LabHost(name=name, address=address, profile=profile.name, netns=netns, veth=veth,
                        pid=proc.pid, sshd_down=profile.sshd_down)
-        return host, f"{pub[0]} {pub[1]}"
+        return host, pub
+
+    def _make_root(self, name: str, profile: scenario.Profile, base: BaseImage, hdir: Path
+                   ) -> tuple[Path, str]:
+        """An overlay of the base image set up as the profile says; its public host key."""
+        upper, work, merged = hdir / "upper", hdir / "work", hdir / "merged"
+        for d in (upper, work, merged):
+            d.mkdir(parents=True, exist_ok=True)
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={base.rootfs},upperdir={upper},workdir={work}", merged])
+        # Host keys of its own, recorded in the lab's known_hosts before the host ever boots.
+        hostkey = merged / "etc/ssh/ssh_host_ed25519_key"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", hostkey])
+        pub = hostkey.with_suffix(".pub").read_text(encoding="utf-8").split()
+        sshdir = merged / "home" / image.ADMIN_USER / ".ssh"
+        sshdir.mkdir(mode=0o700, exist_ok=True)
+        (sshdir / "authorized_keys").write_text(
+            base.client_key.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
+        (sshdir / "authorized_keys").chmod(0o600)
+        run(["chroot", merged, "chown", "-R", f"{image.ADMIN_USER}:{image.ADMIN_USER}",
+             f"/home/{image.ADMIN_USER}/.ssh"])
+        (merged / "etc/hostname").write_text(name + "\n", encoding="utf-8")
+        (merged / "etc/hosts").write_text(
+            f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost\n",
+            encoding="utf-8")
+        _apply_profile(merged, profile, base.debs)
+        return merged, f"{pub[0]} {pub[1]}"
+
+    def _plug(self, index: int, address: str) -> tuple[str, str]:
+        """A network namespace for host `index`, linked to the lab's bridge at `address`."""
+        netns, veth = f"{self.prefix}{index:02d}", f"avm{self.name}{index:02d}"
+        run(["ip", "netns", "add", netns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["ip", "link", "set", veth, "master", self.bridge, "up"])
+        run(["ip", "-n", netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev",
+             "eth0"])
+        run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        return netns, veth
 
     def _wait_ready(self, info: LabInfo) -> None:
         deadline = time.monotonic() + SSH_WAIT_S
@@ -439,8 +444,21 @@ class Lab:
         """Remove every process, mount, namespace, link and file of this lab. Idempotent."""
         if os.geteuid() != 0:
             raise LabError("`lab down` needs root")
-        hosts_dir = self.dir / "hosts"
-        pids = _pids_using(hosts_dir)
+        pids = self._stop_processes()
+        for mnt in sorted(_mounts_under(self.dir), key=len, reverse=True):
+            run(["umount", "-l", mnt], check=False)
+        self._remove_network()
+        if self.dir.exists():
+            shutil.rmtree(self.dir / "hosts", ignore_errors=True)
+            for f in ("lab.json", "inventory.yml", "known_hosts"):
+                (self.dir / f).unlink(missing_ok=True)
+            shutil.rmtree(self.dir / "www", ignore_errors=True)
+        if pids:
+            log.append(f"lab {self.name}: stopped {len(pids)} processes and cleaned up")
+
+    def _stop_processes(self) -> set[int]:
+        """Terminate, then kill, every process of this lab: its hosts and its HTTP server."""
+        pids = _pids_using(self.dir / "hosts")
         with contextlib.suppress(LabError):
             info = self.info()
             pids |= {h.pid for h in info.hosts if h.pid}
@@ -454,8 +472,10 @@ class Lab:
             time.sleep(0.2)
         for pid in pids:
             _signal(pid, signal.SIGKILL)
-        for mnt in sorted(_mounts_under(self.dir), key=len, reverse=True):
-            run(["umount", "-l", mnt], check=False)
+        return pids
+
+    def _remove_network(self) -> None:
+        """Delete this lab's network namespaces, its hosts' links and its bridge."""
         netns = run(["ip", "netns", "list"], check=False).stdout.split("\n")
         for line in netns:
             ns = line.split(" ")[0]
@@ -468,13 +488,6 @@ class Lab:
                 ifname = parts[1].strip().split("@")[0]
                 if ifname == self.bridge or self._ours(ifname):
                     run(["ip", "link", "delete", ifname], check=False)
-        if self.dir.exists():
-            shutil.rmtree(self.dir / "hosts", ignore_errors=True)
-            for f in ("lab.json", "inventory.yml", "known_hosts"):
-                (self.dir / f).unlink(missing_ok=True)
-            shutil.rmtree(self.dir / "www", ignore_errors=True)
-        if pids:
-            log.append(f"lab {self.name}: stopped {len(pids)} processes and cleaned up")
 
     def leftovers(self) -> list[str]:
         """What of this lab still exists on the machine (empty after a clean `down`)."""
@@ -507,6 +520,27 @@ def _raise_inotify_limits(log: list[str]) -> None:
         except (OSError, ValueError) as exc:
             raise LabError(f"cannot raise fs.inotify.{name} to {minimum} ({exc}); "
                            f"set it with sysctl and retry") from exc
+
+
+def _apply_profile(merged: Path, profile: scenario.Profile, debs: dict[str, Path]) -> None:
+    """Install the profile's stand-in packages in a host's root and break what it says."""
+    if profile.packages:
+        stage = merged / "tmp/avm-lab"
+        stage.mkdir(exist_ok=True)
+        for key in profile.packages:
+            shutil.copy2(debs[key], stage / debs[key].name)
+        run(["chroot", merged, "dpkg", "-i",
+             *[f"/tmp/avm-lab/{debs[k].name}" for k in profile.packages]])
+        shutil.rmtree(stage)
+    if profile.sshd_down:
+        (merged / "etc/systemd/system/ssh.service").symlink_to("/dev/null")
+    if profile.dpkg_interrupted:
+        # What dpkg leaves when it is killed mid-run: a journal entry it has not folded in.
+        # apt then refuses to work until `dpkg --configure -a` is run.
+        updates = merged / "var/lib/dpkg/updates"
+        (updates / "0000").write_text(
+            "Package: klnagent64\nStatus: install ok half-configured\n"
+            f"Version: {packages.STAND_INS['klnagent64'].version}\n", encoding="utf-8")
 
 
 def _atomic_write(path: Path, text: str) -> None:

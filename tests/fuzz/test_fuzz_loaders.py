@@ -64,7 +64,8 @@ def mutate(rng: random.Random, text: str, corpus: list[str]) -> str:
     return "".join(lines)
 
 
-def fuzz(name: str, corpus: list[str], suffixes: list[str],
+def fuzz(  # noqa: PLR0913, PLR0917 - a campaign: inputs, loader, the error it may raise, check
+        name: str, corpus: list[str], suffixes: list[str],
          load: Callable[[Path], object], expected: type[Exception],
          check: Callable[[object], None]) -> None:
     rng = random.Random(SEED)

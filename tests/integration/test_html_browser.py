@@ -13,25 +13,11 @@ from orchestrator.plan import planner
 from orchestrator.report import reports
 from orchestrator.store.state import SqliteStore
 from tests import browser
-from tests.unit.test_reports import facts, fleet
+from tests.support.pages import check_page
+from tests.support.records import facts, fleet
 
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
                                 reason="chromium is not installed (make deps installs it)")
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def check_page(page: Path, must_show: list[str]) -> browser.PageReport:
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / (page.stem + ".png")
-    seen = browser.render(page, shot)
-    assert seen.console_errors == [], seen.console_errors
-    assert browser.external_requests(seen, page) == []
-    for text in must_show:
-        assert text in seen.text, f"{text!r} not shown on {page}"
-    assert shot.stat().st_size > 10_000  # a real picture, not an empty page
-    assert seen.height > 600
-    return seen
 
 
 def test_plan_page_renders_without_errors(tmp_path: Path) -> None:

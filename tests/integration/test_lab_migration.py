@@ -22,7 +22,7 @@ from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
 from orchestrator.store.state import SqliteStore
-from tests.integration.test_html_browser import check_page
+from tests.support.pages import check_page
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
 pytestmark = pytest.mark.lab
@@ -165,7 +165,8 @@ def test_plan_and_plan_check_change_nothing_on_any_host(lab: LabInfo, workdir: P
     assert "Check mode" in page.read_text()
 
 
-def test_migration_of_the_lab(lab: LabInfo, workdir: Path) -> None:
+# One lab's whole migration, told in order: each check needs the state the one before left.
+def test_migration_of_the_lab(lab: LabInfo, workdir: Path) -> None:  # noqa: PLR0915 - a story
     untouched = [h for h in lab.hosts if h.profile in UNTOUCHABLE | {"unreachable"}]
     before = {h.name: snapshot(lab, h) for h in untouched}
 

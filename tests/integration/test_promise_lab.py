@@ -177,7 +177,8 @@ def pg_states(url: str) -> dict[str, tuple[str, str]]:
         return {n: (s, r) for n, s, r in db.execute("SELECT name, state, reason FROM hosts")}
 
 
-def test_two_operators_one_budget_a_lost_node_and_killed_orchestrators(
+# One story on purpose: two operators, lost node and kills interleave on one lab and state.
+def test_two_operators_one_budget_a_lost_node_and_killed_orchestrators(  # noqa: C901, PLR0915 - a story
         duo_lab: Lab, pg_url: str, tmp_path: Path) -> None:
     info = duo_lab.up(4, HERE / "fleet_kesl.yml", [], nodes=2)
     names = [h.name for h in info.hosts]

@@ -121,6 +121,49 @@ def schedules(draw: st.DrawFn) -> dict[str, object]:
     }
 
 
+# A replacement that breaks on its own is only fair game on a host whose migration is
+# under way (a migrated host's proof stands until a soak or remediation looks again).
+BREAKABLE = {HostState.VERIFIED, HostState.REMOVE_FAILED, HostState.INTERRUPTED,
+             HostState.INSTALL_FAILED, HostState.STAGED}
+
+
+def cut_off(sched: Schedule, names: list[str], down: list[Outage], turn: int) -> None:
+    """The outages that begin or end at this turn."""
+    for o in down:
+        h = sched.fleet.hosts[names[o.host % len(names)]]
+        if o.turn == turn:
+            if o.attempts is None:
+                h.reachable = False
+            else:
+                h.unreachable_for = o.attempts
+        if o.back_at is not None and o.turn + o.back_at == turn:
+            h.reachable = True
+
+
+def mishaps_befall(sched: Schedule, names: list[str], pending: list[Mishap], turn: int
+                   ) -> list[Mishap]:
+    """Play the mishaps due by this turn that can happen now; those still waiting."""
+    waiting = list(pending)
+    for m in pending:
+        if m.turn > turn:
+            continue
+        name = names[m.host % len(names)]
+        if m.what != "replacement breaks":
+            sched.fleet.fail_next.setdefault(name, set()).add(m.what)
+            waiting.remove(m)
+            continue
+        # The first turn it can: on that host, or on any host whose protection rests on
+        # its replacement alone (its KESL stopped), where a break matters most.
+        records = sched.records()
+        bare_kesl = [n for n in names if not sched.fleet.hosts[n].kesl_running]
+        for target in [name, *bare_kesl]:
+            if records[target].state in BREAKABLE and sched.fleet.break_replacement(target):
+                sched.seen["replacement broke on its own"] += 1
+                waiting.remove(m)
+                break
+    return waiting
+
+
 def play(directory: Path, plan: dict[str, object]) -> Schedule:
     kinds, traits = plan["kinds"], plan["traits"]
     assert isinstance(kinds, list) and isinstance(traits, list)
@@ -140,10 +183,6 @@ def play(directory: Path, plan: dict[str, object]) -> Schedule:
     turns: list[int] = list(plan["turns"])  # type: ignore[call-overload]
     down: list[Outage] = list(plan["outages"])  # type: ignore[call-overload]
     mishaps_: list[Mishap] = list(plan["mishaps"])  # type: ignore[call-overload]
-    # A replacement that breaks on its own is only fair game on a host whose migration is
-    # under way (a migrated host's proof stands until a soak or remediation looks again).
-    breakable = {HostState.VERIFIED, HostState.REMOVE_FAILED, HostState.INTERRUPTED,
-                 HostState.INSTALL_FAILED, HostState.STAGED}
     running: dict[int, Session] = {}
     for turn in range(MAX_TURNS):
         for s in [s for s in todo if s.starts_at <= turn and s.op not in running]:
@@ -151,33 +190,8 @@ def play(directory: Path, plan: dict[str, object]) -> Schedule:
                            policy(s.strategy), s.kill_at, s.window_event):
                 todo.remove(s)
                 running[s.op] = s
-        for o in down:
-            h = sched.fleet.hosts[names[o.host % len(names)]]
-            if o.turn == turn:
-                if o.attempts is None:
-                    h.reachable = False
-                else:
-                    h.unreachable_for = o.attempts
-            if o.back_at is not None and o.turn + o.back_at == turn:
-                h.reachable = True
-        for m in list(mishaps_):
-            if m.turn > turn:
-                continue
-            name = names[m.host % len(names)]
-            if m.what != "replacement breaks":
-                sched.fleet.fail_next.setdefault(name, set()).add(m.what)
-                mishaps_.remove(m)
-            else:
-                # The first turn it can: on that host, or on any host whose protection rests on
-                # its replacement alone (its KESL stopped), where a break matters most.
-                records = sched.records()
-                bare_kesl = [n for n in names if not sched.fleet.hosts[n].kesl_running]
-                for target in [name, *bare_kesl]:
-                    if records[target].state in breakable and (
-                            sched.fleet.break_replacement(target)):
-                        sched.seen["replacement broke on its own"] += 1
-                        mishaps_.remove(m)
-                        break
+        cut_off(sched, names, down, turn)
+        mishaps_ = mishaps_befall(sched, names, mishaps_, turn)
         live = [op for op in running if not sched.ops[op].finished]
         if not live and not todo:
             break

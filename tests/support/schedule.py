@@ -176,7 +176,7 @@ class Schedule:
         op.clock += seconds
         self._yield()
 
-    def _body(self, op: Operator) -> None:
+    def _body(self, op: Operator) -> None:  # noqa: PLR0915 - one operator's life, start to exit, as the CLI lives it
         self.local.op = op
         self.baton.back(op.index)  # wait for the first turn
         store = None
@@ -238,9 +238,9 @@ class Schedule:
             self.baton.done()
 
     # ---- the test's side ------------------------------------------------------------------
-    def start(self, index: int, hosts: list[str], command: str, policy: RunPolicy,
-              kill_at: int | None = None, window_event: tuple[str, int] | None = None
-              ) -> bool:
+    def start(  # noqa: PLR0913, PLR0917 - an operator's session, field by field as drawn
+            self, index: int, hosts: list[str], command: str, policy: RunPolicy,
+            kill_at: int | None = None, window_event: tuple[str, int] | None = None) -> bool:
         current = self.ops.get(index)
         if current is not None and not current.finished:
             return False

@@ -170,6 +170,21 @@ class SimFleet:
                     self._apply(book, name, host, request)
             return StepResult(name, step, StepOutcome.UNKNOWN,
                               "execution node n2 stopped answering mid-step")
+        refused = self._refused(request, book, name)
+        if refused is not None:
+            return refused
+        if request.check:
+            return StepResult(name, step, StepOutcome.OK, "", {"would_change": []})
+        try:
+            data = self._apply(book, name, host, request)
+        except _StepFailed as exc:
+            return StepResult(name, step, StepOutcome.FAILED, str(exc))
+        return StepResult(name, step, StepOutcome.OK, "", data)
+
+    def _refused(self, request: StepRequest, book: str, name: str) -> StepResult | None:
+        """The step's result if the host does not answer or the test made the step fail."""
+        host, step = self.hosts[name], request.step
+        base = step.split("#")[0]
         if not host.answers():
             return StepResult(name, step, StepOutcome.UNREACHABLE,
                               "Failed to connect to the host via ssh: Connection timed out")
@@ -181,72 +196,77 @@ class SimFleet:
             return StepResult(name, step, StepOutcome.FAILED, f"{base} broke this once")
         if name in self.fail.get(book, set()) | self.fail.get(base, set()):
             return StepResult(name, step, StepOutcome.FAILED, f"{base} broke")
-        if request.check:
-            return StepResult(name, step, StepOutcome.OK, "", {"would_change": []})
-        try:
-            data = self._apply(book, name, host, request)
-        except _StepFailed as exc:
-            return StepResult(name, step, StepOutcome.FAILED, str(exc))
-        return StepResult(name, step, StepOutcome.OK, "", data)
+        return None
 
     # ---- what each playbook does to a host -------------------------------------------------
     def _apply(self, book: str, name: str, host: SimHost, request: StepRequest
                ) -> dict[str, Any]:
-        if book == "discover":
-            # The probe reads packages and services, not detection: it tells the engine that
-            # a host's protection rests on its replacement alone (KESL not running), which
-            # the engine must then prove. Where KESL runs, a broken replacement is found by
-            # the verification before removal. (The run's last read, for the report, counts
-            # for nothing.)
-            if request.step != "evidence" and not host.kesl_running:
-                self._looked_at(name)
-            return self.probe(host)
-        if book == "preflight":
-            if host.dpkg_broken:
-                raise _StepFailed("dpkg was interrupted; run dpkg --configure -a")
-            return {}
-        if book == "install":
-            if host.dpkg_broken:
-                raise _StepFailed("apt: dpkg was interrupted")
-            host.touched = True
-            host.clamav = host.clamav_running = True
-            host.clamav_works = True  # a fresh install from the repository repairs it
-            self.unseen_breaks.discard(name)
-            self.probed.discard(name)
-            return {}
-        if book == "stage":
-            host.touched = True
-            host.staged = True
-            return {"staged": {"clamav-daemon.deb": GOOD_DIGEST}}
-        if book == "stage_check":
-            if not host.staged:
-                raise _StepFailed("no staged packages")
-            if host.dpkg_broken:
-                raise _StepFailed("the staged install would fail: dpkg was interrupted")
-            return {"staged": {"clamav-daemon.deb": BAD_DIGEST if host.tampered
-                               else GOOD_DIGEST}}
-        if book == "install_staged":
-            if not host.staged or host.dpkg_broken:
-                raise _StepFailed("apt-get install from the stage failed")
-            host.touched = True
-            host.clamav = host.clamav_running = True
-            if host.fragile and host.kesl_touched:
-                host.clamav_works = False
-            return {}
-        if book == "remove":
-            return self._remove(name, host, request)
-        if book == "verify":
-            self._looked_at(name)  # whatever it finds, the engine will know
-            if not host.clamav_running:
-                raise _StepFailed("clamav-daemon.service is not running")
-            if not host.clamav_works:
-                raise _StepFailed("Scan it with the running daemon: the daemon did not "
-                                  "report EICAR")
-            return {"daemon": daemon_line(self.now()), "scan": "/tmp/x: Eicar-Signature FOUND",
-                    "scan_rc": "1"}
-        if book == "stage_digests":
-            return {}
-        raise AssertionError(f"the simulated fleet does not know playbook {book}")
+        plays: dict[str, Callable[[str, SimHost, StepRequest], dict[str, Any]]] = {
+            "discover": self._discover, "preflight": self._preflight, "install": self._install,
+            "stage": self._stage, "stage_check": self._stage_check,
+            "install_staged": self._install_staged, "remove": self._remove,
+            "verify": self._verify, "stage_digests": lambda *_: {},
+        }
+        if book not in plays:
+            raise AssertionError(f"the simulated fleet does not know playbook {book}")
+        return plays[book](name, host, request)
+
+    def _discover(self, name: str, host: SimHost, request: StepRequest) -> dict[str, Any]:
+        # The probe reads packages and services, not detection: it tells the engine that
+        # a host's protection rests on its replacement alone (KESL not running), which
+        # the engine must then prove. Where KESL runs, a broken replacement is found by
+        # the verification before removal. (The run's last read, for the report, counts
+        # for nothing.)
+        if request.step != "evidence" and not host.kesl_running:
+            self._looked_at(name)
+        return self.probe(host)
+
+    def _preflight(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        if host.dpkg_broken:
+            raise _StepFailed("dpkg was interrupted; run dpkg --configure -a")
+        return {}
+
+    def _install(self, name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        if host.dpkg_broken:
+            raise _StepFailed("apt: dpkg was interrupted")
+        host.touched = True
+        host.clamav = host.clamav_running = True
+        host.clamav_works = True  # a fresh install from the repository repairs it
+        self.unseen_breaks.discard(name)
+        self.probed.discard(name)
+        return {}
+
+    def _stage(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        host.touched = True
+        host.staged = True
+        return {"staged": {"clamav-daemon.deb": GOOD_DIGEST}}
+
+    def _stage_check(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        if not host.staged:
+            raise _StepFailed("no staged packages")
+        if host.dpkg_broken:
+            raise _StepFailed("the staged install would fail: dpkg was interrupted")
+        return {"staged": {"clamav-daemon.deb": BAD_DIGEST if host.tampered
+                           else GOOD_DIGEST}}
+
+    def _install_staged(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        if not host.staged or host.dpkg_broken:
+            raise _StepFailed("apt-get install from the stage failed")
+        host.touched = True
+        host.clamav = host.clamav_running = True
+        if host.fragile and host.kesl_touched:
+            host.clamav_works = False
+        return {}
+
+    def _verify(self, name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        self._looked_at(name)  # whatever it finds, the engine will know
+        if not host.clamav_running:
+            raise _StepFailed("clamav-daemon.service is not running")
+        if not host.clamav_works:
+            raise _StepFailed("Scan it with the running daemon: the daemon did not "
+                              "report EICAR")
+        return {"daemon": daemon_line(self.now()), "scan": "/tmp/x: Eicar-Signature FOUND",
+                "scan_rc": "1"}
 
     @staticmethod
     def _stop_banned(host: SimHost, host_vars: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.core.errors import PolicyError
 from orchestrator.inputs import policy
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "policy.example.yml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "inventory" / "policy.example.yml"
 
 
 def test_the_documented_example_loads() -> None:

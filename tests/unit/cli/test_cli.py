@@ -207,7 +207,7 @@ def test_plan_with_policy_writes_every_format_and_json(tmp_path: Path) -> None:
                                                 for i in range(1, 6))
                    + "[servers]\nsrv1 ansible_host=192.0.2.100\n")
     out = tmp_path / "plan"
-    policy = Path(__file__).resolve().parents[2] / "inventory" / "policy.example.yml"
+    policy = Path(__file__).resolve().parents[3] / "inventory" / "policy.example.yml"
     result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "plan", "-i", str(inv),
                                       "--no-discover", "--policy", str(policy),
                                       "--out", str(out), "--json"])

@@ -19,8 +19,7 @@ from orchestrator.inputs.inventory import Inventory, digest_of
 from orchestrator.inputs.policy import Policy
 from orchestrator.plan import planner
 from orchestrator.store.state import SqliteStore
-
-from ..support.sim import SimFleet, SimHost
+from tests.support.sim import SimFleet, SimHost
 
 
 def setup(tmp_path: Path, n: int, policy: RunPolicy, fail: dict[str, set[str]] | None = None,

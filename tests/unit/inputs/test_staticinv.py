@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from orchestrator.inputs import inventory, staticinv
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # Ansible's own documentation example (ini plugin), comments and all.
 ANSIBLE_DOC_INI = """\

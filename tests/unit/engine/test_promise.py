@@ -4,7 +4,7 @@ Every test judges the outcome by the simulated hosts' truth (`SimHost.protected`
 or the replacement runs and detects EICAR), sampled at every step boundary, and by whether
 each record says what is true on its host; never by the engine's own idea of its window.
 Case 6 (the staged install re-proved) and case 13 (no step outlives its run) need a real apt
-and real processes: they are in tests/integration and tests/unit/test_stepguard.py.
+and real processes: they are in tests/integration and tests/unit/execute/test_stepguard.py.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from orchestrator.engine.engine import RunPolicy
 from orchestrator.inputs.policy import Policy
 from orchestrator.store.lease import LeaseKeeper
 from orchestrator.store.state import LeaseHeld, LeaseHolder, LeaseLost, SqliteStore
-
-from ..support.sim import Crash
-from ..support.world import World, untrue_records
+from tests.support.sim import Crash
+from tests.support.world import World, untrue_records
 
 SWAP1 = RunPolicy(strategy="swap", max_unprotected=1)
 MBB1 = RunPolicy(strategy="make-before-break", max_unprotected=1)
