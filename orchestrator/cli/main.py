@@ -70,7 +70,7 @@ class RootGroup(click.Group):
               envvar="AVMIGRATE_VAULT_PASSWORD_FILE",
               help="Vault password file for vault-encrypted credentials, mode 0600.")
 @click.pass_context
-def cli(  # noqa: PLR0913, PLR0917, RUF100 - one parameter per click option
+def cli(  # noqa: PLR0913, PLR0917 - one parameter per click option
         ctx: click.Context, state: str, catalogue_path: Path | None, verbose: int,
         credentials: Path | None, vault_password_file: Path | None) -> None:
     """Move a fleet off a banned antivirus product without leaving any host unprotected."""

@@ -36,7 +36,7 @@ planner = lazy("orchestrator.plan.planner")
 @click.option("--no-discover", is_flag=True,
               help="Plan from the last discovery in the state instead of probing hosts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan file's JSON.")
-def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noqa: PLR0913, PLR0917, RUF100 - one parameter per click option
+def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
          policy_path: Path | None, out_dir: Path, canary: int | None, growth: float | None,
          check_mode: bool, no_discover: bool, as_json: bool) -> None:
     """Make the wave plan. A dry run: hosts are only read, never changed."""
@@ -101,7 +101,7 @@ def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
               help="Every wave after the canary needs `avmigrate approve` (needs --plan).")
 @click.option("--progress/--no-progress", default=None,
               help="Live progress bars (default: on when standard error is a terminal).")
-def run(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noqa: PLR0913, PLR0917, RUF100 - one parameter per click option
+def run(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
         policy_path: Path | None, plan_path: Path | None, yes: bool, strategy: str | None,
         max_unprotected: str | None, reconnect_seconds: float | None,
         max_failed_percent: float | None, soak_seconds: float | None,

@@ -71,7 +71,7 @@ Guard = Callable[[], str | None]
 class Engine:
     """Drives steps through an Executor and writes every outcome to a StateStore."""
 
-    def __init__(  # noqa: PLR0913, PLR0917, RUF100 - collaborators passed in; old positions kept
+    def __init__(  # noqa: PLR0913, PLR0917 - collaborators passed in; old positions kept
             self, store: StateStore, executor: Executor, catalogue: Catalogue,
             inventory: Inventory, replacement: str, log: Log,
             policy: RunPolicy | None = None, guard: Guard | None = None, *,
@@ -170,7 +170,7 @@ class Engine:
             "avmigrate_eicar_b64": EICAR_B64,
         }
 
-    def step(self, step: str, playbook: str, names: list[str],  # noqa: PLR0913, PLR0917, RUF100 - a StepRequest's parts
+    def step(self, step: str, playbook: str, names: list[str],  # noqa: PLR0913, PLR0917 - a StepRequest's parts
              host_vars: dict[str, dict[str, Any]] | None = None,
              on_result: Callable[[StepResult], None] | None = None,
              check: bool = False) -> dict[str, StepResult]:

@@ -41,7 +41,7 @@ class Session:
     running one is aborted before the lease could expire.
     """
 
-    def __init__(  # noqa: PLR0913, PLR0917, RUF100 - each a collaborator it hands on
+    def __init__(  # noqa: PLR0913, PLR0917 - each a collaborator it hands on
             self, store: StateStore, open_other: Callable[[], StateStore], operator: str,
             executor: Executor, inventory: Inventory, spec: SessionSpec, log: Log) -> None:
         self.store = store

@@ -48,7 +48,7 @@ class Verdict:
         return not self.problems
 
 
-def entry_hash(seq: int, at: float, kind: str, host: str | None, run_id: int | None,  # noqa: PLR0913, PLR0917, RUF100 - an entry's columns, in order
+def entry_hash(seq: int, at: float, kind: str, host: str | None, run_id: int | None,  # noqa: PLR0913, PLR0917 - an entry's columns, in order
                ref: int | None, detail: str, prev_hash: str) -> str:
     blob = json.dumps([seq, repr(at), kind, host, run_id, ref, detail, prev_hash])
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -58,7 +58,7 @@ def transition_detail(src: str, dst: str, reason: str) -> dict[str, Any]:
     return {"from": src, "to": dst, "reason": reason}
 
 
-def append(cur: Cursor, at: float, kind: str, host: str | None, run_id: int | None,  # noqa: PLR0913, PLR0917, RUF100 - an entry's columns, in order
+def append(cur: Cursor, at: float, kind: str, host: str | None, run_id: int | None,  # noqa: PLR0913, PLR0917 - an entry's columns, in order
            ref: int | None, detail: dict[str, Any]) -> None:
     """Add an entry inside the caller's transaction (BEGIN IMMEDIATE: no concurrent writer)."""
     row = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()

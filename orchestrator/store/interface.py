@@ -28,7 +28,7 @@ class StateStore(Protocol):
     def counts(self) -> dict[HostState, int]: ...
     def in_states(self, states: Iterable[HostState], limit: int | None = None
                   ) -> list[HostRecord]: ...
-    def transition(  # noqa: PLR0913, RUF100 - the fields of a Move, by keyword
+    def transition(  # noqa: PLR0913 - the fields of a Move, by keyword
         self, name: str, to: HostState, reason: str, run_id: int | None, *,
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,

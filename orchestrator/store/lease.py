@@ -23,7 +23,7 @@ DEFAULT_TTL = 30.0
 class LeaseKeeper:
     """Context manager: take the lease (or fail naming its holder), renew it, release it."""
 
-    def __init__(self, store: StateStore, open_other: Callable[[], StateStore], user: str, *,  # noqa: PLR0913, RUF100 - its collaborators, then options by keyword
+    def __init__(self, store: StateStore, open_other: Callable[[], StateStore], user: str, *,  # noqa: PLR0913 - its collaborators, then options by keyword
                  ttl: float = DEFAULT_TTL, hosts: Sequence[str] | None = None,
                  on_lost: Callable[[str], None] | None = None) -> None:
         self.store = store

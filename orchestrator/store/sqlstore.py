@@ -121,7 +121,7 @@ class SqlStore:
     def slot_holders(self) -> list[HostRecord]:
         return self._hosts.slot_holders()
 
-    def transition(  # noqa: PLR0913, RUF100 - the StateStore's signature: a Move's fields by keyword
+    def transition(  # noqa: PLR0913 - the StateStore's signature: a Move's fields by keyword
         self, name: str, to: HostState, reason: str, run_id: int | None, *,
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,
