@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
@@ -25,13 +26,28 @@ def _label(t: float, span: float) -> str:
                            else "%Y-%m-%d")
 
 
+@dataclass(frozen=True)
+class _Scale:
+    """The drawing's time axis: from `start` to `hi` across the width; its height in pixels."""
+
+    start: float
+    hi: float
+    height: int
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.start
+
+    def x(self, t: float) -> float:
+        return _LEFT + (t - self.start) / self.span * (_W - _LEFT - _RIGHT)
+
+
 def render(estimate: dict[str, Any], blackouts: list[tuple[float, float]]) -> str:
-    """SVG text for the waves in `estimate` (from planner.schedule). Times are UTC."""
+    """SVG text for the waves in `estimate` (from estimate.schedule). Times are UTC."""
     waves = estimate.get("waves", [])
     verdict = estimate.get("deadline", {})
-    placed = [w for w in waves if w.get("start") is not None]
     start = float(estimate.get("started_from", 0.0))
-    ends = [float(w["end"]) for w in placed]
+    ends = [float(w["end"]) for w in waves if w.get("start") is not None]
     deadline = verdict.get("deadline")
     work_end = max([*ends, start + 600.0])
     # A deadline far beyond the work would squeeze every bar to the left edge: then it is
@@ -39,27 +55,53 @@ def render(estimate: dict[str, Any], blackouts: list[tuple[float, float]]) -> st
     far = bool(deadline) and float(deadline) - start > 3 * (work_end - start)
     hi = work_end if far or not deadline else max(work_end, float(deadline))
     hi += (hi - start) * 0.04
-    span = hi - start
-    height = _TOP + _ROW * max(1, len(waves)) + 30
-
-    def x(t: float) -> float:
-        return _LEFT + (t - start) / span * (_W - _LEFT - _RIGHT)
-
+    scale = _Scale(start, hi, _TOP + _ROW * max(1, len(waves)) + 30)
+    height = scale.height
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" '
            f'width="{_W}" height="{height}" role="img" aria-label="Estimated timeline of the '
            'waves" font-family="sans-serif" font-size="12">',
-           f'<rect x="0" y="0" width="{_W}" height="{height}" fill="#ffffff"/>']
+           f'<rect x="0" y="0" width="{_W}" height="{height}" fill="#ffffff"/>',
+           *_shaded(scale, blackouts), *_grid(scale), *_bars(scale, waves)]
+    if deadline and far:
+        days = (float(deadline) - work_end) / 86400
+        out.append(f'<text x="{_W - _RIGHT}" y="{_TOP - 18}" fill="#2f855a" text-anchor="end">'
+                   f'deadline {escape(_label(float(deadline), 8 * 86400))} UTC, '
+                   f'{days:.0f} days after the estimated finish →</text>')
+    elif deadline:
+        out += _deadline_line(scale, float(deadline), verdict.get("feasible", True))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _shaded(scale: _Scale, blackouts: list[tuple[float, float]]) -> list[str]:
+    """The blackout periods, shaded."""
+    out = []
+    x = scale.x
     for lo, up in blackouts:
-        a, b = max(lo, start), min(up, hi)
+        a, b = max(lo, scale.start), min(up, scale.hi)
         if b > a:
             out.append(f'<rect x="{x(a):.1f}" y="{_TOP - 8}" width="{x(b) - x(a):.1f}" '
-                       f'height="{height - _TOP - 14}" fill="#e5e5e5"><title>blackout</title>'
-                       '</rect>')
-    for t in _ticks(start, hi):
+                       f'height="{scale.height - _TOP - 14}" fill="#e5e5e5"><title>blackout'
+                       '</title></rect>')
+    return out
+
+
+def _grid(scale: _Scale) -> list[str]:
+    """Vertical lines at round times, each labelled at the bottom."""
+    out = []
+    x, height = scale.x, scale.height
+    for t in _ticks(scale.start, scale.hi):
         out.append(f'<line x1="{x(t):.1f}" y1="{_TOP - 8}" x2="{x(t):.1f}" '
                    f'y2="{height - 22}" stroke="#ddd"/>')
         out.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="middle" '
-                   f'fill="#444">{escape(_label(t, span))}</text>')
+                   f'fill="#444">{escape(_label(t, scale.span))}</text>')
+    return out
+
+
+def _bars(scale: _Scale, waves: list[dict[str, Any]]) -> list[str]:
+    """A labelled bar per wave, or why it has none."""
+    out = []
+    x = scale.x
     for i, w in enumerate(waves):
         y = _TOP + i * _ROW
         name = "canary" if w["wave"] == 0 else f"wave {w['wave']}"
@@ -76,17 +118,14 @@ def render(estimate: dict[str, Any], blackouts: list[tuple[float, float]]) -> st
         out.append(f'<rect x="{x(a):.1f}" y="{y + 3}" width="{width:.1f}" height="16" rx="3" '
                    f'fill="{"#f0a202" if w["wave"] == 0 else "#2b6cb0"}">'
                    f'<title>{escape(tip)}</title></rect>')
-    if deadline and far:
-        days = (float(deadline) - work_end) / 86400
-        out.append(f'<text x="{_W - _RIGHT}" y="{_TOP - 18}" fill="#2f855a" text-anchor="end">'
-                   f'deadline {escape(_label(float(deadline), 8 * 86400))} UTC, '
-                   f'{days:.0f} days after the estimated finish →</text>')
-    elif deadline:
-        colour = "#b00020" if not verdict.get("feasible", True) else "#2f855a"
-        dx = x(float(deadline))
-        out.append(f'<line x1="{dx:.1f}" y1="{_TOP - 14}" x2="{dx:.1f}" y2="{height - 22}" '
-                   f'stroke="{colour}" stroke-width="2" stroke-dasharray="5,3"/>')
-        out.append(f'<text x="{min(dx, _W - 60):.1f}" y="{_TOP - 18}" fill="{colour}" '
-                   'text-anchor="middle">deadline</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    return out
+
+
+def _deadline_line(scale: _Scale, deadline: float, feasible: bool) -> list[str]:
+    """The deadline drawn to scale: green if the estimate meets it, red if not."""
+    colour = "#b00020" if not feasible else "#2f855a"
+    dx = scale.x(deadline)
+    return [f'<line x1="{dx:.1f}" y1="{_TOP - 14}" x2="{dx:.1f}" y2="{scale.height - 22}" '
+            f'stroke="{colour}" stroke-width="2" stroke-dasharray="5,3"/>',
+            f'<text x="{min(dx, _W - 60):.1f}" y="{_TOP - 18}" fill="{colour}" '
+            'text-anchor="middle">deadline</text>']

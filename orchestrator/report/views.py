@@ -1,0 +1,288 @@
+"""The plan pages' view model: every host's plan line, the waves, risks and summary counts."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.facts import preflight_checker, signature_date
+from orchestrator.core.models import (
+    BannedFinding,
+    HostFacts,
+    HostRecord,
+    HostState,
+    Plan,
+    Strategy,
+    bulk_constructor,
+)
+from orchestrator.inputs.inventory import Inventory
+from orchestrator.plan import timeline
+from orchestrator.plan.planfile import plan_to_json, policy_from_plan
+from orchestrator.report.steps import strategy_steps
+
+
+class PlanRow(NamedTuple):
+    """One host's line of a plan: a tuple (100,000 of them are a tenth of the size of dicts);
+    templates read its fields by name, plan.csv slices the fields many hosts share."""
+
+    host: str
+    groups: str
+    os: str
+    banned: str
+    signatures: str
+    signature_age_days: int | None
+    strategy: str
+    state: str
+    risks: str
+    would_change: list[str]
+
+
+# What a host's findings say on its plan line: (os, banned products, signature dates, age in
+# days of the newest signatures).
+_Derived = tuple[str, str, str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class HostLine:
+    """A host's plan line as its record alone says it, before the inventory is read."""
+
+    os: str
+    banned: str
+    signatures: str
+    signature_age_days: int | None
+    strategy: str
+    state: str
+    risks: list[str]  # shared among hosts (see _NO_RISKS): never changed in place
+    risk_text: str  # the risks joined, as plan.csv and the pages show them
+
+
+# Fills the slots directly: a frozen dataclass's __init__ costs three times as much.
+_new_line = bulk_constructor(HostLine)
+
+
+@dataclass(frozen=True)
+class HostLines:
+    """Every recorded host's plan line, from the state alone: `plan` computes them while
+    the inventory is still being read, for the plan made at `made` with these settings."""
+
+    made: float
+    replacement: str
+    strategy: str
+    lines: dict[str, HostLine]
+
+
+_UNKNOWN: _Derived = ("unknown", "unknown", "", None)
+_NO_RISKS: list[str] = []  # shared by every host without a risk: never changed in place
+_UNDISCOVERED = "not discovered yet: nothing known about it"
+
+
+def _derived(facts: HostFacts, made: datetime) -> _Derived:
+    """(os, banned products, signature dates, age in days of the newest) for a plan line."""
+    banned = [f"{b.product} {b.version or ''}".strip() for b in facts.banned]
+    dates = [d for b in facts.banned if (d := signature_date(b.signatures_date)) is not None]
+    age = min(((made - d).total_seconds() / 86400 for d in dates), default=None)
+    return (f"{facts.distribution} {facts.distribution_version}".strip(),
+            ", ".join(banned) or "none",
+            ", ".join(b.signatures_date or "" for b in facts.banned if b.signatures_date),
+            None if age is None else round(age))
+
+
+class _FindingsText:
+    """`_derived` once per distinct finding (thousands of hosts share one), keyed by value.
+
+    Hosts read from the store share their findings' objects, so the previous host's finding
+    is tried first, by identity (it is held here, so no other object can take it), which
+    spares hashing the findings of most of 100,000 hosts."""
+
+    def __init__(self, made: datetime) -> None:
+        self._made = made
+        self._known: dict[tuple[tuple[BannedFinding, ...], str, str], _Derived] = {}
+        self._banned: object = object()  # the previous host's finding: none yet
+        self._os = ("", "")
+        self._last = _UNKNOWN
+
+    def of(self, facts: HostFacts) -> _Derived:
+        if facts.banned is self._banned and self._os == (facts.distribution,
+                                                         facts.distribution_version):
+            return self._last
+        key = (facts.banned, facts.distribution, facts.distribution_version)
+        derived = self._known.get(key)
+        if derived is None:
+            derived = self._known[key] = _derived(facts, self._made)
+        self._banned, self._os, self._last = facts.banned, key[1:], derived
+        return derived
+
+
+def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement: str,
+               made: float, strategy: str) -> HostLines:
+    """Every record's plan line, for a plan made at `made` (signature ages are taken then)."""
+    findings_of = _FindingsText(datetime.fromtimestamp(made, UTC)).of
+    fixed_strategy = strategy if strategy != Strategy.AUTO else None
+    problems_of = preflight_checker(catalogue, replacement)
+    state_text = {s: s.value for s in HostState}  # Enum's .value is a slow descriptor
+    # A line without risks is the same object for every host it fits: as cheap as a tuple
+    # for 100,000 hosts (an object each would cost ten times the time).
+    riskless: dict[tuple[_Derived, str, str], HostLine] = {}
+    lines: dict[str, HostLine] = {}
+    for r in records:
+        facts = r.facts
+        if facts is not None:
+            derived = findings_of(facts)
+            risks = problems_of(facts) or _NO_RISKS
+        else:
+            derived, risks = _UNKNOWN, _NO_RISKS
+        if r.state == HostState.UNREACHABLE:
+            risks = [f"unreachable: {r.reason}", *risks]
+        elif facts is None:
+            risks = [*risks, _UNDISCOVERED]
+        host_strategy = fixed_strategy or r.strategy or Strategy.MAKE_BEFORE_BREAK
+        if risks:
+            lines[r.name] = _new_line(*derived, host_strategy, state_text[r.state], risks,
+                                      "; ".join(risks))
+            continue
+        key = (derived, host_strategy, state_text[r.state])
+        line = riskless.get(key)
+        if line is None:
+            line = riskless[key] = _new_line(*key[0], key[1], key[2], _NO_RISKS, "")
+        lines[r.name] = line
+    return HostLines(made, replacement, strategy, lines)
+
+
+def _unrecorded(plan: Plan) -> HostLine:
+    """The line of a host the state has no record of."""
+    strategy = plan.strategy if plan.strategy != Strategy.AUTO else Strategy.MAKE_BEFORE_BREAK
+    return HostLine(*_UNKNOWN, strategy, "unknown", [_UNDISCOVERED], _UNDISCOVERED)
+
+
+def _rows(inventory: Inventory, lines: dict[str, HostLine], unrecorded: HostLine,
+          checks: dict[str, Any]) -> tuple[dict[str, PlanRow], list[dict[str, str]]]:
+    """Each inventory host's row, with what check mode found; and every risk, one a line."""
+    rows: dict[str, PlanRow] = {}
+    risks: list[dict[str, str]] = []
+    groups_text: dict[tuple[str, ...], str] = {}
+    no_change: list[str] = []
+    for host in inventory.hosts:
+        name = host.name
+        line = lines.get(name, unrecorded)
+        host_risks, risk_text = line.risks, line.risk_text
+        found = checks.get(name) if checks else None
+        if found and found.get("problems"):
+            host_risks = host_risks + [f"check mode: {p}" for p in found["problems"]]
+            risk_text = "; ".join(host_risks)
+        for text in host_risks:
+            risks.append({"host": name, "kind": text.split(":", 1)[0], "text": text})
+        groups = groups_text.get(host.groups)
+        if groups is None:
+            groups = groups_text[host.groups] = ", ".join(host.groups)
+        rows[name] = PlanRow(name, groups, line.os, line.banned, line.signatures,
+                             line.signature_age_days, line.strategy, line.state, risk_text,
+                             found.get("would_change", []) if found else no_change)
+    return rows, risks
+
+
+def _waves(plan: Plan, rows: dict[str, PlanRow]) -> list[dict[str, Any]]:
+    schedule = {w["wave"]: w for w in plan.estimate.get("waves", [])}
+    waves = []
+    for w in plan.waves:
+        est = schedule.get(w.number, {})
+        waves.append({
+            "number": w.number, "label": "Canary wave" if w.is_canary else f"Wave {w.number}",
+            "window": est.get("window_text", "any time"),
+            "start": est.get("start"), "end": est.get("end"), "seconds": est.get("seconds"),
+            "hosts": [rows[h] for h in w.hosts if h in rows],
+        })
+    return waves
+
+
+def _count(items: Iterable[str] | collections.Counter[str]) -> list[tuple[str, int]]:
+    counts = items if isinstance(items, collections.Counter) else collections.Counter(items)
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _group_counts(inventory: Inventory) -> collections.Counter[str]:
+    """Hosts per group, counted once per distinct group set."""
+    sets = collections.Counter(h.groups for h in inventory.hosts)
+    counts: collections.Counter[str] = collections.Counter()
+    for groups, n in sets.items():
+        for g in groups or ("ungrouped",):
+            counts[g] += n
+    return counts
+
+
+def _age_bucket(days: float | None) -> str:
+    if days is None:
+        return "unknown"
+    for limit, name in ((7, "under a week"), (30, "1 week to 1 month"),
+                        (365, "1 month to 1 year")):
+        if days < limit:
+            return name
+    return "over a year"
+
+
+def _summary(rows: dict[str, PlanRow], inventory: Inventory) -> dict[str, Any]:
+    """Hosts per OS, group, banned product and signature age."""
+    # Counted per distinct (os, banned, age): one pass over the rows.
+    kinds = collections.Counter((r.os, r.banned, r.signature_age_days) for r in rows.values())
+    identified = {k: n for k, n in kinds.items() if k[1] not in ("none", "unknown")}
+    by_os: collections.Counter[str] = collections.Counter()
+    by_banned: collections.Counter[str] = collections.Counter()
+    by_age: collections.Counter[str] = collections.Counter()
+    for (os_name, banned, age), n in kinds.items():
+        by_os[os_name] += n
+        if (os_name, banned, age) in identified:
+            by_age[_age_bucket(age)] += n
+            for product in banned.split(", "):
+                by_banned[product] += n
+    return {
+        "hosts": len(rows),
+        "identified": sum(identified.values()),
+        "by_os": _count(by_os),
+        "by_group": _count(_group_counts(inventory)),
+        "by_banned": _count(by_banned),
+        "by_signature_age": _count(by_age),
+    }
+
+
+def _risk_counts(risks: list[dict[str, str]]) -> list[tuple[str, int]]:
+    """Hosts per kind of risk (a host counted once per kind)."""
+    kinds = collections.Counter(k for _, k in {(r["host"], r["kind"]) for r in risks})
+    return sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
+              catalogue: Catalogue, known: HostLines | None = None) -> dict[str, Any]:
+    """Everything the plan templates show, computed once (the templates only lay it out).
+    `known`: the host lines from `host_lines`, if already computed for this plan."""
+    policy = policy_from_plan(plan)
+    made = datetime.fromtimestamp(plan.created_at, UTC)
+    if known is None or (known.made, known.replacement, known.strategy) != (
+            plan.created_at, plan.replacement, plan.strategy):
+        known = host_lines(records.values(), catalogue, plan.replacement, plan.created_at,
+                           plan.strategy)
+    rows, risks = _rows(inventory, known.lines, _unrecorded(plan), plan.checks.get("hosts", {}))
+    blackouts = [(a.timestamp(), b.timestamp()) for a, b in policy.blackout_intervals(
+        made, made + timedelta(days=800))]
+    return {
+        "plan": plan,
+        "content_hash": plan_to_json(plan)["content_hash"],
+        "replacement": catalogue.replacement(plan.replacement),
+        "policy": policy,
+        "windows": [{"group": w.group, "text": w.describe()} for w in policy.windows],
+        "summary": _summary(rows, inventory),
+        "rows": rows,
+        "waves": _waves(plan, rows),
+        "skipped": sorted(plan.skipped.items()),
+        "risks": risks,
+        "risk_counts": _risk_counts(risks),
+        "deadline": plan.estimate.get("deadline", {}),
+        "durations": plan.estimate.get("durations", {}),
+        "forks": plan.estimate.get("forks"),
+        "budget": plan.estimate.get("budget", {}),
+        "timeline_svg": timeline.render(plan.estimate, blackouts),
+        "steps": strategy_steps(catalogue, plan.replacement, policy),
+        "checks": plan.checks,
+    }
