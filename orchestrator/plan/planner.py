@@ -147,7 +147,7 @@ def _cut(policy: Policy, segments: list[tuple[str | None, list[str]]], total: in
     return waves
 
 
-def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,  # noqa: PLR0913, PLR0917, RUF100 - what a plan is made from, passed positionally by the CLI and tests
+def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,  # noqa: PLR0913, PLR0917 - what a plan is made from, passed positionally by the CLI and tests
               records: dict[str, HostRecord], policy: Policy | None = None,
               estimates: Estimates | None = None, forks: int = 10,
               now: float | None = None) -> Plan:

@@ -99,7 +99,7 @@ def _audit(verdict: Verdict | None) -> dict[str, Any]:
             "problems": list(verdict.problems)}
 
 
-def report_data(records: list[HostRecord], history: list[Transition],  # noqa: PLR0913, PLR0917, RUF100 - the store's six readings, passed positionally by the CLI
+def report_data(records: list[HostRecord], history: list[Transition],  # noqa: PLR0913, PLR0917 - the store's six readings, passed positionally by the CLI
                 runs: list[dict[str, object]], approvals: list[dict[str, object]] | None = None,
                 before: dict[str, HostFacts] | None = None,
                 audit_verdict: Verdict | None = None) -> dict[str, Any]:
