@@ -77,9 +77,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+## make lint: ruff (complexity checks included), mypy strict, the layer contracts
+## (import-linter: each layer imports only those below it; production never imports the lab)
+## and ansible-lint's production profile on the playbooks.
 lint: venv
-	$(BIN)/ruff check orchestrator tests
+	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	cd playbooks && PATH=$(abspath $(BIN)):$$PATH ansible-lint --profile production --offline .
 
 unit: venv pg-up
