@@ -39,7 +39,8 @@ from orchestrator.execute.executor import (
 )
 from orchestrator.execute.sweep import sweep
 from orchestrator.inputs import inventory
-from orchestrator.lab.lab import Lab, LabInfo
+from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabInfo
 from orchestrator.store.state import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.lab.lab import Lab, LabHost, LabInfo
+from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabHost, LabInfo
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
 pytestmark = pytest.mark.lab

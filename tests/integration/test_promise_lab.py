@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 from orchestrator.core.models import UNTOUCHED, HostState
-from orchestrator.lab.lab import Lab, LabHost, LabInfo
+from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabHost, LabInfo
 from tests.conftest import postgres_server_url
 
 from ..support.lab import Sampler, end_runs, kill_orchestrator, start_run

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.execute import ssh
-from orchestrator.lab.lab import Lab, LabInfo
+from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabInfo
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.
 pytestmark = pytest.mark.lab

@@ -25,7 +25,8 @@ import paramiko
 from orchestrator.core.procs import pid_alive
 from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import stepguard
-from orchestrator.lab.lab import Lab, LabHost, LabInfo
+from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabHost, LabInfo
 
 AVMIGRATE = [sys.executable, "-m", "orchestrator.cli.cli"]
 # Asked of a host: does KESL's protection run, and does clamd detect EICAR right now?
