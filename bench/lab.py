@@ -30,17 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.execute.executor import (
-    ExecConfig,
-    RunnerExecutor,
-    StepRequest,
-    _close_masters,
-    dump_unsafe,
-)
+from orchestrator.execute.executor import RunnerExecutor, _close_masters
+from orchestrator.execute.step import ExecConfig, StepRequest
+from orchestrator.execute.stepfiles import dump_unsafe
 from orchestrator.execute.sweep import sweep
 from orchestrator.inputs import inventory
 from orchestrator.lab.lab import Lab, LabInfo
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "tests" / "integration" / "fleet_kesl.yml"
@@ -90,7 +86,7 @@ class Recorder:
 def avmigrate_run(info: LabInfo, work: Path, forks: int, strategy: str,
                   max_unprotected: int) -> tuple[float, float, int, Recorder]:
     """`avmigrate run` in this process; (wall s, CPU s, exit code, recorded steps)."""
-    from orchestrator.cli.cli import cli  # noqa: PLC0415
+    from orchestrator.cli.main import cli  # noqa: PLC0415
 
     args = ["--state", str(work / "state.db"), "run", "-i", info.inventory, "--yes",
             "--no-progress", "--forks", str(forks), "--strategy", strategy,

@@ -21,7 +21,7 @@ from orchestrator.core.models import HostState
 from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 from tests.support.pages import check_page
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.

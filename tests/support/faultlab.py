@@ -15,7 +15,7 @@ import pytest
 from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab, LabHost, LabInfo
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 from .lab import Sampler, end_runs
 
