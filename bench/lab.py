@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.execute.executor import RunnerExecutor, _close_masters
+from orchestrator.execute.executor import RunnerExecutor
 from orchestrator.execute.step import ExecConfig, StepRequest
-from orchestrator.execute.stepfiles import dump_unsafe
+from orchestrator.execute.stepfiles import close_masters, dump_unsafe
 from orchestrator.execute.sweep import sweep
 from orchestrator.inputs import inventory
 from orchestrator.lab.lab import Lab, LabInfo
@@ -129,7 +129,7 @@ def bare_replay(steps: list[tuple[StepRequest, int]], work: Path) -> tuple[float
              *(["--check"] if request.check else []),
              str(executor.config.playbook_dir / request.playbook)],
             env=env, capture_output=True, text=True, check=False)
-        _close_masters(control)  # as the executor does after each step
+        close_masters(control)  # as the executor does after each step
         shutil.rmtree(control, ignore_errors=True)
         (step_dir / "stdout").write_text(done.stdout)
         if done.returncode not in (0, 2, 4):  # 2/4: some host failed/unreachable, as in the run
