@@ -30,18 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.execute.executor import (
-    ExecConfig,
-    RunnerExecutor,
-    StepRequest,
-    _close_masters,
-    dump_unsafe,
-)
+from orchestrator.execute.executor import RunnerExecutor
+from orchestrator.execute.step import ExecConfig, StepRequest
+from orchestrator.execute.stepfiles import close_masters, dump_unsafe
 from orchestrator.execute.sweep import sweep
 from orchestrator.inputs import inventory
 from orchestrator.lab.lab import Lab
 from orchestrator.lab.records import LabInfo
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "tests" / "integration" / "fleet_kesl.yml"
@@ -91,7 +87,7 @@ class Recorder:
 def avmigrate_run(info: LabInfo, work: Path, forks: int, strategy: str,
                   max_unprotected: int) -> tuple[float, float, int, Recorder]:
     """`avmigrate run` in this process; (wall s, CPU s, exit code, recorded steps)."""
-    from orchestrator.cli.cli import cli  # noqa: PLC0415
+    from orchestrator.cli.main import cli  # noqa: PLC0415
 
     args = ["--state", str(work / "state.db"), "run", "-i", info.inventory, "--yes",
             "--no-progress", "--forks", str(forks), "--strategy", strategy,
@@ -134,7 +130,7 @@ def bare_replay(steps: list[tuple[StepRequest, int]], work: Path) -> tuple[float
              *(["--check"] if request.check else []),
              str(executor.config.playbook_dir / request.playbook)],
             env=env, capture_output=True, text=True, check=False)
-        _close_masters(control)  # as the executor does after each step
+        close_masters(control)  # as the executor does after each step
         shutil.rmtree(control, ignore_errors=True)
         (step_dir / "stdout").write_text(done.stdout)
         if done.returncode not in (0, 2, 4):  # 2/4: some host failed/unreachable, as in the run

@@ -22,7 +22,8 @@ from typing import Any
 
 from orchestrator.core.models import BannedFinding, HostFacts, HostState
 from orchestrator.inputs import inventory
-from orchestrator.store.state import Move, SqliteStore
+from orchestrator.store.records import Move
+from orchestrator.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SITES = 50

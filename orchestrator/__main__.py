@@ -1,5 +1,5 @@
 """`python -m orchestrator` is the avmigrate command."""
 
-from orchestrator.cli.cli import main
+from orchestrator.cli.main import main
 
 main()

@@ -29,7 +29,7 @@ class Backend:
         self.opened: list[object] = []
 
     def open(self):  # type: ignore[no-untyped-def]
-        from orchestrator.store.state import open_store  # noqa: PLC0415
+        from orchestrator.store import open_store  # noqa: PLC0415
 
         store = open_store(self.target)
         self.opened.append(store)

@@ -16,35 +16,41 @@ from orchestrator.api.workspace import (
     Silent,
     Workspace,
     lazy,
-    operator_name,
 )
 from orchestrator.core.errors import ExitCode, PlanError, UsageError
 from orchestrator.core.models import HostRecord, HostState, Plan, exit_code_for_states
-from orchestrator.store.state import SqlStore
+from orchestrator.store.sqlstore import SqlStore
 
 if TYPE_CHECKING:
     from orchestrator.core.catalogue import Catalogue
-    from orchestrator.engine import engine as engine_mod
+    from orchestrator.engine import policy as engine_policy
     from orchestrator.engine import session as session_mod
-    from orchestrator.engine.engine import RunPolicy, RunSummary
+    from orchestrator.engine.policy import RunPolicy, RunSummary
     from orchestrator.inputs import inventory
     from orchestrator.inputs import policy as policy_mod
-    from orchestrator.plan import changes, planner
-    from orchestrator.report import reports
+    from orchestrator.plan import changes, estimate, planfile, planner
+    from orchestrator.report import csvout, render, views
 else:
+    # Imported when first used: `avmigrate status` needs none of them (nor jinja2).
     changes = lazy("orchestrator.plan.changes")
-    engine_mod = lazy("orchestrator.engine.engine")
+    csvout = lazy("orchestrator.report.csvout")
+    engine_policy = lazy("orchestrator.engine.policy")
+    estimate = lazy("orchestrator.plan.estimate")
     inventory = lazy("orchestrator.inputs.inventory")
+    planfile = lazy("orchestrator.plan.planfile")
     planner = lazy("orchestrator.plan.planner")
     policy_mod = lazy("orchestrator.inputs.policy")
-    reports = lazy("orchestrator.report.reports")
+    render = lazy("orchestrator.report.render")
     session_mod = lazy("orchestrator.engine.session")
+    views = lazy("orchestrator.report.views")
 
+# A script needs only this module: a Workspace (from Settings), the options, an Observer
+# (Silent by default), the operations and their results.
 __all__ = [
     "ATTENTION", "STATUS_TABLE_MAX", "Discovered", "Migrated", "Observer", "Overrides",
     "PlanOptions", "Planned", "Remediated", "RunOptions", "Settings", "Silent", "StatusView",
-    "Target", "Workspace", "discover", "make_plan", "migrate", "operator_name", "remediate",
-    "run_policy", "status", "with_waves",
+    "Target", "Workspace", "discover", "make_plan", "migrate", "remediate", "run_policy",
+    "status", "with_waves",
 ]
 
 STATUS_TABLE_MAX = 100  # above this many hosts, `status` gives counts and what needs attention
@@ -140,7 +146,7 @@ def with_waves(pol: policy_mod.Policy, canary: int | None, growth: float | None
 
 def run_policy(pol: policy_mod.Policy, the_plan: Plan | None) -> RunPolicy:
     """How the engine runs: the policy's strategy, budget and gates; its windows."""
-    return engine_mod.RunPolicy(
+    return engine_policy.RunPolicy(
         strategy=pol.strategy, max_unprotected=pol.max_unprotected,
         reconnect_seconds=pol.reconnect_seconds, max_failed_percent=pol.max_failed_percent,
         soak_seconds=pol.soak_seconds, require_approval=pol.require_approval,
@@ -173,14 +179,14 @@ def write_plan_files(out_dir: Path, the_plan: Plan, view: dict[str, Any]) -> lis
     one after the other (a 100k-host plan's texts are not all held at once)."""
     files: dict[str, Callable[[], str | Iterable[str]]] = {
         # Indented for reading when small; a 100k-host plan is written compact (3x faster).
-        "plan.json": lambda: reports.plan_json_text(
+        "plan.json": lambda: planfile.plan_json_text(
             the_plan, indent=2 if len(the_plan.hosts) <= 1000 else None),
-        "plan.html": lambda: reports.render_plan(view, "html"),
-        "plan.md": lambda: reports.render_plan(view, "md"),
-        "plan.csv": lambda: reports.plan_csv_chunks(view),
+        "plan.html": lambda: render.render_plan(view, "html"),
+        "plan.md": lambda: render.render_plan(view, "md"),
+        "plan.csv": lambda: csvout.plan_csv_chunks(view),
     }
-    for name, render in files.items():
-        reports.write_atomic(out_dir / name, render())
+    for name, text in files.items():
+        planfile.write_atomic(out_dir / name, text())
     return [out_dir / n for n in files]
 
 
@@ -195,15 +201,15 @@ def _probe_for_plan(ws: Workspace, opts: PlanOptions, inv: inventory.Inventory,
     checks: dict[str, Any] = {}
     with ws.session(inv, executor, spec, observer) as session:
         inv = session.inventory
-        engine = session.engine(cat, t.replacement, engine_mod.RunPolicy(strategy=pol.strategy),
-                                observer.log)
+        engine = session.engine(cat, t.replacement,
+                                engine_policy.RunPolicy(strategy=pol.strategy), observer.log)
         if opts.discover:
             engine.discover(list(inv.names()))
         if opts.check:
             store = ws.store()
             records = {r.name: r for r in _records(store, inv.names())}
             the_plan = planner.make_plan(inv, cat, t.replacement, records, pol,
-                                         planner.estimates_from(store.step_spans()), t.forks)
+                                         estimate.estimates_from(store.step_spans()), t.forks)
             observer.log(f"check mode on {len(the_plan.hosts)} planned host(s)")
             checks = engine.check(list(the_plan.hosts))
     return inv, checks
@@ -230,9 +236,9 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
             # of the state that the inventory does not name are never looked up.
             now = time.time()
             records = {r.name: r for r in store.all()}
-            estimates = planner.estimates_from(store.step_spans())
-            lines = reports.host_lines(records.values(), cat, t.replacement, now, pol.strategy)
-            reports.compile_plan_templates()
+            estimates = estimate.estimates_from(store.step_spans())
+            lines = views.host_lines(records.values(), cat, t.replacement, now, pol.strategy)
+            render.compile_plan_templates()
             if loading is not None:
                 inv = loading()
             assert inv is not None  # noqa: S101 - loaded above, one way or the other
@@ -240,7 +246,7 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
                                          t.forks, now=now)
             if checks:
                 the_plan = dataclasses.replace(the_plan, checks=checks)
-            view = reports.plan_view(the_plan, records, inv, cat, lines)
+            view = views.plan_view(the_plan, records, inv, cat, lines)
             del records, lines  # the view has what the files need: free 100k records first
             written = write_plan_files(opts.out_dir, the_plan, view)
     finally:
@@ -297,10 +303,10 @@ def _plan_and_policy(opts: RunOptions, inv: inventory.Inventory, cat: Catalogue
         names = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--policy"
         raise UsageError(f"{names} cannot be used with --plan: a plan runs with the policy "
                          "it was made with; make a new plan to change it")
-    the_plan = reports.load_plan(opts.plan)
+    the_plan = planfile.load_plan(opts.plan)
     if (changed := changes.plan_changes(the_plan, inv, cat, opts.plan)) is not None:
         raise PlanError(changed)
-    return the_plan, the_plan.replacement, reports.policy_from_plan(the_plan)
+    return the_plan, the_plan.replacement, planfile.policy_from_plan(the_plan)
 
 
 def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -> Migrated:
@@ -326,7 +332,7 @@ def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -
         records = {r.name: r for r in _records(store, inv.names())}
         if the_plan is None:
             the_plan = planner.make_plan(inv, cat, replacement, records, pol,
-                                         planner.estimates_from(store.step_spans()),
+                                         estimate.estimates_from(store.step_spans()),
                                          opts.target.forks)
         with observer.watching(the_plan, records):
             summary = engine.run(the_plan)
@@ -366,7 +372,7 @@ def remediate(ws: Workspace, target: Target, observer: Observer | None = None) -
         engine.remediate([n for n in names if (r := store.get(n)) is not None
                           and r.state == HostState.UNPROTECTED])
         records = [r for r in _records(store, inv.names()) if r.name in names]
-        code = engine_mod.exit_code_for(records)
+        code = engine_policy.exit_code_for(records)
         session.outcome = f"exit {code}"
     return Remediated(tuple(records), code)
 

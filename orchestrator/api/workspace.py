@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.core.errors import AvmigrateError
 from orchestrator.core.models import HostRecord, Plan
-from orchestrator.store.state import SqlStore, open_store
+from orchestrator.store import open_store
+from orchestrator.store.sqlstore import SqlStore
 
 
 def lazy(name: str) -> Any:
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
     from orchestrator.engine.session import Session, SessionSpec
     from orchestrator.execute import executor as executor_mod
     from orchestrator.execute import nodes as nodes_mod
-    from orchestrator.execute import stepguard
-    from orchestrator.execute.executor import Executor
+    from orchestrator.execute import step as step_mod
+    from orchestrator.execute import stepfiles, stepguard
+    from orchestrator.execute.step import Executor
     from orchestrator.inputs import catalogue, inventory
     from orchestrator.inputs import secrets as secretlib
 else:
@@ -51,6 +53,8 @@ else:
     nodes_mod = lazy("orchestrator.execute.nodes")
     secretlib = lazy("orchestrator.inputs.secrets")
     session_mod = lazy("orchestrator.engine.session")
+    step_mod = lazy("orchestrator.execute.step")
+    stepfiles = lazy("orchestrator.execute.stepfiles")
     stepguard = lazy("orchestrator.execute.stepguard")
 
 
@@ -145,8 +149,8 @@ class Workspace:
 
     def executor(self, inv: inventory.Inventory, forks: int, observer: Observer) -> Executor:
         """Ansible through ansible-runner, on this machine or the inventory's nodes."""
-        cfg = executor_mod.ExecConfig(
-            artifacts_dir=executor_mod.default_artifacts_dir(self.settings.state), forks=forks,
+        cfg = step_mod.ExecConfig(
+            artifacts_dir=stepfiles.default_artifacts_dir(self.settings.state), forks=forks,
             verbosity=self.settings.verbose, state_key=stepguard.state_key(self.settings.state))
         nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
         if nodes:

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
     from orchestrator import api
     from orchestrator.cli import progress as progress_mod
-    from orchestrator.report import reports
+    from orchestrator.report import evidence
 else:
     progress_mod = lazy("orchestrator.cli.progress")
-    reports = lazy("orchestrator.report.reports")
+    evidence = lazy("orchestrator.report.evidence")
 
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give them room.
 _WIDTH = None if sys.stdout.isatty() else 200
@@ -64,7 +64,7 @@ def print_status(records: list[HostRecord] | tuple[HostRecord, ...]) -> None:
                 "reason"):
         table.add_column(col, overflow="fold")
     for r in records:
-        row = reports.host_row(r)
+        row = evidence.host_row(r)
         colour = STATE_COLOURS.get(r.state.value, "white")
         table.add_row(r.name, f"[{colour}]{r.state.value}[/]", row["protected_by"],
                       row["strategy"], str(row["wave"]), row["banned_found"],

@@ -13,7 +13,10 @@ from orchestrator.cli.base import Context, command
 from orchestrator.cli.display import err, out
 from orchestrator.core.errors import AuditError
 
-reports = lazy("orchestrator.report.reports")
+evidence_mod = lazy("orchestrator.report.evidence")
+planfile = lazy("orchestrator.plan.planfile")
+render = lazy("orchestrator.report.render")
+timefmt = lazy("orchestrator.report.timefmt")
 
 
 @command()
@@ -26,14 +29,14 @@ def report(obj: Context, fmt: str, as_json: bool, out_file: Path | None) -> None
     """Evidence: every host's before and after, its transitions with times and operators,
     its gap, the approvals, a BOD 17-01 summary and the audit log's head."""
     store = obj.existing_store()
-    data = reports.report_data(store.all(), store.history(), store.runs(),
+    data = evidence_mod.report_data(store.all(), store.history(), store.runs(),
                                store.all_approvals(), store.facts_before(),
                                store.audit_verify())
-    text = reports.render_report(data, "json" if as_json else fmt)
+    text = render.render_report(data, "json" if as_json else fmt)
     if out_file is None:
         click.echo(text, nl=False)
     else:
-        reports.write_atomic(out_file, text)
+        planfile.write_atomic(out_file, text)
         out.print(f"wrote {out_file}", markup=False)
 
 
@@ -64,7 +67,7 @@ def audit_show(obj: Context, as_json: bool) -> None:
         click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
         return
     for e in entries:
-        click.echo(f"{e.seq:6d} {reports.ts(e.at)} {e.kind:<10} {e.host or '-':<20} "
+        click.echo(f"{e.seq:6d} {timefmt.ts(e.at)} {e.kind:<10} {e.host or '-':<20} "
                    f"run {e.run_id or '-'} {json.dumps(e.detail, sort_keys=True)}")
 
 

@@ -18,7 +18,7 @@ from orchestrator.core.errors import ExitCode
 from orchestrator.core.models import HostState
 from orchestrator.core.protection import resolve_budget
 
-reports = lazy("orchestrator.report.reports")
+evidence = lazy("orchestrator.report.evidence")
 inventory = lazy("orchestrator.inputs.inventory")
 
 
@@ -32,7 +32,7 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
     """Probe every host read-only: banned products, replacement, disk and package health."""
     found = api.discover(obj, api.Target(inventory_path, replacement, forks), ConsoleObserver())
     if as_json:
-        out.print_json(json.dumps([reports.host_row(r) for r in found.records]))
+        out.print_json(json.dumps([evidence.host_row(r) for r in found.records]))
     else:
         print_status(found.records)
 
@@ -84,7 +84,7 @@ def status(obj: Context, as_json: bool, show_all: bool, only: tuple[str, ...]) -
     if view.records is None:
         print_summary(view, api.ATTENTION)
     elif as_json:
-        out.print_json(json.dumps([reports.host_row(r) for r in view.records]))
+        out.print_json(json.dumps([evidence.host_row(r) for r in view.records]))
     else:
         print_status(view.records)
     sys.exit(view.exit_code)

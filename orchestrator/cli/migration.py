@@ -15,7 +15,7 @@ from orchestrator.cli.display import ConsoleObserver, err, out, print_status
 from orchestrator.core.errors import UsageError
 from orchestrator.core.models import STRATEGY_NAMES
 
-reports = lazy("orchestrator.report.reports")
+planfile = lazy("orchestrator.plan.planfile")
 planner = lazy("orchestrator.plan.planner")
 
 
@@ -46,7 +46,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,  # no
         ConsoleObserver())
     the_plan = made.plan
     if as_json:
-        click.echo(json.dumps(reports.plan_to_json(the_plan), indent=2))
+        click.echo(json.dumps(planfile.plan_to_json(the_plan), indent=2))
         return
     sizes = ", ".join(str(len(w.hosts)) for w in the_plan.waves) or "none"
     out.print(f"plan: {len(the_plan.hosts)} host(s) in waves of {sizes}; "
@@ -66,7 +66,7 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,  # no
               help="The plan file the approval is for.")
 def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
     """Approve a wave of a plan; `run --require-approval` starts no unapproved wave."""
-    the_plan = reports.load_plan(plan_path)
+    the_plan = planfile.load_plan(plan_path)
     if wave_number >= len(the_plan.waves):
         raise UsageError(f"plan {plan_path} has waves 0 to {len(the_plan.waves) - 1}")
     obj.store().add_approval(planner.plan_key(the_plan), wave_number, operator_name(),

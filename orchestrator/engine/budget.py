@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.core.models import HostState
-from orchestrator.store.state import BudgetFull
+from orchestrator.store.errors import BudgetFull
 
 if TYPE_CHECKING:
     from orchestrator.engine.engine import Engine

@@ -48,21 +48,16 @@ from orchestrator.core.protection import EICAR_B64
 from orchestrator.engine import checkmode, remediation
 from orchestrator.engine.discovery import Discovery
 from orchestrator.engine.policy import (
-    DEFAULT_RECONNECT_S,
     RunPolicy,
     RunSummary,
     Stopped,
-    exit_code_for,
 )
 from orchestrator.engine.waves import Waves
-from orchestrator.execute.executor import Executor, StepRequest
+from orchestrator.execute.step import Executor, StepRequest
 from orchestrator.inputs.inventory import Inventory
 from orchestrator.plan.planner import strategy_for
-from orchestrator.store.state import LeaseLost, StateStore
-
-# Moved to policy.py; importable from here as before.
-__all__ = ["DEFAULT_RECONNECT_S", "Engine", "Guard", "Log", "RunPolicy", "RunSummary",
-           "exit_code_for"]
+from orchestrator.store.errors import LeaseLost
+from orchestrator.store.interface import StateStore
 
 Log = Callable[[str], None]
 Guard = Callable[[], str | None]

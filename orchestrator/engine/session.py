@@ -12,12 +12,14 @@ from typing import Any
 
 from orchestrator.core.catalogue import Catalogue
 from orchestrator.core.models import HostRecord
-from orchestrator.engine.engine import Engine, Log, RunPolicy
-from orchestrator.execute.executor import Executor, RunnerExecutor
+from orchestrator.engine.engine import Engine, Log
+from orchestrator.engine.policy import RunPolicy
+from orchestrator.execute.executor import RunnerExecutor
+from orchestrator.execute.step import Executor
 from orchestrator.inputs.inventory import Inventory
 from orchestrator.plan.changes import few
+from orchestrator.store.interface import StateStore
 from orchestrator.store.lease import LeaseKeeper
-from orchestrator.store.state import StateStore
 
 
 @dataclass(frozen=True)

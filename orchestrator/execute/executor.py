@@ -16,30 +16,11 @@ from pathlib import Path
 from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import StepResult
 from orchestrator.execute import stepfiles, stepguard
-from orchestrator.execute.events import Collector, host_key_message
 from orchestrator.execute.local import LocalExecutor
 from orchestrator.execute.nodes import ExecutionNode
 from orchestrator.execute.remote import NodeExecutor
-from orchestrator.execute.step import (
-    PLAYBOOK_DIR,
-    ExecConfig,
-    Executor,
-    ResultCallback,
-    StepRequest,
-)
-from orchestrator.execute.stepfiles import (
-    close_masters as _close_masters,
-)
-from orchestrator.execute.stepfiles import (
-    default_artifacts_dir,
-    dump_unsafe,
-)
+from orchestrator.execute.step import ExecConfig, Executor, ResultCallback, StepRequest
 from orchestrator.inputs.secrets import Secrets
-
-# Moved to their own modules; importable from here as before.
-__all__ = ["PLAYBOOK_DIR", "Collector", "ExecConfig", "Executor", "ResultCallback",
-           "RunnerExecutor", "StepRequest", "_close_masters", "default_artifacts_dir",
-           "dump_unsafe", "host_key_message", "transport"]
 
 
 def transport(config: ExecConfig, secrets: Secrets, nodes: Sequence[ExecutionNode], *,

@@ -23,7 +23,7 @@ import yaml
 from orchestrator.core import names
 from orchestrator.core.errors import InventoryError
 from orchestrator.core.models import InventoryHost, bulk_constructor
-from orchestrator.inputs import staticinv
+from orchestrator.inputs import invbuilder, staticinv
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Inventory:
         return self.digests or _host_digests(self.hosts)
 
 
-_plain = staticinv.plain
+_plain = invbuilder.plain
 _SIMPLE = (str, int, bool, type(None))
 NODE_GROUP = "execution_nodes"
 _new_host = bulk_constructor(InventoryHost)
@@ -140,7 +140,7 @@ def _line_of(text: str, needle: str) -> str:
     return ""
 
 
-def _ansible_hosts(path: Path, text: str) -> list[staticinv.Found]:
+def _ansible_hosts(path: Path, text: str) -> list[invbuilder.Found]:
     """Hosts by Ansible's own InventoryManager: dynamic sources, and what staticinv declines."""
     # Unparseable sources must be an error, not a warning and an empty inventory.
     os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
@@ -162,7 +162,7 @@ def _ansible_hosts(path: Path, text: str) -> list[staticinv.Found]:
     for group in manager.groups:
         if (problem := names.identifier_problem(group, "group")) is not None:
             raise InventoryError(f"{path}{_line_of(text, group)}: {problem}; rename it")
-    found: list[staticinv.Found] = []
+    found: list[invbuilder.Found] = []
     for host in sorted(manager.get_hosts(), key=lambda h: h.name):
         merged = combine_vars(get_group_vars(host.get_groups()), host.vars)
         groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
@@ -172,13 +172,13 @@ def _ansible_hosts(path: Path, text: str) -> list[staticinv.Found]:
     return found
 
 
-def read_hosts(path: Path, *, fast: bool = True) -> list[staticinv.Found]:
+def read_hosts(path: Path, *, fast: bool = True) -> list[invbuilder.Found]:
     """(name, groups, shared group vars, own vars) of every host, by the fast static loader
     when it can (by Ansible's, whose merged vars are all 'own')."""
     if fast:
         try:
             return staticinv.load(path)
-        except staticinv.Unsupported:
+        except invbuilder.Unsupported:
             pass
         except OSError as exc:
             raise InventoryError(f"inventory {path} cannot be read ({exc.strerror})") from exc
@@ -259,7 +259,7 @@ class BackgroundLoad:
             self.pid = None
 
 
-def _inventory(source: str, hosts: list[staticinv.Found], nodes: list[staticinv.Found],
+def _inventory(source: str, hosts: list[invbuilder.Found], nodes: list[invbuilder.Found],
                digests: dict[str, str]) -> Inventory:
     """An Inventory from checked rows (name, groups, shared group vars, own vars)."""
     return Inventory(source, tuple(_new_host(n, g, own, gv) for n, g, gv, own in hosts),
@@ -285,7 +285,7 @@ def _load(path: Path, *, fast: bool = True) -> Inventory:
 
 
 def _checked(path: Path, *, fast: bool = True
-             ) -> tuple[list[staticinv.Found], list[staticinv.Found], dict[str, str]]:
+             ) -> tuple[list[invbuilder.Found], list[invbuilder.Found], dict[str, str]]:
     """The hosts of `path`, every name and setting checked: (hosts, execution nodes,
     per-host digests). Plain data, so that a child process can send it (marshal)."""
     if not path.exists():
@@ -296,8 +296,8 @@ def _checked(path: Path, *, fast: bool = True
     checker = _RowChecker(path)
     shared_part, check_host = checker.shared_part, checker.check_host
     simple = frozenset(_SIMPLE).issuperset
-    hosts: list[staticinv.Found] = []
-    nodes: list[staticinv.Found] = []
+    hosts: list[invbuilder.Found] = []
+    nodes: list[invbuilder.Found] = []
     digests: dict[str, str] = {}
     for row in found:
         name, groups, gvars, own = row

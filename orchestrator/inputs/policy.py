@@ -19,9 +19,6 @@ from orchestrator.inputs.policycheck import Checker, KeyPath
 from orchestrator.inputs.windows import DAYS, Interval, Slot, Window, merge, subtract
 from orchestrator.inputs.yamlfile import load_yaml_located
 
-# Slot, Window, DAYS and Interval live in windows.py; importable from here as before.
-__all__ = ["DAYS", "Interval", "Policy", "Slot", "Window", "from_json", "load", "parse"]
-
 
 @dataclass(frozen=True)
 class Policy:

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.inputs.invbuilder import Found, Unsupported, plain
-from orchestrator.inputs.staticini import ini_value, parse_ini
+from orchestrator.inputs.invbuilder import Found, Unsupported
+from orchestrator.inputs.staticini import parse_ini
 from orchestrator.inputs.staticyaml import parse_yaml
-
-# The formats live in staticini and staticyaml, the model in invbuilder; importable from here.
-__all__ = ["Found", "Unsupported", "ini_value", "kind", "load", "parse_ini", "parse_yaml",
-           "plain"]
 
 
 def kind(path: Path, head: str) -> str | None:

@@ -19,33 +19,7 @@ from orchestrator.core.catalogue import Catalogue
 from orchestrator.core.models import HostFacts, HostRecord, HostState, Plan, Strategy, Wave
 from orchestrator.inputs.inventory import Inventory
 from orchestrator.inputs.policy import Policy
-
-# The estimates were planner's: callers still find them here.
-from orchestrator.plan.estimate import (
-    Estimates,
-    Workload,
-    estimates_from,
-    measure,
-    schedule,
-    spans_of,
-    wave_seconds,
-)
-
-__all__ = [
-    "Estimates",
-    "Workload",
-    "estimates_from",
-    "make_plan",
-    "make_waves",
-    "measure",
-    "plan_key",
-    "schedule",
-    "skip_reason",
-    "spans_of",
-    "strategy_for",
-    "wave_seconds",
-    "wave_sizes",
-]
+from orchestrator.plan.estimate import Estimates, Workload, schedule
 
 
 def wave_sizes(total: int, canary: int = 1, growth: float = 2.0, max_wave: int = 500

@@ -23,7 +23,7 @@ import pytest
 
 from orchestrator.core.models import HostState
 from orchestrator.lab.lab import Lab
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 from ..support.faultlab import (
     SAMPLERS,

@@ -15,13 +15,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.cli.cli import cli
+from orchestrator.cli.main import cli
 from orchestrator.core.models import HostState
 from orchestrator.engine.engine import Engine
-from orchestrator.execute.executor import ExecConfig, RunnerExecutor
+from orchestrator.execute.executor import RunnerExecutor
+from orchestrator.execute.step import ExecConfig
 from orchestrator.inputs import catalogue
 from orchestrator.inputs.inventory import load
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 MARKER = "{{ lookup('ansible.builtin.pipe', 'touch MARKER') }}"
 

@@ -10,8 +10,8 @@ import pytest
 from orchestrator.core.models import HostState
 from orchestrator.inputs import catalogue
 from orchestrator.plan import planner
-from orchestrator.report import reports
-from orchestrator.store.state import SqliteStore
+from orchestrator.report import evidence, render, views
+from orchestrator.store.sqlite import SqliteStore
 from tests import browser
 from tests.support.pages import check_page
 from tests.support.records import facts, fleet
@@ -25,7 +25,7 @@ def test_plan_page_renders_without_errors(tmp_path: Path) -> None:
     cat = catalogue.load()
     plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
     page = tmp_path / "plan-unit.html"
-    page.write_text(reports.render_plan(reports.plan_view(plan, records, inv, cat), "html"))
+    page.write_text(render.render_plan(views.plan_view(plan, records, inv, cat), "html"))
     check_page(page, ["Migration plan", "Canary wave", "h0", "h1", "low disk",
                       "What a wave does to each host"])
 
@@ -37,11 +37,11 @@ def test_report_page_renders_without_errors(tmp_path: Path) -> None:
     store.transition("web-1", HostState.PENDING, "found", run, facts=facts("kesl"))
     store.transition("web-2", HostState.UNREACHABLE, "ssh refused", run)
     store.finish_run(run, "exit 3")
-    data = reports.report_data(store.all(), store.history(), store.runs(),
+    data = evidence.report_data(store.all(), store.history(), store.runs(),
                                store.all_approvals(), store.facts_before(),
                                store.audit_verify())
     page = tmp_path / "report-unit.html"
-    page.write_text(reports.render_report(data, "html"))
+    page.write_text(render.render_report(data, "html"))
     check_page(page, ["Migration evidence", "BOD 17-01", "web-1", "web-2", "alice"])
 
 

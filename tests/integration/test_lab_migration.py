@@ -22,7 +22,7 @@ from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab
 from orchestrator.lab.records import LabHost, LabInfo
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 from tests.support.pages import check_page
 
 # One lab per module: xdist runs the module's tests in one worker, labs side by side.

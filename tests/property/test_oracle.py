@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.models import UNTOUCHED, HostState
-from orchestrator.engine.engine import RunPolicy
+from orchestrator.engine.policy import RunPolicy
 
 from ..support.schedule import Schedule
 from ..support.sim import SimHost

@@ -17,14 +17,9 @@ from orchestrator.core import names
 from orchestrator.core.errors import PolicyError, StateError
 from orchestrator.core.models import UNTOUCHED, HostState
 from orchestrator.inputs import policy
-from orchestrator.store.state import (
-    BudgetFull,
-    Fenced,
-    LeaseHeld,
-    LeaseHolder,
-    ProofRequired,
-    SqliteStore,
-)
+from orchestrator.store.errors import BudgetFull, Fenced, LeaseHeld, ProofRequired
+from orchestrator.store.records import LeaseHolder
+from orchestrator.store.sqlite import SqliteStore
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

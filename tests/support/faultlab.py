@@ -16,7 +16,7 @@ from orchestrator.core.protection import EICAR_B64
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab
 from orchestrator.lab.records import LabHost, LabInfo
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 from .lab import Sampler, end_runs
 

@@ -24,12 +24,15 @@ from typing import Any
 from orchestrator.core import procs
 from orchestrator.core.errors import Aborted, AvmigrateError
 from orchestrator.core.models import SLOT_STATES, UNTOUCHED, HostState, InventoryHost
-from orchestrator.engine.engine import Engine, RunPolicy
+from orchestrator.engine.engine import Engine
+from orchestrator.engine.policy import RunPolicy
 from orchestrator.inputs import catalogue
 from orchestrator.inputs.inventory import Inventory, digest_of
 from orchestrator.inputs.policy import Policy
 from orchestrator.plan import planner
-from orchestrator.store.state import Budget, LeaseHeld, LeaseHolder, SqliteStore
+from orchestrator.store.errors import LeaseHeld
+from orchestrator.store.records import Budget, LeaseHolder
+from orchestrator.store.sqlite import SqliteStore
 
 from .sim import Crash, SimFleet, SimHost
 

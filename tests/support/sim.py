@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.models import StepOutcome, StepResult
-from orchestrator.execute.executor import ResultCallback, StepRequest
+from orchestrator.execute.step import ResultCallback, StepRequest
 
 KESL_VERSION = "12.1.0.1297"
 GOOD_DIGEST = "a" * 64

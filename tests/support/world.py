@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.models import HostState, InventoryHost, Plan
-from orchestrator.engine.engine import Engine, RunPolicy
+from orchestrator.engine.engine import Engine
+from orchestrator.engine.policy import RunPolicy
 from orchestrator.inputs import catalogue
 from orchestrator.inputs.inventory import Inventory, digest_of
 from orchestrator.inputs.policy import Policy
 from orchestrator.plan import planner
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 
 from .sim import Hook, SimFleet, SimHost, baseline, unprotected_now
 

@@ -7,10 +7,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli.cli import cli
+from orchestrator.cli.main import cli
 from orchestrator.core.models import Plan, Wave
-from orchestrator.report import reports
-from orchestrator.store.state import SqliteStore
+from orchestrator.plan import planfile
+from orchestrator.store.sqlite import SqliteStore
 
 
 def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -81,14 +81,14 @@ def test_plan_without_discovery_writes_plan_files(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads((out / "plan.json").read_text())
     assert [len(w["hosts"]) for w in data["waves"]] == [1, 2, 4]
-    plan = reports.load_plan(out / "plan.json")
+    plan = planfile.load_plan(out / "plan.json")
     assert len(plan.hosts) == 7
     assert "Canary wave" in (out / "plan.md").read_text()
 
 
 def test_tampered_plan_is_refused(tmp_path: Path) -> None:
     plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break", (Wave(0, ("h1",)),))
-    data = reports.plan_to_json(plan)
+    data = planfile.plan_to_json(plan)
     data["waves"][0]["hosts"].append("intruder")
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(data))
@@ -103,7 +103,7 @@ def test_tampered_plan_is_refused(tmp_path: Path) -> None:
 def test_plan_for_another_inventory_is_refused(tmp_path: Path) -> None:
     plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break", (Wave(0, ("h1",)),))
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps(reports.plan_to_json(plan)))
+    path.write_text(json.dumps(planfile.plan_to_json(plan)))
     inv = tmp_path / "inv.ini"
     inv.write_text("h1\n")
     result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
@@ -149,7 +149,7 @@ def test_lab_status_without_a_lab_is_one_line(tmp_path: Path, monkeypatch: pytes
 
 
 def test_second_operator_is_refused_naming_the_holder(tmp_path: Path) -> None:
-    from orchestrator.store.state import LeaseHolder  # noqa: PLC0415
+    from orchestrator.store.records import LeaseHolder  # noqa: PLC0415
 
     state = tmp_path / "s.db"
     store = SqliteStore(state)
@@ -170,7 +170,7 @@ def test_approve_records_the_operator_for_the_plan(tmp_path: Path) -> None:
     plan = Plan(1.0, "a" * 64, "b" * 64, "clamav", "make-before-break",
                 (Wave(0, ("h1",)), Wave(1, ("h2", "h3"))))
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps(reports.plan_to_json(plan)))
+    path.write_text(json.dumps(planfile.plan_to_json(plan)))
     state = tmp_path / "s.db"
     result = CliRunner().invoke(cli, ["--state", str(state), "approve", "--wave", "1",
                                       "--plan", str(path)])
@@ -270,7 +270,8 @@ def test_an_invalid_policy_is_one_line_naming_file_line_and_key(tmp_path: Path) 
 
 def test_status_of_a_large_fleet_counts_and_lists_what_needs_attention(tmp_path: Path) -> None:
     from orchestrator.core.models import HostState  # noqa: PLC0415
-    from orchestrator.store.state import Move, SqliteStore  # noqa: PLC0415
+    from orchestrator.store.records import Move  # noqa: PLC0415
+    from orchestrator.store.sqlite import SqliteStore  # noqa: PLC0415
 
     state = tmp_path / "s.db"
     store = SqliteStore(state)

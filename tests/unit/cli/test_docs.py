@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from orchestrator.cli.cli import cli
+from orchestrator.cli.main import cli
 from orchestrator.core.errors import ExitCode
 
 README = Path(__file__).resolve().parents[3] / "README.md"

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from orchestrator.core.models import HostState, InventoryHost
-from orchestrator.engine.engine import Engine, RunPolicy
+from orchestrator.engine.engine import Engine
+from orchestrator.engine.policy import RunPolicy
 from orchestrator.inputs import catalogue
 from orchestrator.inputs import policy as policy_mod
 from orchestrator.inputs.inventory import Inventory, digest_of
 from orchestrator.inputs.policy import Policy
 from orchestrator.plan import planner
-from orchestrator.store.state import SqliteStore
+from orchestrator.store.sqlite import SqliteStore
 from tests.support.sim import SimFleet, SimHost
 
 

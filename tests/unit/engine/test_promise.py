@@ -23,10 +23,12 @@ import pytest
 
 from orchestrator.core import names
 from orchestrator.core.models import HostState
-from orchestrator.engine.engine import RunPolicy
+from orchestrator.engine.policy import RunPolicy
 from orchestrator.inputs.policy import Policy
+from orchestrator.store.errors import LeaseHeld, LeaseLost
 from orchestrator.store.lease import LeaseKeeper
-from orchestrator.store.state import LeaseHeld, LeaseHolder, LeaseLost, SqliteStore
+from orchestrator.store.records import LeaseHolder
+from orchestrator.store.sqlite import SqliteStore
 from tests.support.sim import Crash
 from tests.support.world import World, untrue_records
 
@@ -263,17 +265,18 @@ def test_8a_a_lost_lease_stops_the_run_before_its_next_step(tmp_path: Path) -> N
 
 def test_8a_the_cli_aborts_the_running_step_when_its_lease_is_lost(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.api import Silent  # noqa: PLC0415
-    from orchestrator.cli import cli  # noqa: PLC0415
+    from orchestrator.api.workspace import Silent  # noqa: PLC0415
+    from orchestrator.cli.base import Context  # noqa: PLC0415
     from orchestrator.engine.session import SessionSpec  # noqa: PLC0415
     from orchestrator.execute.executor import RunnerExecutor  # noqa: PLC0415
+    from orchestrator.execute.step import ExecConfig  # noqa: PLC0415
 
     monkeypatch.setenv("AVMIGRATE_RUN_DIR", str(tmp_path / "run"))
     state = tmp_path / "s.db"
     SqliteStore(state).ensure_hosts(["h0"])
-    ctx = cli.Context(str(state), None, 0)
+    ctx = Context(str(state), None, 0)
     w = World(tmp_path, 1)
-    executor = RunnerExecutor(cli.executor_mod.ExecConfig(artifacts_dir=tmp_path / "a"))
+    executor = RunnerExecutor(ExecConfig(artifacts_dir=tmp_path / "a"))
     session = ctx.session(w.inventory, executor, SessionSpec("run", hosts=["h0"]), Silent())
     keeper = session.keeper
     keeper.open_other = lambda: _HangingRenewals(state)
@@ -295,7 +298,7 @@ def test_8b_lease_expiry_is_judged_by_the_database_clock(tmp_path: Path,
     alice.acquire_lease(holder("alice", 1, machine="box-a"), ttl=30, hosts=["h0"])
     # Bob's machine clock runs a minute ahead of everyone else's.
     real = time.time
-    monkeypatch.setattr("orchestrator.store.state.time.time", lambda: real() + 60)
+    monkeypatch.setattr("orchestrator.store.operators.time.time", lambda: real() + 60)
     with pytest.raises(LeaseHeld, match="alice"):
         bob.acquire_lease(holder("bob", 2, machine="box-b"), ttl=30, hosts=["h0"])
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.inputs import inventory, staticinv
+from orchestrator.inputs import invbuilder, inventory, staticini, staticinv
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -106,7 +106,7 @@ all:
 """
 
 
-def _merged(found: list[staticinv.Found]) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
+def _merged(found: list[invbuilder.Found]) -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:
     return [(n, g, {**gv, **own}) for n, g, gv, own in found]
 
 
@@ -146,7 +146,7 @@ def test_same_as_ansible_on_the_shipped_example() -> None:
 def test_declines_what_it_does_not_read(tmp_path: Path, text: str) -> None:
     path = tmp_path / ("inv.yml" if not text.startswith("[") else "inv.ini")
     path.write_text(text)
-    with pytest.raises(staticinv.Unsupported):
+    with pytest.raises(invbuilder.Unsupported):
         staticinv.load(path)
 
 
@@ -263,8 +263,8 @@ def test_ini_values_are_typed_as_ansible_types_them(text: str) -> None:
     module = InventoryModule()
     module._origin = Origin(path="/gen.ini", line_num=1)
     theirs = inventory._plain(module._parse_value(text))
-    assert staticinv.ini_value(text) == theirs
-    assert type(staticinv.ini_value(text)) is type(theirs)
+    assert staticini.ini_value(text) == theirs
+    assert type(staticini.ini_value(text)) is type(theirs)
 
 
 def test_loading_in_a_child_process_gives_the_same_inventory(tmp_path: Path) -> None:

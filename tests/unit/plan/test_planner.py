@@ -9,7 +9,7 @@ from orchestrator.core.errors import CatalogueError
 from orchestrator.core.models import HostRecord, HostState, InventoryHost, Plan, Transition
 from orchestrator.inputs import catalogue, policy
 from orchestrator.inputs.inventory import Inventory, digest_of
-from orchestrator.plan import planner
+from orchestrator.plan import estimate, planner
 
 
 def inv(n: int) -> Inventory:
@@ -178,13 +178,13 @@ def test_durations_are_measured_from_earlier_runs_else_labelled_defaults() -> No
         Transition("b", S.REMOVING, S.SWAPPING, 160.0, 1, ""),
         Transition("b", S.SWAPPING, S.MIGRATED, 185.0, 1, ""),
     ]
-    est = planner.measure(history)
+    est = estimate.measure(history)
     assert (est.install_verify, est.remove_verify, est.stage, est.swap_window) == (
         60.0, 30.0, 40.0, 35.0)
     described = est.describe()
     assert described["install_verify"]["source"].startswith("measured")
     assert described["preflight"]["source"].startswith("default")
-    assert planner.measure([]).describe()["install_verify"]["source"].startswith("default")
+    assert estimate.measure([]).describe()["install_verify"]["source"].startswith("default")
 
 
 def test_the_planners_shortcut_knows_every_state_skip_reason_skips() -> None:
@@ -195,15 +195,15 @@ def test_the_planners_shortcut_knows_every_state_skip_reason_skips() -> None:
 
 
 def test_removals_of_both_strategies_run_in_rounds_of_the_budget() -> None:
-    est = planner.Estimates.defaults()
+    est = estimate.Estimates.defaults()
     # 40 make-before-break hosts, 10 forks: installs in 4 rounds; removals in rounds of K.
-    one = planner.wave_seconds(40, 0, est, 10, 1)
-    ten = planner.wave_seconds(40, 0, est, 10, 10)
+    one = estimate.wave_seconds(40, 0, est, 10, 1)
+    ten = estimate.wave_seconds(40, 0, est, 10, 10)
     assert ten == est.preflight * 4 + est.install_verify * 4 + est.remove_verify * 4
     assert one == est.preflight * 4 + est.install_verify * 4 + est.remove_verify * 40
     # More slots than forks help no further: Ansible works on `forks` hosts at once.
-    assert planner.wave_seconds(40, 0, est, 10, 50) == ten
-    assert planner.wave_seconds(0, 6, est, 10, 2) == (
+    assert estimate.wave_seconds(40, 0, est, 10, 50) == ten
+    assert estimate.wave_seconds(0, 6, est, 10, 2) == (
         est.preflight + est.stage + est.swap_window * 3)
 
 

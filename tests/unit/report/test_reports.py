@@ -20,9 +20,9 @@ from orchestrator.core.models import (
 )
 from orchestrator.inputs import catalogue
 from orchestrator.inputs.inventory import Inventory, digest_of
-from orchestrator.plan import planner
-from orchestrator.report import reports
-from orchestrator.store.state import SqliteStore
+from orchestrator.plan import planfile, planner
+from orchestrator.report import csvout, evidence, render, timefmt, views
+from orchestrator.store.sqlite import SqliteStore
 from tests.support.records import facts, fleet
 
 
@@ -30,8 +30,8 @@ def test_plan_html_is_self_contained_and_shows_hosts_waves_risks() -> None:
     inv, records = fleet()
     cat = catalogue.load()
     plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
-    view = reports.plan_view(plan, records, inv, cat)
-    html = reports.render_plan(view, "html")
+    view = views.plan_view(plan, records, inv, cat)
+    html = render.render_plan(view, "html")
     # Nothing fetched: no external URL in any attribute, and a CSP that forbids fetching.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "default-src 'none'" in html
@@ -55,7 +55,7 @@ def test_plan_html_escapes_what_hosts_report() -> None:
     records["h0"] = HostRecord("h0", HostState.PENDING, "", None, None, evil, 0.0, None, None)
     cat = catalogue.load()
     plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
-    html = reports.render_plan(reports.plan_view(plan, records, inv, cat), "html")
+    html = render.render_plan(views.plan_view(plan, records, inv, cat), "html")
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
 
@@ -73,7 +73,7 @@ def test_evidence_counts_identified_planned_removed_remaining(tmp_path: Path) ->
     store.transition("a", HostState.REMOVING, "r", run, protection_stopped_at=11.0)
     store.transition("a", HostState.MIGRATED, "m", run, facts=facts(), proof="clamav verified")
     store.finish_run(run, "exit 3")
-    data = reports.report_data(store.all(), store.history(), store.runs(),
+    data = evidence.report_data(store.all(), store.history(), store.runs(),
                                store.all_approvals(), store.facts_before(),
                                store.audit_verify())
     assert data["bod_17_01"] == {"identified": 2, "planned": 1, "removed": 1, "remaining": 1}
@@ -82,7 +82,7 @@ def test_evidence_counts_identified_planned_removed_remaining(tmp_path: Path) ->
     assert a["after"]["banned"] == "none"
     assert {t["operator"] for t in a["history"]} == {"alice"}
     assert data["audit"]["ok"] is True
-    html = reports.render_report(data, "html")
+    html = render.render_report(data, "html")
     assert "BOD 17-01" in html and "alice" in html
 
 
@@ -112,9 +112,9 @@ def test_plan_pages_of_a_large_fleet_list_a_sample_and_the_csv_lists_every_host(
                for i, h in enumerate(hosts)}
     cat = catalogue.load()
     plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
-    view = reports.plan_view(plan, records, inv, cat)
-    html, md = reports.render_plan(view, "html"), reports.render_plan(view, "md")
-    csv_rows = reports.render_plan(view, "csv").splitlines()
+    view = views.plan_view(plan, records, inv, cat)
+    html, md = render.render_plan(view, "html"), render.render_plan(view, "md")
+    csv_rows = render.render_plan(view, "csv").splitlines()
     assert len(csv_rows) == 1 + 3000
     assert {row.split(",")[1] for row in csv_rows[1:]} == {h.name for h in hosts}
     listed = set(re.findall(r"<td>(h\d{5})</td>", html))
@@ -143,16 +143,16 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
                for i, h in enumerate(hosts)}
     cat = catalogue.load()
     plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
-    view = reports.plan_view(plan, records, inv, cat)
+    view = views.plan_view(plan, records, inv, cat)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(reports.PLAN_CSV_COLUMNS)
+    writer.writerow(csvout.PLAN_CSV_COLUMNS)
     for w in view["waves"]:
         for h in w["hosts"]:
-            writer.writerow((w["number"], h.host, h.groups, w["window"], reports.ts(w["start"]),
-                             reports.ts(w["end"]), h.os, h.banned, h.signatures,
+            writer.writerow((w["number"], h.host, h.groups, w["window"], timefmt.ts(w["start"]),
+                             timefmt.ts(w["end"]), h.os, h.banned, h.signatures,
                              h.signature_age_days, h.strategy, h.state, h.risks))
-    got = reports.render_plan(view, "csv")
+    got = render.render_plan(view, "csv")
     assert got == buf.getvalue()
     assert '"Deb""ian, ""x"" 12"' in got and "\r\n  half-configured" in got
     assert '"h,""4"""' in got
@@ -162,10 +162,10 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
 def test_compact_plan_json_is_the_same_plan_and_passes_its_own_hash_check() -> None:
     inv, records = fleet()
     plan = planner.make_plan(inv, catalogue.load(), "clamav", records, now=1_790_000_000.0)
-    compact, indented = reports.plan_json_text(plan), reports.plan_json_text(plan, indent=2)
-    assert json.loads(compact) == json.loads(indented) == reports.plan_to_json(plan)
-    again = reports.plan_from_json(json.loads(compact), "compact")
+    compact, indented = planfile.plan_json_text(plan), planfile.plan_json_text(plan, indent=2)
+    assert json.loads(compact) == json.loads(indented) == planfile.plan_to_json(plan)
+    again = planfile.plan_from_json(json.loads(compact), "compact")
     assert again == plan and again.host_digests == plan.host_digests
     edited = compact.replace('"clamav"', '"clamav2"', 1)
     with pytest.raises(PlanError, match="edited after it was made"):
-        reports.plan_from_json(json.loads(edited), "edited")
+        planfile.plan_from_json(json.loads(edited), "edited")

@@ -7,9 +7,11 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli.cli import cli
+from orchestrator.cli.main import cli
 from orchestrator.core.models import HostState
-from orchestrator.store.state import LeaseHolder, SqliteStore, SqlStore
+from orchestrator.store.records import LeaseHolder
+from orchestrator.store.sqlite import SqliteStore
+from orchestrator.store.sqlstore import SqlStore
 from tests.conftest import Backend
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from orchestrator.core.models import HostState
-from orchestrator.store.state import Fenced, LeaseHeld, LeaseHolder
+from orchestrator.store.errors import Fenced, LeaseHeld
+from orchestrator.store.records import LeaseHolder
 from tests.conftest import Backend
 
 HOSTS = [f"h{i:03d}" for i in range(120)]
@@ -27,7 +28,7 @@ def operator(index: int, target: str, start: Any, claimed: Any, results: Any) ->
     Operator i asks for hosts 20i to 20i+59: every host is asked for by one to three of
     them, and an operator whose hosts were all taken first is refused.
     """
-    from orchestrator.store.state import open_store  # noqa: PLC0415 - in the child process
+    from orchestrator.store import open_store  # noqa: PLC0415 - in the child process
 
     store = open_store(target)
     wanted = [HOSTS[(index * 20 + k) % len(HOSTS)] for k in range(60)]

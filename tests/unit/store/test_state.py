@@ -16,18 +16,12 @@ from orchestrator.core.models import (
     StepResult,
 )
 from orchestrator.core.procs import machine_identity
-from orchestrator.store.state import (
-    MIGRATIONS,
-    BudgetFull,
-    Fenced,
-    LeaseHeld,
-    LeaseHolder,
-    Move,
-    ProofRequired,
-    SqliteStore,
-    SqlStore,
-    open_store,
-)
+from orchestrator.store import open_store
+from orchestrator.store.errors import BudgetFull, Fenced, LeaseHeld, ProofRequired
+from orchestrator.store.records import LeaseHolder, Move
+from orchestrator.store.schema import SQLITE, migrations
+from orchestrator.store.sqlite import SqliteStore
+from orchestrator.store.sqlstore import SqlStore
 from tests.conftest import Backend
 
 
@@ -42,7 +36,7 @@ def store(backend: Backend) -> SqlStore:
 def test_new_hosts_are_pending_and_migrations_recorded(store: SqlStore) -> None:
     assert [r.state for r in store.all()] == [HostState.PENDING, HostState.PENDING]
     names = [r[0] for r in store.db.execute("SELECT name FROM schema_migrations ORDER BY name")]
-    assert names == [m[0] for m in MIGRATIONS]
+    assert names == [m[0] for m in migrations(SQLITE)]
 
 
 def test_sqlite_state_is_write_ahead_logged(tmp_path: Path) -> None:
@@ -87,7 +81,7 @@ def test_gap_is_time_from_stop_to_verified(store: SqlStore) -> None:
 def test_step_spans_from_one_query_match_the_history(store: SqlStore) -> None:
     """The planner's estimates read step rows with one windowed query (both backends): the
     same rows, and so the same medians, as derived from the transitions in Python."""
-    from orchestrator.plan import planner  # noqa: PLC0415
+    from orchestrator.plan import estimate  # noqa: PLC0415
 
     s = HostState
     store.ensure_hosts(["c"])
@@ -99,12 +93,12 @@ def test_step_spans_from_one_query_match_the_history(store: SqlStore) -> None:
     for state in (s.INSTALLING, s.INSTALL_FAILED, s.INSTALLING):  # failed, then retried
         store.transition("c", state, "", None)
     spans = store.step_spans()
-    assert sorted(spans, key=repr) == sorted(planner.spans_of(store.history()), key=repr)
+    assert sorted(spans, key=repr) == sorted(estimate.spans_of(store.history()), key=repr)
     assert [r[0] for r in spans].count("installing") == 3 and len(spans) == 6
     assert ("installing", "pending", "verified") in {r[:3] for r in spans}
     assert ("installing", "install_failed", None) in {r[:3] for r in spans}
-    assert planner.estimates_from(spans) == planner.measure(store.history())
-    assert planner.estimates_from(spans).measured == {
+    assert estimate.estimates_from(spans) == estimate.measure(store.history())
+    assert estimate.estimates_from(spans).measured == {
         "preflight": 0, "install_verify": 1, "remove_verify": 1, "stage": 1, "swap_window": 1}
 
 
