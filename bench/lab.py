@@ -32,7 +32,7 @@ from typing import Any
 
 from orchestrator.execute.executor import RunnerExecutor
 from orchestrator.execute.step import ExecConfig, StepRequest
-from orchestrator.execute.stepfiles import close_masters, dump_unsafe
+from orchestrator.execute.stepfiles import close_masters, dump_unsafe, envvars
 from orchestrator.execute.sweep import sweep
 from orchestrator.inputs import inventory
 from orchestrator.lab.lab import Lab
@@ -112,7 +112,7 @@ def bare_replay(steps: list[tuple[StepRequest, int]], work: Path) -> tuple[float
     """The recorded steps by plain ansible-playbook; (wall s, CPU s)."""
     playbook = shutil.which("ansible-playbook") or str(
         Path(sys.executable).with_name("ansible-playbook"))
-    executor = RunnerExecutor(ExecConfig())
+    config = ExecConfig()
     cpu0, t0 = cpu_seconds(), time.monotonic()
     for index, (request, forks) in enumerate(steps):
         step_dir = work / f"{index:03d}-{request.step}"
@@ -123,12 +123,12 @@ def bare_replay(steps: list[tuple[StepRequest, int]], work: Path) -> tuple[float
         extra = step_dir / "extravars.json"
         extra.write_text(json.dumps(request.extravars))
         control = Path(tempfile.mkdtemp(prefix="avm-bare-", dir="/tmp"))
-        env = {**os.environ, **executor._envvars(step_dir, control)}
+        env = {**os.environ, **envvars(config, step_dir, control)}
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         done = subprocess.run(
             [playbook, "-i", str(inv), "-f", str(forks), "-e", f"@{extra}",
              *(["--check"] if request.check else []),
-             str(executor.config.playbook_dir / request.playbook)],
+             str(config.playbook_dir / request.playbook)],
             env=env, capture_output=True, text=True, check=False)
         close_masters(control)  # as the executor does after each step
         shutil.rmtree(control, ignore_errors=True)

@@ -155,11 +155,8 @@ class Workspace:
         nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
         if nodes:
             observer.log(f"execution nodes: {', '.join(n.name for n in nodes)}")
-        executor = executor_mod.RunnerExecutor(cfg, self.secrets(), nodes)
-        # The observer's log: the progress view's during a run. (RunnerExecutor takes no
-        # log= at construction yet.)
-        executor.log = observer.log
-        return executor
+        # The observer's log: it goes to the progress view while one is shown.
+        return executor_mod.RunnerExecutor(cfg, self.secrets(), nodes, log=observer.log)
 
     def session(self, inv: inventory.Inventory, executor: Executor, spec: SessionSpec,
                 observer: Observer) -> Session:

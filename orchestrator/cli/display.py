@@ -127,4 +127,7 @@ class ConsoleObserver:
             return
         with progress_mod.RunProgress(err, the_plan, records) as bars:
             self._bars = bars
-            yield bars
+            try:
+                yield bars
+            finally:  # what is said after the live view ends goes to the terminal again
+                self._bars = None

@@ -16,21 +16,16 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
 # Command groups other packages add, loaded only when asked for: `avmigrate lab` is the lab's
-# (orchestrator.lab.cli), which production code never imports.
+# (orchestrator.lab.cli, registered in pyproject.toml), which production code never names.
 ENTRY_POINT_GROUP = "avmigrate.commands"
-# An install made before the entry point was declared has no such group in its metadata
-# (`pip install -e .` again adds it): the lab's commands are still offered then.
-FALLBACK = {"lab": "orchestrator.lab.cli:lab"}
 
 
 def command_entry_points() -> tuple[EntryPoint, ...]:
-    """The registered command groups (or FALLBACK where none is). importlib.metadata is
-    imported here, not at startup: it costs `avmigrate status` some 40 ms."""
-    from importlib.metadata import EntryPoint, entry_points  # noqa: PLC0415
+    """The registered command groups. importlib.metadata is imported here, not at startup:
+    it costs `avmigrate status` some 40 ms."""
+    from importlib.metadata import entry_points  # noqa: PLC0415
 
-    found = tuple(entry_points(group=ENTRY_POINT_GROUP))
-    return found or tuple(EntryPoint(name, value, ENTRY_POINT_GROUP)
-                          for name, value in FALLBACK.items())
+    return tuple(entry_points(group=ENTRY_POINT_GROUP))
 
 
 class RootGroup(click.Group):

@@ -1,13 +1,13 @@
 """Small facts about processes on this machine, read from /proc, and ending a process tree.
 
-The tree-ending functions are also shipped as source (`SCRIPT_SOURCE`) to the programs that
+The tree-ending functions are also shipped as source (`script_source()`) to the programs that
 run in a process of their own: the step guard, and an execution node's watchdog and cleaner.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
+import functools
 import os
 import signal
 import time
@@ -104,13 +104,18 @@ def machine_identity() -> str:
     return f"{boot}/pidns:{ns}"
 
 
-# The program text of children_map, descendants, kill_below and kill_tree, standard library
-# only, for a script run by another Python (here or on an execution node): written once,
-# above, and shipped rather than copied. `from __future__` first: the annotations are then
-# never evaluated, whatever the remote Python.
-SCRIPT_SOURCE = "\n".join([
-    "from __future__ import annotations",
-    "import contextlib, os, signal, time",
-    "from pathlib import Path",
-    *(inspect.getsource(f) for f in (children_map, descendants, kill_below, kill_tree)),
-])
+@functools.cache
+def script_source() -> str:
+    """The program text of children_map, descendants, kill_below and kill_tree, standard
+    library only, for a script run by another Python (here or on an execution node): written
+    once, above, and shipped rather than copied. `from __future__` first: the annotations
+    are then never evaluated, whatever the remote Python. Read when a step first needs it,
+    not at import: `avmigrate status` never does."""
+    import inspect  # noqa: PLC0415 - costs every command's start otherwise
+
+    return "\n".join([
+        "from __future__ import annotations",
+        "import contextlib, os, signal, time",
+        "from pathlib import Path",
+        *(inspect.getsource(f) for f in (children_map, descendants, kill_below, kill_tree)),
+    ])

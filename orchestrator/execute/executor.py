@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import StepResult
-from orchestrator.execute import stepfiles, stepguard
+from orchestrator.execute import stepguard
 from orchestrator.execute.local import LocalExecutor
 from orchestrator.execute.nodes import ExecutionNode
 from orchestrator.execute.remote import NodeExecutor
@@ -49,10 +48,7 @@ class RunnerExecutor:
         self.nodes = tuple(nodes)
         self.log: Callable[[str], None] = log or (lambda _message: None)
         self.transport = transport(config, self.secrets, self.nodes, cancel=self.cancel,
-                                   log=self._say)
-
-    def _say(self, message: str) -> None:
-        self.log(message)  # looked up at each call: `log` may be set after construction
+                                   log=self.log)
 
     def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
         return self.transport.run_step(request, on_result)
@@ -61,7 +57,3 @@ class RunnerExecutor:
         """Before hosts are re-probed: end the steps dead runs of this state left running on
         this machine (their guard could not), and say so."""
         return stepguard.end_orphans(self.config.state_key, self.log)
-
-    def _envvars(self, pdd: Path, control_dir: Path) -> dict[str, str]:
-        """Ansible's settings for a step (bench/lab.py runs playbooks with them)."""
-        return stepfiles.envvars(self.config, pdd, control_dir)

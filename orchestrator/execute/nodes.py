@@ -38,7 +38,7 @@ import paramiko
 from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import InventoryHost, StepOutcome, StepResult
 from orchestrator.execute import ssh
-from orchestrator.execute.nodescripts import LEFTOVERS, watchdog
+from orchestrator.execute.nodescripts import leftovers, watchdog
 from orchestrator.execute.sweep import known_hosts_files
 
 NODE_SILENCE_S = 30.0  # the worker sends a keepalive every 5 s of quiet
@@ -155,7 +155,7 @@ def unreachable(nodes: Sequence[ExecutionNode], orphaned: Callable[[str], bool] 
 
 def _end_leftovers(node: ExecutionNode, orphaned: Callable[[str], bool],
                    log: Callable[[str], None]) -> None:
-    base = f"{shlex.quote(node.python)} -c {shlex.quote(LEFTOVERS)} {OWNER_TAG}"
+    base = f"{shlex.quote(node.python)} -c {shlex.quote(leftovers())} {OWNER_TAG}"
     _, said = _run(node, base)
     dead = []
     for line in said.splitlines():

@@ -56,12 +56,16 @@ sys.exit(128 - code if code < 0 else code)
 
 def watchdog(silence: float = CONTROLLER_SILENCE_S) -> str:
     """The watchdog's program text, ending the worker after `silence` seconds of quiet."""
-    return procs.SCRIPT_SOURCE + _WATCHDOG.replace("{silence}", repr(float(silence)))
+    return procs.script_source() + _WATCHDOG.replace("{silence}", repr(float(silence)))
 
 
-# Lists, on a node, the workers our watchdog runs: pid and owner tag; with pids as arguments,
-# ends those watchdogs' trees instead.
-LEFTOVERS = procs.SCRIPT_SOURCE + """
+def leftovers() -> str:
+    """The program that lists, on a node, the workers our watchdog runs (pid and owner tag);
+    with pids as arguments, it ends those watchdogs' trees instead."""
+    return procs.script_source() + _LEFTOVERS
+
+
+_LEFTOVERS = """
 import sys
 tag = sys.argv[1]
 kill = {int(p) for p in sys.argv[2:]}

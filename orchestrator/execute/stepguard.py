@@ -64,7 +64,7 @@ def started(pid):
 
 
 def end(*_):
-    kill_below(me)  # SCRIPT_SOURCE's, as every tree avmigrate ends
+    kill_below(me)  # procs.script_source()'s, as every tree avmigrate ends
     try:
         os.unlink(record)
     except OSError:
@@ -188,7 +188,7 @@ class Guard:
     @classmethod
     def install(cls, state: str) -> Guard:
         text = _GUARD.format(python=sys.executable, stopped_limit=STOPPED_LIMIT_S,
-                             procs=procs.SCRIPT_SOURCE)
+                             procs=procs.script_source())
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         bindir = _private(run_dir() / f"guard-{digest}")
         # Written afresh every time (atomically): what runs is always our own text.

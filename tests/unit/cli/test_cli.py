@@ -362,14 +362,20 @@ def test_command_groups_are_loaded_from_entry_points(monkeypatch: pytest.MonkeyP
     assert CliRunner().invoke(cli, ["lab", "--help"]).exit_code == 2  # not registered here
 
 
-def test_an_install_without_the_entry_points_still_offers_the_lab(
+def test_the_lab_is_offered_through_its_installed_entry_point(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata  # noqa: PLC0415
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: ())
+    from orchestrator.cli import main  # noqa: PLC0415
+
+    installed = {ep.name: ep.value for ep in main.command_entry_points()}
+    assert installed.get("lab") == "orchestrator.lab.cli:lab", installed
     result = CliRunner().invoke(cli, ["lab", "--help"])
     assert result.exit_code == 0, result.output
     assert "systemd-nspawn" in result.output
+    # Nothing in production code names the lab: without the entry point, no lab command.
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: ())
+    assert CliRunner().invoke(cli, ["lab", "--help"]).exit_code == 2
 
 
 def test_the_production_commands_never_import_the_lab(tmp_path: Path) -> None:
