@@ -75,9 +75,10 @@ class Session:
             return inv
         held = self.keeper.held_elsewhere
         holders = sorted(set(held.values()))
-        self.log(f"{len(held)} host(s) are held by another run and left to it: "
-                 f"{few(sorted(held))} (held by {holders[0]}"
-                 + (f" and {len(holders) - 1} other run(s))" if len(holders) > 1 else ")"))
+        if holders:  # else the command asked for fewer hosts than the inventory has
+            self.log(f"{len(held)} host(s) are held by another run and left to it: "
+                     f"{few(sorted(held))} (held by {holders[0]}"
+                     + (f" and {len(holders) - 1} other run(s))" if len(holders) > 1 else ")"))
         return inv.only(claimed)
 
     # ---- Ctrl-C ------------------------------------------------------------------------
