@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator.core.errors import AvmigrateError
+from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostRecord, Plan
 from orchestrator.store import open_store
 from orchestrator.store.sqlstore import SqlStore
-
-
-def lazy(name: str) -> Any:
-    """A module loaded on its first use: `status`, `--help` and bad input need none of the
-    heavy ones (Ansible, paramiko, jinja2), and start in a fraction of the time."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:  # pragma: no cover - our own modules
-        raise ImportError(name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
-
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from orchestrator.api.workspace import lazy
 from orchestrator.core.errors import Aborted, ExitCode
+from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostRecord, HostState, Plan
 
 if TYPE_CHECKING:

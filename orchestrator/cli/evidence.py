@@ -5,22 +5,24 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.api.workspace import lazy
+from orchestrator import api
 from orchestrator.cli.base import Context, command
 from orchestrator.cli.display import err, out
 from orchestrator.core.errors import AuditError
+from orchestrator.core.lazy import lazy
 
-evidence_mod = lazy("orchestrator.report.evidence")
-planfile = lazy("orchestrator.plan.planfile")
-render = lazy("orchestrator.report.render")
-timefmt = lazy("orchestrator.report.timefmt")
+if TYPE_CHECKING:
+    from orchestrator.report import timefmt
+else:
+    timefmt = lazy("orchestrator.report.timefmt")
 
 
 @command()
-@click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default="md",
+@click.option("--format", "fmt", type=click.Choice(api.REPORT_FORMATS), default="md",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path),
@@ -28,15 +30,11 @@ timefmt = lazy("orchestrator.report.timefmt")
 def report(obj: Context, fmt: str, as_json: bool, out_file: Path | None) -> None:
     """Evidence: every host's before and after, its transitions with times and operators,
     its gap, the approvals, a BOD 17-01 summary and the audit log's head."""
-    store = obj.existing_store()
-    data = evidence_mod.report_data(store.all(), store.history(), store.runs(),
-                               store.all_approvals(), store.facts_before(),
-                               store.audit_verify())
-    text = render.render_report(data, "json" if as_json else fmt)
+    made = api.report(obj, "json" if as_json else fmt)
     if out_file is None:
-        click.echo(text, nl=False)
+        click.echo(made.text, nl=False)
     else:
-        planfile.write_atomic(out_file, text)
+        made.write(out_file)
         out.print(f"wrote {out_file}", markup=False)
 
 
@@ -48,7 +46,7 @@ def audit() -> None:
 @command("verify")
 def audit_verify(obj: Context) -> None:
     """Check the chain and that every recorded fact has its entry (exit 9 if not)."""
-    verdict = obj.existing_store().audit_verify()
+    verdict = api.audit_verify(obj)
     if not verdict.ok:
         for problem in verdict.problems:
             err.print(f"audit: {problem}", markup=False)
@@ -62,7 +60,7 @@ def audit_verify(obj: Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 def audit_show(obj: Context, as_json: bool) -> None:
     """Print the audit log's entries."""
-    entries = obj.existing_store().audit_entries()
+    entries = api.audit_entries(obj)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
         return

@@ -7,19 +7,24 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestrator import api
-from orchestrator.api.workspace import lazy, operator_name
 from orchestrator.cli.base import FORKS, INVENTORY, REPLACEMENT, Context, command
 from orchestrator.cli.display import ConsoleObserver, out, print_status, print_summary
 from orchestrator.core.errors import ExitCode
+from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostState
-from orchestrator.core.protection import resolve_budget
 
-evidence = lazy("orchestrator.report.evidence")
-inventory = lazy("orchestrator.inputs.inventory")
+if TYPE_CHECKING:
+    from orchestrator.inputs import inventory
+    from orchestrator.report import evidence
+else:
+    # Imported when first used: `avmigrate status` without --json needs neither.
+    evidence = lazy("orchestrator.report.evidence")
+    inventory = lazy("orchestrator.inputs.inventory")
 
 
 @command()
@@ -96,19 +101,15 @@ def status(obj: Context, as_json: bool, show_all: bool, only: tuple[str, ...]) -
                    "smaller of it and the run's own applies): a count, or a share like 1%.")
 def budget(obj: Context, spec: str | None) -> None:
     """Show the fleet's protection budget and the hosts holding its slots (or set it)."""
-    store = obj.existing_store() if spec is None else obj.store()
-    if spec is not None:
-        store.set_fleet_budget(spec, operator_name())
-    now = store.budget()
-    if now.fleet_spec is None:
+    now = api.budget(obj, spec)
+    if now.spec is None:
         out.print("fleet budget: not set; each run keeps to its own --max-unprotected "
                   "(default 1)", markup=False)
     else:
-        hosts = resolve_budget(now.fleet_spec, now.fleet_size)
-        out.print(f"fleet budget: {now.fleet_spec} ({hosts} host(s) of {now.fleet_size} at "
+        out.print(f"fleet budget: {now.spec} ({now.hosts} host(s) of {now.fleet_size} at "
                   f"once; set by {now.set_by}); a run that asks for less keeps to its own",
                   markup=False)
-    holders = store.slot_holders()
+    holders = now.holders
     out.print(f"{len(holders)} host(s) hold a slot now (protection unproven)"
               + (": " + ", ".join(f"{r.name} ({r.state.value})" for r in holders[:20])
                  if holders else ""), markup=False, soft_wrap=True)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestrator import api
-from orchestrator.api.workspace import lazy, operator_name
 from orchestrator.cli.base import FORKS, INVENTORY, POLICY, REPLACEMENT, YES, Context, command
 from orchestrator.cli.display import ConsoleObserver, err, out, print_status
-from orchestrator.core.errors import UsageError
+from orchestrator.core.lazy import lazy
 from orchestrator.core.models import STRATEGY_NAMES
 
-planfile = lazy("orchestrator.plan.planfile")
-planner = lazy("orchestrator.plan.planner")
+if TYPE_CHECKING:
+    from orchestrator.plan import planfile
+else:
+    planfile = lazy("orchestrator.plan.planfile")  # for `plan --json` only
 
 
 @command()
@@ -66,12 +68,8 @@ def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,  # no
               help="The plan file the approval is for.")
 def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
     """Approve a wave of a plan; `run --require-approval` starts no unapproved wave."""
-    the_plan = planfile.load_plan(plan_path)
-    if wave_number >= len(the_plan.waves):
-        raise UsageError(f"plan {plan_path} has waves 0 to {len(the_plan.waves) - 1}")
-    obj.store().add_approval(planner.plan_key(the_plan), wave_number, operator_name(),
-                             str(plan_path))
-    out.print(f"wave {wave_number} of {plan_path} approved by {operator_name()}")
+    done = api.approve(obj, wave_number, plan_path)
+    out.print(f"wave {done.wave} of {done.plan_path} approved by {done.operator}")
 
 
 @command()

@@ -389,3 +389,21 @@ def test_the_production_commands_never_import_the_lab(tmp_path: Path) -> None:
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True)
     assert found.stdout.strip() == "[]", found.stdout
+
+
+def test_status_loads_no_template_engine_ansible_or_report_module(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    state = tmp_path / "s.db"
+    SqliteStore(state).close()
+    code = ("import importlib.util, sys; from orchestrator.cli.cli import cli; "
+            "from click.testing import CliRunner; "
+            f"CliRunner().invoke(cli, ['--state', {str(state)!r}, 'status']); "
+            "print(sorted(m for m, mod in sys.modules.items() "
+            "if m.split('.')[0] in ('jinja2', 'ansible_runner') "
+            "or (m.startswith('orchestrator.report.') "
+            "and not isinstance(mod, importlib.util._LazyModule))))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert found.stdout.strip() == "[]", found.stdout

@@ -1,0 +1,120 @@
+"""Operations on the hosts and the state that change no host: discover, status, budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.api.workspace import Observer, Silent, Workspace, operator_name
+from orchestrator.core.errors import ExitCode
+from orchestrator.core.lazy import lazy
+from orchestrator.core.models import HostRecord, HostState, exit_code_for_states
+from orchestrator.core.protection import resolve_budget
+from orchestrator.store.sqlstore import SqlStore
+
+if TYPE_CHECKING:
+    from orchestrator.engine import session as session_mod
+    from orchestrator.inputs import inventory
+else:
+    # Imported when first used: `avmigrate status` needs neither.
+    inventory = lazy("orchestrator.inputs.inventory")
+    session_mod = lazy("orchestrator.engine.session")
+
+STATUS_TABLE_MAX = 100  # above this many hosts, `status` gives counts and what needs attention
+ATTENTION = (HostState.UNPROTECTED, HostState.INSTALL_FAILED, HostState.REMOVE_FAILED,
+             HostState.INTERRUPTED, HostState.INSTALLING, HostState.STAGING,
+             HostState.REMOVING, HostState.SWAPPING)
+
+
+def records_of(store: SqlStore, names: Iterable[str] | None = None) -> list[HostRecord]:
+    """The state's records of these hosts (None: of every host)."""
+    records = store.all()
+    if names is not None:
+        wanted = set(names)
+        records = [r for r in records if r.name in wanted]
+    return records
+
+
+# ---- discover ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """The hosts an operation works on, the product they move to, and Ansible's forks."""
+
+    inventory: Path
+    replacement: str = "clamav"
+    forks: int = 10
+
+
+@dataclass(frozen=True)
+class Discovered:
+    records: tuple[HostRecord, ...]
+
+
+def discover(ws: Workspace, target: Target, observer: Observer | None = None) -> Discovered:
+    """Probe every host read-only and record what it runs."""
+    observer = observer or Silent()
+    inv = inventory.load(target.inventory)
+    executor = ws.executor(inv, target.forks, observer)
+    cat = ws.catalogue()
+    spec = session_mod.SessionSpec("discover", hosts=inv.names())
+    with ws.session(inv, executor, spec, observer) as session:
+        engine = session.engine(cat, target.replacement, None, observer.log)
+        engine.discover(list(session.inventory.names()))
+    return Discovered(tuple(records_of(ws.store(), session.inventory.names())))
+
+
+# ---- status --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatusView:
+    """The state's exit code and counts; the hosts listed, or (a large fleet) the first
+    of those that need attention and how many do."""
+
+    exit_code: int
+    counts: dict[HostState, int]
+    records: tuple[HostRecord, ...] | None
+    attention: tuple[HostRecord, ...] = ()
+    needing: int = 0
+
+
+def status(ws: Workspace, only: Iterable[HostState] = (), every: bool = False,
+           limit: int = 50) -> StatusView:
+    """Every host (or those in `only`); beyond STATUS_TABLE_MAX hosts, unless `every`, the
+    counts and at most `limit` of the hosts that need attention."""
+    store = ws.existing_store()
+    counts = store.counts()
+    code = exit_code_for_states(set(counts)) if counts else ExitCode.OK
+    wanted = list(only)
+    if wanted:
+        return StatusView(code, counts, tuple(store.in_states(wanted)))
+    if every or sum(counts.values()) <= STATUS_TABLE_MAX:
+        return StatusView(code, counts, tuple(store.all()))
+    needing = sum(counts.get(s, 0) for s in ATTENTION)
+    shown = tuple(store.in_states(ATTENTION, limit)) if needing else ()
+    return StatusView(code, counts, None, shown, needing)
+
+
+# ---- budget --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BudgetView:
+    """The fleet's protection budget (spec None: not set, each run keeps to its own), the
+    hosts it allows at once in a fleet of fleet_size, and the hosts holding a slot now."""
+
+    spec: str | None
+    hosts: int | None  # the spec resolved for the fleet's size (None: not set)
+    fleet_size: int
+    set_by: str | None
+    holders: tuple[HostRecord, ...]
+
+
+def budget(ws: Workspace, set_to: str | None = None) -> BudgetView:
+    """The fleet's budget and its slot holders, after setting it to `set_to` if given (a
+    count, or a share like 1%) in the name of the operator."""
+    store = ws.existing_store() if set_to is None else ws.store()
+    if set_to is not None:
+        store.set_fleet_budget(set_to, operator_name())
+    now = store.budget()
+    hosts = None if now.fleet_spec is None else resolve_budget(now.fleet_spec, now.fleet_size)
+    return BudgetView(now.fleet_spec, hosts, now.fleet_size, now.set_by,
+                      tuple(store.slot_holders()))
