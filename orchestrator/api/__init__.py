@@ -16,10 +16,12 @@ from orchestrator.api.hosts import (
     BudgetView,
     Discovered,
     StatusView,
+    Swept,
     Target,
     budget,
     discover,
     status,
+    sweep,
 )
 from orchestrator.api.plans import (
     Approval,
@@ -37,12 +39,13 @@ from orchestrator.api.workspace import Observer, Settings, Silent, Workspace
 
 # A script needs only this module: a Workspace (from Settings), the options, an Observer
 # (Silent by default), the operations and their results. The operations live in
-# api/hosts.py (discover, status, budget), api/plans.py (make_plan, approve),
+# api/hosts.py (discover, sweep, status, budget), api/plans.py (make_plan, approve),
 # api/runs.py (migrate, remediate) and api/evidence.py (report, audit).
 __all__ = [
     "ATTENTION", "REPORT_FORMATS", "STATUS_TABLE_MAX", "Approval", "BudgetView", "Discovered",
     "Migrated", "Observer", "Overrides", "PlanOptions", "Planned", "Remediated", "Report",
-    "RunOptions", "Settings", "Silent", "StatusView", "Target", "Workspace", "approve",
-    "audit_entries", "audit_verify", "budget", "discover", "load_policy", "make_plan",
-    "migrate", "remediate", "report", "run_policy", "status", "with_waves", "write_plan_files",
+    "RunOptions", "Settings", "Silent", "StatusView", "Swept", "Target", "Workspace",
+    "approve", "audit_entries", "audit_verify", "budget", "discover", "load_policy",
+    "make_plan", "migrate", "remediate", "report", "run_policy", "status", "sweep",
+    "with_waves", "write_plan_files",
 ]

@@ -1,7 +1,9 @@
-"""Operations on the hosts and the state that change no host: discover, status, budget."""
+"""Operations on the hosts and the state that change no host: discover, sweep, status,
+budget."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +18,13 @@ from orchestrator.store.sqlstore import SqlStore
 
 if TYPE_CHECKING:
     from orchestrator.engine import session as session_mod
+    from orchestrator.execute import sweep as sweep_mod
     from orchestrator.inputs import inventory
 else:
-    # Imported when first used: `avmigrate status` needs neither.
+    # Imported when first used: `avmigrate status` needs none of them.
     inventory = lazy("orchestrator.inputs.inventory")
     session_mod = lazy("orchestrator.engine.session")
+    sweep_mod = lazy("orchestrator.execute.sweep")
 
 STATUS_TABLE_MAX = 100  # above this many hosts, `status` gives counts and what needs attention
 ATTENTION = (HostState.UNPROTECTED, HostState.INSTALL_FAILED, HostState.REMOVE_FAILED,
@@ -35,6 +39,28 @@ def records_of(store: SqlStore, names: Iterable[str] | None = None) -> list[Host
         wanted = set(names)
         records = [r for r in records if r.name in wanted]
     return records
+
+
+# ---- sweep ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Swept:
+    """Every host's answer to the sweep, how long it took, and the exit code it means."""
+
+    results: tuple[sweep_mod.SweepResult, ...]
+    seconds: float
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if all(r.ok for r in self.results) else ExitCode.HOSTS_LEFT
+
+
+def sweep(inventory_path: Path, workers: int = 64, timeout: float = 5.0) -> Swept:
+    """Does every host answer SSH with the key recorded in known_hosts? No login, no Ansible,
+    nothing recorded."""
+    inv = inventory.load(inventory_path)
+    start = time.monotonic()
+    results = sweep_mod.sweep(inv.hosts, workers=workers, timeout=timeout)
+    return Swept(tuple(results), time.monotonic() - start)
 
 
 # ---- discover ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,6 @@ import click
 from orchestrator import api
 from orchestrator.cli.base import FORKS, INVENTORY, REPLACEMENT, Context, command
 from orchestrator.cli.display import ConsoleObserver, out, print_status, print_summary
-from orchestrator.core.errors import ExitCode
 from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostState
 
@@ -52,12 +50,8 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
 def sweep(inventory_path: Path, workers: int, timeout: float, as_json: bool) -> None:
     """Check every host answers SSH with the key recorded in known_hosts (no login, no Ansible;
     nothing is recorded). Exit 0 when all do, 3 otherwise."""
-    from orchestrator.execute import sweep as sweeper  # noqa: PLC0415
-
-    inv = inventory.load(inventory_path)
-    start = time.monotonic()
-    results = sweeper.sweep(inv.hosts, workers=workers, timeout=timeout)
-    took = time.monotonic() - start
+    swept = api.sweep(inventory_path, workers, timeout)
+    results, took = swept.results, swept.seconds
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
     else:
@@ -70,7 +64,7 @@ def sweep(inventory_path: Path, workers: int, timeout: float, as_json: bool) -> 
             if not r.ok:
                 out.print(f"  {r.host} ({r.address}:{r.port}): {r.status}: {r.detail}",
                           markup=False, soft_wrap=True)
-    sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.HOSTS_LEFT)
+    sys.exit(swept.exit_code)
 
 
 @command()
