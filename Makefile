@@ -84,7 +84,8 @@ lint: venv
 	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	cd playbooks && PATH=$(abspath $(BIN)):$$PATH ansible-lint --profile production --offline .
+	cd playbooks && ANSIBLE_COLLECTIONS_PATH=$(abspath orchestrator/assets) PATH=$(abspath $(BIN)):$$PATH \
+	  ansible-lint --profile production --offline .
 
 unit: venv pg-up
 	AVMIGRATE_REQUIRE_PG=1 $(BIN)/pytest -m "not lab"

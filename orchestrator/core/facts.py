@@ -23,7 +23,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: str) -> HostFacts:
-    """HostFacts from the `avmigrate_probe` module's report."""
+    """HostFacts from the `avmigrate.migration.probe` module's report."""
     packages = set(_mapping(report.get("packages")))
     running = {k for k, v in _mapping(report.get("services")).items() if v == "active"}
     paths = {k for k, v in _mapping(report.get("paths")).items() if v is True}

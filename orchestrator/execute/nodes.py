@@ -207,6 +207,7 @@ class Job:
     """What `ansible-runner transmit` sends a worker besides the data dir and the playbook."""
 
     playbook_dir: Path
+    collections_root: Path  # holds ansible_collections/: sent beside the playbooks
     inventory: str
     extravars: dict[str, Any]
     envvars: dict[str, str]
@@ -300,7 +301,12 @@ def _transmit(channel: paramiko.Channel, shard: Shard, playbook: str) -> None:
 
     job = shard.job
     project = shard.pdd / "project"
-    shutil.copytree(job.playbook_dir, project)
+    skip = shutil.ignore_patterns(".ansible", "__pycache__", "*.tar.gz")
+    shutil.copytree(job.playbook_dir, project, ignore=skip)
+    # Ansible searches a collections/ directory beside the playbook: the worker finds the
+    # module and roles there, whatever is installed on the node.
+    shutil.copytree(job.collections_root / "ansible_collections",
+                    project / "collections" / "ansible_collections", ignore=skip)
     with channel.makefile("wb") as out:
         ansible_runner.run(streamer="transmit", _output=_ChannelStream(out),
                            private_data_dir=str(shard.pdd), playbook=str(project / playbook),

@@ -78,6 +78,7 @@ class NodeExecutor:
                 ("ansible_ssh_private_key_file",) if key else ()))
             job = nodes.Job(
                 playbook_dir=self.config.playbook_dir,
+                collections_root=self.config.collections_root,
                 inventory=str(pdd / "inventory" / "hosts.yml"),
                 extravars=request.extravars, envvars=env, forks=self.config.forks,
                 verbosity=self.config.verbosity or None,

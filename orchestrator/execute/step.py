@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.core.assets import COLLECTIONS_ROOT, PLAYBOOK_DIR
 from orchestrator.core.errors import Aborted
 from orchestrator.core.models import InventoryHost, StepResult
-
-PLAYBOOK_DIR = Path(__file__).resolve().parents[2] / "playbooks"
 
 
 @dataclass(frozen=True)
@@ -19,6 +18,8 @@ class ExecConfig:
     """How steps are run: where playbooks and artifacts live, and Ansible's parallelism."""
 
     playbook_dir: Path = PLAYBOOK_DIR
+    # Where Ansible finds the avmigrate.migration collection (the module and roles).
+    collections_root: Path = COLLECTIONS_ROOT
     artifacts_dir: Path = Path("avmigrate-artifacts")
     forks: int = 10
     verbosity: int = 0

@@ -19,7 +19,10 @@ from orchestrator.core.names import STRICT
 from orchestrator.execute.step import ExecConfig, StepRequest
 
 # Paths on the controller that mean nothing on an execution node.
-LOCAL_ONLY_ENV = ("ANSIBLE_ROLES_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR", "ANSIBLE_LOCAL_TEMP")
+LOCAL_ONLY_ENV = ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR",
+                  "ANSIBLE_LOCAL_TEMP")
+# Ansible's own default collection paths, kept after ours.
+DEFAULT_COLLECTIONS = ("~/.ansible/collections", "/usr/share/ansible/collections")
 
 
 class _Unsafe(str):
@@ -59,7 +62,9 @@ def envvars(config: ExecConfig, pdd: Path, control_dir: Path) -> dict[str, str]:
     return {
         # ansible-runner turns host key checking off unless told otherwise: keep it on.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_ROLES_PATH": str(config.playbook_dir / "roles"),
+        # The avmigrate.migration collection inside this package, then Ansible's defaults.
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
+            (str(config.collections_root), *DEFAULT_COLLECTIONS)),
         "ANSIBLE_PIPELINING": "True",
         # Connection sharing within one step only, and dead peers noticed in seconds: a
         # master left from before a network cut would hang every later connection.

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
+from orchestrator.core.assets import TEMPLATE_DIR
 from orchestrator.report.csvout import plan_csv, report_csv
 from orchestrator.report.timefmt import duration, ts
-
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 # Host rows a plan page lists (per wave, and of risks and held-back hosts) before it says
 # "and N more": a page of 100,000 rows helps nobody and takes seconds to write; plan.csv and

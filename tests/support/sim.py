@@ -296,7 +296,7 @@ class SimFleet:
 
     @staticmethod
     def probe(host: SimHost) -> dict[str, Any]:
-        """What avmigrate_probe reports (discover.yml)."""
+        """What avmigrate.migration.probe reports (discover.yml)."""
         packages: dict[str, str] = {}
         if host.kesl:
             packages["kesl"] = KESL_VERSION

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: avmigrate_probe
+module: probe
 short_description: Read banned products, the replacement and host health in one pass
 description:
   - Reads installed packages, unit states, paths, processes, product info commands,
