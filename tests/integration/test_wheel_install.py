@@ -44,10 +44,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheels = list((root / "dist").glob("avmigrate-*.whl"))
     assert len(wheels) == 1, wheels
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # Nothing of this checkout on the path: pip would take its metadata for an install.
+    env = _clean_env()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120,
+                   env=env, cwd=root)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheels[0])], check=True,
-                   timeout=900)
-    return venv / "bin" / "avmigrate"
+                   timeout=900, env=env, cwd=root)
+    command = venv / "bin" / "avmigrate"
+    assert command.is_file(), sorted(p.name for p in (venv / "bin").iterdir())
+    return command
 
 
 @pytest.fixture(scope="module")
