@@ -7,7 +7,8 @@ import pytest
 from orchestrator.core import facts
 from orchestrator.inputs import catalogue
 
-# What avmigrate.migration.probe reported for a lab host with KESL 12 and the Network Agent (trimmed).
+# What avmigrate.migration.probe reported for a lab host with KESL 12 and the Network Agent
+# (trimmed).
 REPORT = {
     "os_family": "Debian",
     "distribution": "Debian",
