@@ -23,6 +23,7 @@ import pytest
 
 from orchestrator.core.models import HostState
 from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabInfo
 from orchestrator.store.sqlite import SqliteStore
 
 from ..support.faultlab import (
@@ -32,6 +33,7 @@ from ..support.faultlab import (
     check_record,
     finish,
     lab_fixture,
+    state_of,
     up,
     wait_state,
 )
@@ -47,10 +49,40 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+WINDOW = {HostState.REMOVING.value, HostState.SWAPPING.value}
+
+
+def _window_hosts(workdir: Path, info: LabInfo) -> list[str]:
+    return [h.name for h in info.hosts if state_of(workdir, h.name) in WINDOW]
+
+
+def _kill_moment(proc: subprocess.Popen[str], workdir: Path, info: LabInfo,
+                 rng: random.Random, aimed: bool) -> bool:
+    """Wait for the moment to kill `proc`; False if the run ended first. Half the kills are
+    aimed: at a random instant of the first protection window the run opens (removal or swap
+    under way), where a crash matters most; the others come at a random time of the run."""
+    if not aimed:
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 45.0))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _window_hosts(workdir, info):
+            try:
+                proc.wait(timeout=rng.uniform(0.0, 4.0))
+            except subprocess.TimeoutExpired:
+                return True
+            return False
+        time.sleep(0.1)
+    return proc.poll() is None
+
+
 def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) -> None:
     kills_wanted = int(os.environ.get("AVMIGRATE_KILLS", "10"))
     rng = random.Random(int(os.environ.get("AVMIGRATE_KILL_SEED", "20241")))
-    kills = generations = 0
+    kills = in_window = generations = 0
     info = up(lab, 3)
     while kills < kills_wanted:
         committed = ([dataclasses.asdict(t) for t in SqliteStore(workdir / "state.db").history()]
@@ -58,9 +90,8 @@ def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) 
         strategy = rng.choice(["swap", "swap", "make-before-break"])
         proc = start_run(workdir, info.inventory, "--strategy", strategy,
                          "--max-unprotected", str(K))
-        try:
-            proc.wait(timeout=rng.uniform(2.0, 45.0))
-        except subprocess.TimeoutExpired:
+        if _kill_moment(proc, workdir, info, rng, aimed=kills % 2 == 1):
+            in_window += bool(_window_hosts(workdir, info))
             left = kill_orchestrator(proc)  # the orchestrator alone
             assert not left, f"steps outlived the orchestrator: {left}"
             kills += 1
@@ -81,10 +112,14 @@ def test_orchestrator_killed_at_random_moments_resumes(lab: Lab, workdir: Path) 
         check_migrated(info, host)
     check_record(workdir)
     samples = sum(s.samples for s in SAMPLERS)
+    bare = sum(len(s.seen) for s in SAMPLERS)
     peak = max(s.max_unprotected for s in SAMPLERS)
     assert peak <= K
-    print(f"{kills} kills over {generations + 1} lab generations; "
-          f"{samples} samples, at most {peak} unprotected at once")
+    if kills_wanted >= 2:
+        assert in_window, "no kill landed inside a protection window"
+    print(f"{kills} kills ({in_window} inside a protection window) over {generations + 1} lab "
+          f"generations; {samples} samples, {bare} moments with a host unprotected, "
+          f"at most {peak} unprotected at once")
 
 
 def test_host_powered_off_mid_install(lab: Lab, workdir: Path) -> None:
