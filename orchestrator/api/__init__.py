@@ -36,6 +36,7 @@ from orchestrator.api.plans import (
 )
 from orchestrator.api.runs import Migrated, Overrides, Remediated, RunOptions, migrate, remediate
 from orchestrator.api.workspace import Observer, Settings, Silent, Workspace
+from orchestrator.inputs.sources import Sources
 
 # A script needs only this module: a Workspace (from Settings), the options, an Observer
 # (Silent by default), the operations and their results. The operations live in
@@ -44,7 +45,7 @@ from orchestrator.api.workspace import Observer, Settings, Silent, Workspace
 __all__ = [
     "ATTENTION", "REPORT_FORMATS", "STATUS_TABLE_MAX", "Approval", "BudgetView", "Discovered",
     "Migrated", "Observer", "Overrides", "PlanOptions", "Planned", "Remediated", "Report",
-    "RunOptions", "Settings", "Silent", "StatusView", "Swept", "Target", "Workspace",
+    "RunOptions", "Settings", "Silent", "Sources", "StatusView", "Swept", "Target", "Workspace",
     "approve", "audit_entries", "audit_verify", "budget", "discover", "load_policy",
     "make_plan", "migrate", "remediate", "report", "run_policy", "status", "sweep",
     "with_waves", "write_plan_files",

@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.api.workspace import Observer, Silent, Workspace, operator_name
+from orchestrator.api.workspace import Observer, Settings, Silent, Workspace, operator_name
 from orchestrator.core.errors import ExitCode
 from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostRecord, HostState, exit_code_for_states
 from orchestrator.core.protection import resolve_budget
+from orchestrator.inputs.sources import Given
 from orchestrator.store.sqlstore import SqlStore
 
 if TYPE_CHECKING:
@@ -54,10 +54,11 @@ class Swept:
         return ExitCode.OK if all(r.ok for r in self.results) else ExitCode.HOSTS_LEFT
 
 
-def sweep(inventory_path: Path, workers: int = 64, timeout: float = 5.0) -> Swept:
+def sweep(inventory_path: Given, workers: int = 64, timeout: float = 5.0,
+          ws: Workspace | None = None) -> Swept:
     """Does every host answer SSH with the key recorded in known_hosts? No login, no Ansible,
     nothing recorded."""
-    inv = inventory.load(inventory_path)
+    inv = inventory.load((ws or Workspace(Settings())).sources(inventory_path))
     start = time.monotonic()
     results = sweep_mod.sweep(inv.hosts, workers=workers, timeout=timeout)
     return Swept(tuple(results), time.monotonic() - start)
@@ -68,9 +69,9 @@ def sweep(inventory_path: Path, workers: int = 64, timeout: float = 5.0) -> Swep
 class Target:
     """The hosts an operation works on, the product they move to, and Ansible's forks."""
 
-    inventory: Path
+    inventory: Given  # a path, several, or Sources (-i, --limit, vault ids, prompts)
     replacement: str = "clamav"
-    forks: int = 10
+    forks: int | None = None  # None: ansible.cfg's forks, else 10
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Discovered:
 def discover(ws: Workspace, target: Target, observer: Observer | None = None) -> Discovered:
     """Probe every host read-only and record what it runs."""
     observer = observer or Silent()
-    inv = inventory.load(target.inventory)
+    inv = inventory.load(ws.sources(target.inventory))
     executor = ws.executor(inv, target.forks, observer)
     cat = ws.catalogue()
     spec = session_mod.SessionSpec("discover", hosts=inv.names())

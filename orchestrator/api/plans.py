@@ -122,7 +122,8 @@ def _probe_for_plan(ws: Workspace, opts: PlanOptions, inv: inventory.Inventory,
             store = ws.store()
             records = {r.name: r for r in records_of(store, inv.names())}
             the_plan = planner.make_plan(inv, cat, t.replacement, records, pol,
-                                         estimate.estimates_from(store.step_spans()), t.forks)
+                                         estimate.estimates_from(store.step_spans()),
+                                         ws.forks(t.forks))
             observer.log(f"check mode on {len(the_plan.hosts)} planned host(s)")
             checks = engine.check(list(the_plan.hosts))
     return inv, checks
@@ -134,9 +135,9 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
     t = opts.target
     contacts_hosts = opts.discover or opts.check
     # With no host to contact, the state is read while a child process reads the inventory.
-    loading = None if contacts_hosts else inventory.load_in_background(t.inventory)
+    loading = None if contacts_hosts else inventory.load_in_background(ws.sources(t.inventory))
     try:
-        inv = inventory.load(t.inventory) if loading is None else None
+        inv = inventory.load(ws.sources(t.inventory)) if loading is None else None
         cat = ws.catalogue()
         cat.replacement(t.replacement)
         pol = with_waves(load_policy(opts.policy), opts.canary, opts.growth)
@@ -156,7 +157,7 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
                 inv = loading()
             assert inv is not None  # noqa: S101 - loaded above, one way or the other
             the_plan = planner.make_plan(inv, cat, t.replacement, records, pol, estimates,
-                                         t.forks, now=now)
+                                         ws.forks(t.forks), now=now)
             if checks:
                 the_plan = dataclasses.replace(the_plan, checks=checks)
             view = views.plan_view(the_plan, records, inv, cat, lines)

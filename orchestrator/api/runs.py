@@ -92,7 +92,7 @@ def _plan_and_policy(opts: RunOptions, inv: inventory.Inventory, cat: Catalogue
 def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -> Migrated:
     """Discover, plan (unless given a plan) and migrate the hosts wave by wave."""
     observer = observer or Silent()
-    inv = inventory.load(opts.target.inventory)
+    inv = inventory.load(ws.sources(opts.target.inventory))
     cat = ws.catalogue()
     the_plan, replacement, pol = _plan_and_policy(opts, inv, cat)
     policy = run_policy(pol, the_plan)
@@ -113,7 +113,7 @@ def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -
         if the_plan is None:
             the_plan = planner.make_plan(inv, cat, replacement, records, pol,
                                          estimate.estimates_from(store.step_spans()),
-                                         opts.target.forks)
+                                         ws.forks(opts.target.forks))
         with observer.watching(the_plan, records):
             summary = engine.run(the_plan)
         session.outcome = f"exit {summary.exit_code}"
@@ -135,7 +135,7 @@ class Remediated:
 def remediate(ws: Workspace, target: Target, observer: Observer | None = None) -> Remediated:
     """Bring unprotected hosts back under protection: install and verify the replacement."""
     observer = observer or Silent()
-    inv = inventory.load(target.inventory)
+    inv = inventory.load(ws.sources(target.inventory))
     store = ws.store()
     names = [r.name for r in records_of(store, inv.names()) if r.state == HostState.UNPROTECTED]
     if not names:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from orchestrator.core.errors import AvmigrateError
 from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostRecord, Plan
+from orchestrator.inputs.sources import Given, Sources
 from orchestrator.store import open_store
 from orchestrator.store.sqlstore import SqlStore
 
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
     from orchestrator.execute import step as step_mod
     from orchestrator.execute import stepfiles, stepguard
     from orchestrator.execute.step import Executor
-    from orchestrator.inputs import catalogue, inventory
+    from orchestrator.inputs import ansiblecfg, catalogue, inventory
     from orchestrator.inputs import secrets as secretlib
 else:
+    ansiblecfg = lazy("orchestrator.inputs.ansiblecfg")
     catalogue = lazy("orchestrator.inputs.catalogue")
     executor_mod = lazy("orchestrator.execute.executor")
     nodes_mod = lazy("orchestrator.execute.nodes")
@@ -103,6 +105,32 @@ class Workspace:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._store: SqlStore | None = None
+        self._ansible: ansiblecfg.AnsibleSettings | None = None
+
+    def ansible(self) -> ansiblecfg.AnsibleSettings:
+        """The user's Ansible configuration, found as Ansible finds it (read once)."""
+        if self._ansible is None:
+            self._ansible = ansiblecfg.load()
+        return self._ansible
+
+    def sources(self, given: Given) -> Sources:
+        """The inventory as ansible-playbook would take it: the configuration's inventory
+        when none is given, its vault identities and the global --vault-password-file."""
+        src = Sources.of(given)
+        if self.settings.vault_password_file is not None:
+            src = Sources(src.paths, src.limit,
+                          (f"default@{self.settings.vault_password_file}", *src.vault_ids),
+                          src.vault_password, src.become_password)
+        cfg = self.ansible()
+        resolved = src.resolved(cfg.inventory, cfg.vault_ids)
+        if not resolved.paths:
+            raise AvmigrateError("no inventory given: pass -i, or name one in ansible.cfg "
+                                 "([defaults] inventory)")
+        return resolved
+
+    def forks(self, given: int | None) -> int:
+        """--forks, else the configuration's forks, else 10."""
+        return given or self.ansible().forks or 10
 
     @property
     def state_url(self) -> str:
@@ -129,16 +157,26 @@ class Workspace:
         return secretlib.load(self.settings.credentials, self.catalogue().secret_names(),
                               self.settings.vault_password_file)
 
-    def executor(self, inv: inventory.Inventory, forks: int, observer: Observer) -> Executor:
-        """Ansible through ansible-runner, on this machine or the inventory's nodes."""
+    def executor(self, inv: inventory.Inventory, forks: int | None, observer: Observer
+                 ) -> Executor:
+        """Ansible through ansible-runner, on this machine or the inventory's nodes, with the
+        user's inventory sources and Ansible configuration."""
+        ansible = self.ansible()
+        given = inv.given or Sources.of(inv.source)
         cfg = step_mod.ExecConfig(
-            artifacts_dir=stepfiles.default_artifacts_dir(self.settings.state), forks=forks,
-            verbosity=self.settings.verbose, state_key=stepguard.state_key(self.settings.state))
+            artifacts_dir=stepfiles.default_artifacts_dir(self.settings.state),
+            forks=self.forks(forks), verbosity=self.settings.verbose,
+            state_key=stepguard.state_key(self.settings.state),
+            sources=tuple(str(p) for p in given.paths), vault_ids=given.vault_ids,
+            ansible_config=ansible.path, ssh_args=ansible.ssh_args,
+            pipelining=ansible.pipelining,
+            prompts=step_mod.Prompts(given.vault_password, given.become_password))
         nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
         if nodes:
             observer.log(f"execution nodes: {', '.join(n.name for n in nodes)}")
         # The observer's log: it goes to the progress view while one is shown.
-        return executor_mod.RunnerExecutor(cfg, self.secrets(), nodes, log=observer.log)
+        return executor_mod.RunnerExecutor(cfg, self.secrets(), nodes, log=observer.log,
+                                           notes=tuple(ansible.overrides()))
 
     def session(self, inv: inventory.Inventory, executor: Executor, spec: SessionSpec,
                 observer: Observer) -> Session:

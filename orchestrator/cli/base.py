@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from orchestrator import api
 from orchestrator.api.workspace import Settings, Workspace
 from orchestrator.cli.display import err
 from orchestrator.core.errors import AvmigrateError, ExitCode
@@ -69,11 +70,54 @@ def command(name: str | None = None, *, context: bool = True
     return make
 
 
-INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True,
-                         type=click.Path(path_type=Path), help="Ansible inventory file.")
+def INVENTORY(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The inventory options ansible-playbook has: -i (repeatable; default the inventory of
+    ansible.cfg), --limit, --vault-id, --vault-password-file, --ask-vault-pass,
+    --ask-become-pass. The command gets them as one `inventory_path` (api.Sources)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        files = tuple(kwargs.pop("inv_vault_password_files"))
+        ask_vault = kwargs.pop("ask_vault_pass")
+        ask_become = kwargs.pop("ask_become_pass")
+        vault_ids = (*kwargs.pop("vault_ids"), *(f"default@{f}" for f in files))
+        kwargs["inventory_path"] = api.Sources(
+            tuple(kwargs.pop("inventory_paths")), kwargs.pop("limit"), vault_ids,
+            _secret("Vault password: ") if ask_vault else None,
+            _secret("BECOME password: ") if ask_become else None)
+        return fn(*args, **kwargs)
+
+    options = [
+        click.option("-i", "--inventory", "inventory_paths", multiple=True,
+                     type=click.Path(path_type=Path),
+                     help="Ansible inventory: a file, directory, script or plugin "
+                          "configuration; repeat for several (default: ansible.cfg's)."),
+        click.option("-l", "--limit", default=None,
+                     help="Only the hosts this Ansible host pattern selects."),
+        click.option("--vault-id", "vault_ids", multiple=True,
+                     help="Vault identity label@file-or-script, as ansible-playbook takes it."),
+        click.option("--vault-password-file", "inv_vault_password_files", multiple=True,
+                     type=click.Path(path_type=Path),
+                     help="Vault password file or executable script."),
+        click.option("-J", "--ask-vault-pass", is_flag=True,
+                     help="Ask once for the vault password."),
+        click.option("-K", "--ask-become-pass", is_flag=True,
+                     help="Ask once for the become (sudo) password of the steps."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _secret(prompt: str) -> bytes:
+    """A password typed at the terminal (not echoed), kept only in memory."""
+    return click.prompt(prompt.rstrip(": "), hide_input=True, prompt_suffix=": ",
+                        err=True).encode()
+
+
 REPLACEMENT = click.option("--replacement", default="clamav", show_default=True,
                            help="Replacement product id from the catalogue.")
-FORKS = click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 500),
+FORKS = click.option("--forks", default=None, type=click.IntRange(1, 500),
                      help="Hosts Ansible works on at once.")
 POLICY = click.option("--policy", "policy_path", type=click.Path(path_type=Path),
                       help="Policy YAML: waves, order, windows, blackouts, deadline, budget, "

@@ -47,7 +47,7 @@ def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 120),
               help="Seconds to wait for each host.")
 @click.option("--json", "as_json", is_flag=True, help="Print every host's result as JSON.")
-def sweep(inventory_path: Path, workers: int, timeout: float, as_json: bool) -> None:
+def sweep(inventory_path: api.Sources, workers: int, timeout: float, as_json: bool) -> None:
     """Check every host answers SSH with the key recorded in known_hosts (no login, no Ansible;
     nothing is recorded). Exit 0 when all do, 3 otherwise."""
     swept = api.sweep(inventory_path, workers, timeout)

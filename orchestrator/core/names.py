@@ -67,6 +67,35 @@ def host_problem(name: str) -> str | None:
             "1-63 separated by '.') or IP addresses")
 
 
+# Inventory names as Ansible accepts them (an alias `db_prod_01`, a group `web-servers`),
+# without anything a host pattern, a shell or a template would read as syntax.
+_ALIAS = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
+_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,254}")
+
+
+def alias_problem(name: str) -> str | None:
+    """Why `name` cannot be an inventory host name, or None: an RFC 1123 name, an address, or
+    an alias of letters, digits, '_', '.' and '-' (Ansible's aliases need not be DNS names)."""
+    if isinstance(name, str) and _ALIAS.fullmatch(name) and ".." not in name:
+        return None
+    if host_problem(name) is None:
+        return None
+    if not isinstance(name, str) or not name:
+        return "is empty"
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+    what = f"contains {' '.join(repr(c) for c in bad)}" if bad else "has a badly placed '.'"
+    return (f"{what}: host names are letters, digits, '_', '.' and '-' (an alias or an RFC "
+            "1123 name, not starting or ending with '.' or '-'), or IP addresses")
+
+
+def group_problem(name: str) -> str | None:
+    """Why `name` cannot be a group name, or None (Ansible also accepts '-' and '.')."""
+    if isinstance(name, str) and _GROUP.fullmatch(name):
+        return None
+    return (f"group {name!r} is not a valid name (letters, digits, '_', '-' and '.', starting "
+            "with a letter or '_')")
+
+
 def identifier_problem(name: str, what: str) -> str | None:
     if isinstance(name, str) and _IDENT.fullmatch(name):
         return None

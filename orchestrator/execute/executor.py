@@ -41,8 +41,10 @@ class RunnerExecutor:
 
     def __init__(self, config: ExecConfig, secrets: Secrets | None = None,
                  nodes: Sequence[ExecutionNode] = (),
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, notes: Sequence[str] = ()) -> None:
         self.config = config
+        # What the steps change in the user's Ansible configuration: said before the first.
+        self.notes = tuple(notes)
         self.secrets = secrets or Secrets()
         self.cancel = threading.Event()
         self.nodes = tuple(nodes)
@@ -51,6 +53,9 @@ class RunnerExecutor:
                                    log=self.log)
 
     def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
+        for line in self.notes:
+            self.log(line)
+        self.notes = ()
         return self.transport.run_step(request, on_result)
 
     def end_orphans(self) -> list[str]:

@@ -28,18 +28,31 @@ class LocalExecutor:
         import ansible_runner  # noqa: PLC0415  (slow import, only when a step runs)
 
         real = stepfiles.ensure_ansible_on_path()
-        pdd = stepfiles.private_data_dir(self.config, request)
+        config = self.config
+        limit: str | None = None
+        inventory: str | list[str]
+        extravars = request.extravars
+        if config.sources:  # the user's own inventory, limited to this step's hosts
+            pdd = stepfiles.new_private_data_dir(config, request)
+            inventory, limit = stepfiles.user_inventory(config, request, pdd)
+            extravars = {**extravars, **stepfiles.user_extravars(config)}
+        else:
+            pdd = stepfiles.private_data_dir(config, request)
+            inventory = str(pdd / "inventory" / "hosts.yml")
         # Short, so that socket paths stay under the 108-byte limit.
         control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
         collector = Collector(request, on_result)
         channel = VaultChannel(self.secrets, pdd) if self.secrets else None
-        args = [*(channel.cmdline() if channel else []), *(["--check"] if request.check else [])]
+        args = [*stepfiles.cmdline(config), *(channel.cmdline() if channel else []),
+                *(["--check"] if request.check else [])]
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(pdd),
-                playbook=str(self.config.playbook_dir / request.playbook),
-                inventory=str(pdd / "inventory" / "hosts.yml"),
-                extravars=request.extravars,
+                playbook=str(config.playbook_dir / request.playbook),
+                inventory=inventory,
+                limit=limit,
+                passwords=config.prompts.expect() or None,
+                extravars=extravars,
                 # The step runs under the guard: it dies with this process, however it dies.
                 envvars=(stepfiles.envvars(self.config, pdd, control_dir)
                          | self._guard().env(real, request.step)),

@@ -71,6 +71,11 @@ class NodeExecutor:
         env = {k: v for k, v in stepfiles.envvars(self.config, Path("/nonexistent"),
                                                   Path("/nonexistent")).items()
                if k not in stepfiles.LOCAL_ONLY_ENV}
+        for h in request.hosts:
+            if any(isinstance(v, str) and v.startswith("<vaulted:") for v in h.vars.values()):
+                raise ExecutionError(
+                    f"host {h.name} has vault-encrypted variables, which execution nodes "
+                    "cannot decrypt yet; run without execution_nodes in the inventory")
         shards = []
         for node, hosts in nodes.shard(request.hosts, alive):
             key = nodes.target_key(hosts)

@@ -17,10 +17,11 @@ from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import InventoryHost
 from orchestrator.core.names import STRICT
 from orchestrator.execute.step import ExecConfig, StepRequest
+from orchestrator.inputs.ansiblecfg import KEEPALIVE
 
 # Paths on the controller that mean nothing on an execution node.
 LOCAL_ONLY_ENV = ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR",
-                  "ANSIBLE_LOCAL_TEMP")
+                  "ANSIBLE_LOCAL_TEMP", "ANSIBLE_CONFIG")
 # Ansible's own default collection paths, kept after ours.
 DEFAULT_COLLECTIONS = ("~/.ansible/collections", "/usr/share/ansible/collections")
 
@@ -57,30 +58,81 @@ def dump_unsafe(inventory: dict[str, Any]) -> str:
     return yaml.dump(marked, Dumper=_UnsafeDumper, sort_keys=True)
 
 
+def ssh_args(config: ExecConfig, own: str | None = None) -> str:
+    """The ssh arguments of every step: strict host key checking first (ssh takes the first
+    value of an option, so nothing later turns it off), then the user's (the host's own
+    `ansible_ssh_args`, else the configuration's), then keep-alives the user's may override."""
+    return f"{STRICT} {own if own is not None else config.ssh_args} {KEEPALIVE}"
+
+
 def envvars(config: ExecConfig, pdd: Path, control_dir: Path) -> dict[str, str]:
-    """Ansible's settings for a step whose data dir is `pdd`."""
-    return {
+    """Ansible's settings for a step whose data dir is `pdd`: the user's configuration, with
+    what safety needs changed (inputs/ansiblecfg.py says what and why)."""
+    env = {
         # ansible-runner turns host key checking off unless told otherwise: keep it on.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         # The avmigrate.migration collection inside this package, then Ansible's defaults.
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
             (str(config.collections_root), *DEFAULT_COLLECTIONS)),
-        "ANSIBLE_PIPELINING": "True",
-        # Connection sharing within one step only, and dead peers noticed in seconds: a
-        # master left from before a network cut would hang every later connection.
-        # ssh takes the first value given for an option: ours come first, so an
-        # inventory cannot turn host key checking off (names.py refuses it too).
-        "ANSIBLE_SSH_ARGS": (f"{STRICT} -o ControlMaster=auto "
-                             "-o ControlPersist=30s -o ServerAliveInterval=5 "
-                             "-o ServerAliveCountMax=3"),
+        "ANSIBLE_SSH_ARGS": ssh_args(config),
+        # Connection sharing within one step only: a master left from before a network cut
+        # would hang every later connection.
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
-        "ANSIBLE_TIMEOUT": "15",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp"),
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
     }
+    if config.vault_ids:
+        # The configuration's and the command line's vault identities, paths made absolute
+        # (a relative one would be looked for in the step's own directory).
+        env["ANSIBLE_VAULT_IDENTITY_LIST"] = ",".join(config.vault_ids)
+    if config.ansible_config is not None:
+        env["ANSIBLE_CONFIG"] = str(config.ansible_config)
+    if config.pipelining is None:
+        env["ANSIBLE_PIPELINING"] = "True"
+    return env
+
+
+def cmdline(config: ExecConfig) -> list[str]:
+    """What every step adds to ansible-playbook's command line: the prompts the operator
+    answered (the vault identities go in the environment, see envvars)."""
+    return config.prompts.cmdline()
+
+
+def user_inventory(config: ExecConfig, request: StepRequest, pdd: Path
+                   ) -> tuple[list[str], str]:
+    """The step's inventory when it runs against the user's own sources: those sources, then
+    one of ours with avmigrate's per-host values (all `!unsafe`), and the `--limit @file` of
+    the step's hosts. Returns (inventory sources, limit)."""
+    own = {}
+    for h in request.hosts:
+        values = dict(request.host_vars.get(h.name, {}))
+        if "ansible_ssh_args" in h.vars:  # as we resolved and checked it
+            values["avmigrate_ssh_args"] = str(h.vars["ansible_ssh_args"])
+        own[h.name] = values
+    ours = pdd / "inventory" / "avmigrate.yml"
+    ours.parent.mkdir(exist_ok=True)
+    ours.write_text(dump_unsafe({"all": {"hosts": own}}), encoding="utf-8")
+    limit = pdd / "inventory" / "limit"
+    limit.write_text("".join(f"{h.name}\n" for h in request.hosts), encoding="utf-8")
+    return [*config.sources, str(ours)], f"@{limit}"
+
+
+def user_extravars(config: ExecConfig) -> dict[str, Any]:
+    """Extra variables of a step on the user's sources: its ssh arguments for every host,
+    with strict host key checking first, the host's own arguments kept (see ssh_args)."""
+    return {"ansible_ssh_args": ssh_args(
+        config, "{{ avmigrate_ssh_args | default(" + repr(config.ssh_args) + ") }}")}
+
+
+def new_private_data_dir(config: ExecConfig, request: StepRequest) -> Path:
+    """A fresh private data dir under the artifacts."""
+    # Absolute: ansible-runner works from its own directory, a relative path breaks there.
+    artifacts = config.artifacts_dir.resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=artifacts))
 
 
 def private_data_dir(config: ExecConfig, request: StepRequest,
@@ -88,10 +140,7 @@ def private_data_dir(config: ExecConfig, request: StepRequest,
                      drop: tuple[str, ...] = ()) -> Path:
     """A fresh private data dir under the artifacts, with an inventory of only `hosts`
     (default: the request's), without the variables named in `drop`."""
-    # Absolute: ansible-runner works from its own directory, a relative path breaks there.
-    artifacts = config.artifacts_dir.resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    pdd = Path(tempfile.mkdtemp(prefix=f"{request.step}-", dir=artifacts))
+    pdd = new_private_data_dir(config, request)
     inventory = {"all": {"hosts": {
         h.name: _strict({k: v for k, v in {**h.vars, **request.host_vars.get(h.name, {})}
                          .items() if k not in drop})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 # (host, its groups but 'all', variables of its groups merged (shared), its own variables);
 # every value plain (str, int, float, bool, None, lists and dicts of them).
@@ -14,6 +14,14 @@ Found = tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]
 
 class Unsupported(Exception):
     """The file needs Ansible's own loader."""
+
+
+class VarsSource(Protocol):
+    """Variables from outside the inventory file (`group_vars/`, `host_vars/`: varsdirs)."""
+
+    def group(self, name: str) -> dict[str, Any]: ...
+
+    def host(self, name: str) -> dict[str, Any]: ...
 
 
 PLAIN_HOST = re.compile(r"[A-Za-z0-9_.-]+")
@@ -109,9 +117,12 @@ class Builder:
             self.host_groups[name].append(group)
         return hv
 
-    def result(self) -> list[Found]:
+    def result(self, extra: VarsSource | None = None) -> list[Found]:
         """Hosts sorted by name: groups (no 'all'), the merged group variables (one dict
-        shared by every host with the same groups) and the host's own variables."""
+        shared by every host with the same groups) and the host's own variables. `extra`:
+        `group_vars/` and `host_vars/`, merged where Ansible's default precedence puts them
+        (group files above every inventory-file group variable, host files above the
+        host's inventory variables)."""
         for name in list(self.parents):
             if name != "all" and not self.parents[name]:
                 self.add_child("all", name)
@@ -130,19 +141,27 @@ class Builder:
                 key = _all_groups(direct, ancestors_of)
                 cached = merged_for.get(key)
                 if cached is None:
-                    cached = merged_for[key] = self._merged(key, depth)
+                    cached = merged_for[key] = self._merged(key, depth, extra)
                 by_direct[direct] = cached
-            out.append((host, cached[0], cached[1], self.host_vars[host]))
+            own = self.host_vars[host]
+            if extra is not None and (from_files := extra.host(host)):
+                own = {**own, **from_files}
+            out.append((host, cached[0], cached[1], own))
         return out
 
-    def _merged(self, groups: frozenset[str], depth: dict[str, int]
-                ) -> tuple[tuple[str, ...], dict[str, Any]]:
+    def _merged(self, groups: frozenset[str], depth: dict[str, int],
+                extra: VarsSource | None) -> tuple[tuple[str, ...], dict[str, Any]]:
         """The groups but 'all', and their variables merged as Ansible merges them: by depth,
-        then priority, then name, the later winning."""
+        then priority, then name, the later winning; then the same from `extra`."""
         ordered = sorted(groups, key=lambda g: (depth[g], self.priority.get(g, 1), g))
         gvars: dict[str, Any] = {}
         for g in ordered:
             gvars.update(self.group_vars[g])
+        if extra is not None:  # all_plugins_inventory, then groups_plugins_inventory
+            gvars.update(extra.group("all"))
+            for g in ordered:
+                if g != "all":
+                    gvars.update(extra.group(g))
         return tuple(sorted(g for g in groups if g != "all")), gvars
 
     def _depths(self) -> dict[str, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import io
 import json
 import marshal
 import os
@@ -23,7 +22,8 @@ import yaml
 from orchestrator.core import names
 from orchestrator.core.errors import InventoryError
 from orchestrator.core.models import InventoryHost, bulk_constructor
-from orchestrator.inputs import invbuilder, staticinv
+from orchestrator.inputs import ansibleinv, invbuilder, staticinv, varsdirs
+from orchestrator.inputs.sources import Given, Sources, limit_names
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Inventory:
     digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Hosts of the `execution_nodes` group: they run Ansible for us and are never migrated.
     nodes: tuple[InventoryHost, ...] = field(default=(), compare=False)
+    # What the user gave (-i sources, --limit, vault ids): the steps run against these.
+    given: Sources | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def _by_name(self) -> dict[str, InventoryHost]:
@@ -57,9 +59,10 @@ class Inventory:
         hosts = tuple(h for h in self.hosts if h.name in wanted)
         if not self.digests:
             return Inventory(source=self.source, hosts=hosts, digest=digest_of(hosts),
-                             nodes=self.nodes)
+                             nodes=self.nodes, given=self.given)
         digests = {h.name: self.digests[h.name] for h in hosts}
-        return Inventory(self.source, hosts, _digest_of_digests(digests), digests, self.nodes)
+        return Inventory(self.source, hosts, _digest_of_digests(digests), digests, self.nodes,
+                         self.given)
 
     def host_digests(self) -> dict[str, str]:
         """One digest per host (groups and variables), to say what changed since a plan."""
@@ -140,75 +143,77 @@ def _line_of(text: str, needle: str) -> str:
     return ""
 
 
-def _ansible_hosts(path: Path, text: str) -> list[invbuilder.Found]:
-    """Hosts by Ansible's own InventoryManager: dynamic sources, and what staticinv declines."""
-    # Unparseable sources must be an error, not a warning and an empty inventory.
-    os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
-    os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
-    try:
-        from ansible.errors import AnsibleError  # noqa: PLC0415  (slow import, only when needed)
-        from ansible.inventory.helpers import get_group_vars  # noqa: PLC0415
-        from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
-        from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
-        from ansible.utils.vars import combine_vars  # noqa: PLC0415
-    except ImportError as exc:  # pragma: no cover - broken install
-        raise InventoryError(f"ansible-core is not importable ({exc}); run `make venv`") from exc
-    said = io.StringIO()  # Ansible's own warnings: folded into our one line, never printed
-    try:
-        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
-            manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
-    except AnsibleError as exc:
-        raise InventoryError(_parse_failure(path, text, said.getvalue(), exc)) from exc
-    for group in manager.groups:
-        if (problem := names.identifier_problem(group, "group")) is not None:
-            raise InventoryError(f"{path}{_line_of(text, group)}: {problem}; rename it")
-    found: list[invbuilder.Found] = []
-    for host in sorted(manager.get_hosts(), key=lambda h: h.name):
-        merged = combine_vars(get_group_vars(host.get_groups()), host.vars)
-        groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
-        variables = {k: v for k, v in _plain(dict(merged)).items()
-                     if k not in ("inventory_file", "inventory_dir")}
-        found.append((str(host.name), groups, {}, variables))
-    return found
-
-
-def read_hosts(path: Path, *, fast: bool = True) -> list[invbuilder.Found]:
+def read_hosts(given: Given, *, fast: bool = True) -> list[invbuilder.Found]:
     """(name, groups, shared group vars, own vars) of every host, by the fast static loader
-    when it can (by Ansible's, whose merged vars are all 'own')."""
-    if fast:
+    when it can (one static file, its group_vars/host_vars, a simple --limit), else by
+    Ansible's (whose merged vars are all 'own')."""
+    src = Sources.of(given)
+    path = src.single_file
+    if fast and path is not None:
         try:
-            return staticinv.load(path)
+            found = _fast_hosts(path, src.limit)
         except invbuilder.Unsupported:
             pass
         except OSError as exc:
             raise InventoryError(f"inventory {path} cannot be read ({exc.strerror})") from exc
-    return _ansible_hosts(path, _text(path))
+        else:
+            return found
+    first = src.paths[0]
+    return ansibleinv.hosts(
+        src, lambda said, exc: _parse_failure(first, _text(first), said, exc))
 
 
-def load(path: Path, *, fast: bool = True) -> Inventory:
-    """The inventory at `path`: static INI/YAML by our loader, anything else by Ansible's."""
+def _fast_hosts(path: Path, limit: str | None) -> list[invbuilder.Found]:
+    found = staticinv.load(path, varsdirs.VarsDirs([path.parent]) or None)
+    if _templated_connection(found):
+        raise invbuilder.Unsupported("connection values written as templates")
+    if limit:
+        keep = limit_names(found, limit)
+        found = [row for row in found if row[0] in keep]
+    return found
+
+
+def _templated_connection(found: list[invbuilder.Found]) -> bool:
+    """Does any host's connection value need templating (left to Ansible's loader)?"""
+    seen: set[int] = set()
+    keys = ansibleinv.CONNECTION
+    for _, _, gvars, own in found:
+        for variables in (gvars, own):
+            if id(variables) in seen or keys.isdisjoint(variables):
+                continue
+            seen.add(id(variables))
+            if any(isinstance(variables[k], str) and "{" in variables[k]
+                   for k in keys.intersection(variables)):
+                return True
+    return False
+
+
+def load(given: Given, *, fast: bool = True) -> Inventory:
+    """The inventory the user gave: one static INI/YAML file (and its group_vars/host_vars) by
+    our loader, anything else by Ansible's."""
     with bulk():
-        return _load(path, fast=fast)
+        return _load(Sources.of(given), fast=fast)
 
 
-def load_in_background(path: Path, *, fast: bool = True) -> BackgroundLoad:
+def load_in_background(given: Given, *, fast: bool = True) -> BackgroundLoad:
     """`load(path)` in a forked child process, while this one does other work (a plan reads
     the state meanwhile: on two cores, about a quarter of a 100k-host plan). Call the
     result to wait for the inventory; close it if it is not needed after all. The child only
     reads the file; it sends back plain data (marshal), and an InventoryError as its one
     line. Anything else, no fork(), or other threads running, and the inventory is loaded
     here, as `load` would."""
-    return BackgroundLoad(path, fast)
+    return BackgroundLoad(given, fast)
 
 
 class BackgroundLoad:
     """An inventory being loaded by a child process (see `load_in_background`)."""
 
-    def __init__(self, path: Path, fast: bool) -> None:
-        self.path, self.fast = path, fast
+    def __init__(self, given: Given, fast: bool) -> None:
+        self.src, self.fast = Sources.of(given), fast
         self.pid: int | None = None
         self.pipe: int | None = None
-        if not hasattr(os, "fork") or not path.is_file() or threading.active_count() > 1:
+        if not hasattr(os, "fork") or self.src.single_file is None \
+                or threading.active_count() > 1:
             return  # fork() copies only this thread: a lock another one holds stays held
         read_end, write_end = os.pipe()
         pid = os.fork()
@@ -218,7 +223,7 @@ class BackgroundLoad:
                 os.close(read_end)
                 try:
                     with bulk():
-                        payload: tuple[Any, ...] = ("ok", str(path), *_checked(path, fast=fast))
+                        payload: tuple[Any, ...] = ("ok", *_checked(self.src, fast=fast))
                 except InventoryError as exc:
                     payload = ("error", str(exc), exc.exit_code)
                 with os.fdopen(write_end, "wb") as pipe:
@@ -232,20 +237,20 @@ class BackgroundLoad:
 
     def __call__(self) -> Inventory:
         if self.pid is None or self.pipe is None:
-            return load(self.path, fast=self.fast)
+            return load(self.src, fast=self.fast)
         with os.fdopen(self.pipe, "rb") as pipe:
             self.pipe = None
             data = pipe.read()
         _, status = os.waitpid(self.pid, 0)
         self.pid = None
         if status != 0 or not data:
-            return load(self.path, fast=self.fast)
+            return load(self.src, fast=self.fast)
         payload = marshal.loads(data)  # noqa: S302 - our own child's output, through a pipe
         del data
         if payload[0] == "error":
             raise InventoryError(payload[1], exit_code=payload[2])
         with bulk():
-            return _inventory(*payload[1:])
+            return _inventory(self.src, *payload[1:])
 
     def close(self) -> None:
         """Stop the child if its inventory was never asked for (the command failed first)."""
@@ -259,12 +264,12 @@ class BackgroundLoad:
             self.pid = None
 
 
-def _inventory(source: str, hosts: list[invbuilder.Found], nodes: list[invbuilder.Found],
+def _inventory(src: Sources, hosts: list[invbuilder.Found], nodes: list[invbuilder.Found],
                digests: dict[str, str]) -> Inventory:
     """An Inventory from checked rows (name, groups, shared group vars, own vars)."""
-    return Inventory(source, tuple(_new_host(n, g, own, gv) for n, g, gv, own in hosts),
+    return Inventory(str(src), tuple(_new_host(n, g, own, gv) for n, g, gv, own in hosts),
                      _digest_of_digests(digests), digests,
-                     tuple(_new_host(n, g, own, gv) for n, g, gv, own in nodes))
+                     tuple(_new_host(n, g, own, gv) for n, g, gv, own in nodes), src)
 
 
 @contextlib.contextmanager
@@ -280,19 +285,26 @@ def bulk() -> Iterator[None]:
             gc.enable()
 
 
-def _load(path: Path, *, fast: bool = True) -> Inventory:
-    return _inventory(str(path), *_checked(path, fast=fast))
+def _load(src: Sources, *, fast: bool = True) -> Inventory:
+    return _inventory(src, *_checked(src, fast=fast))
 
 
-def _checked(path: Path, *, fast: bool = True
+def _checked(src: Sources, *, fast: bool = True
              ) -> tuple[list[invbuilder.Found], list[invbuilder.Found], dict[str, str]]:
-    """The hosts of `path`, every name and setting checked: (hosts, execution nodes,
+    """The hosts of the sources, every name and setting checked: (hosts, execution nodes,
     per-host digests). Plain data, so that a child process can send it (marshal)."""
-    if not path.exists():
-        raise InventoryError(f"inventory {path} does not exist; pass -i with an inventory file")
-    if path.is_file() and not os.access(path, os.R_OK):
-        raise InventoryError(f"inventory {path} is not readable; check its permissions")
-    found = read_hosts(path, fast=fast)
+    if not src.paths:
+        raise InventoryError("no inventory given; pass -i with an inventory file")
+    for path in src.paths:
+        if "," in str(path) and not path.exists():
+            continue  # a host list ("web1,web2,"), as Ansible takes it
+        if not path.exists():
+            raise InventoryError(f"inventory {path} does not exist; pass -i with an inventory "
+                                 "file, directory or script")
+        if path.is_file() and not os.access(path, os.R_OK):
+            raise InventoryError(f"inventory {path} is not readable; check its permissions")
+    found = read_hosts(src, fast=fast)
+    path = src.paths[0]
     checker = _RowChecker(path)
     shared_part, check_host = checker.shared_part, checker.check_host
     simple = frozenset(_SIMPLE).issuperset
@@ -315,7 +327,11 @@ def _checked(path: Path, *, fast: bool = True
         digest.update(own_text.encode())
         digests[name] = digest.hexdigest()[:16]
     if not hosts:
-        raise InventoryError(f"inventory {path} has no hosts")
+        if src.limit:
+            raise InventoryError(f"--limit {src.limit!r} matches no host of {src}; fix the "
+                                 "pattern (Ansible's host patterns: names, groups, globs, "
+                                 "'!' to exclude, '&' to intersect)")
+        raise InventoryError(f"inventory {src} has no hosts")
     return hosts, nodes, digests
 
 
@@ -342,7 +358,9 @@ class _RowChecker:
 
     def check_names(self, names_: Iterable[str], what: str, host: str = "") -> None:
         for name in names_:
-            if (problem := names.identifier_problem(name, what)) is not None:
+            problem = (names.group_problem(name) if what == "group"
+                       else names.identifier_problem(name, what))
+            if problem is not None:
                 raise InventoryError(f"{self.path}{self.where(name)}: "
                                      + (f"host {host}: {problem}" if host else
                                         f"{problem}; rename it"))
@@ -368,7 +386,7 @@ class _RowChecker:
         """The host's name, its own variables' names, its connection settings, its address."""
         path, ip_ok = self.path, names.ipv4_fast
         if not ((len(name) <= 253 and names.name_fast(name)) or ip_ok(name)) and (
-                problem := names.host_problem(name)) is not None:
+                problem := names.alias_problem(name)) is not None:
             raise InventoryError(f"{path}{self.where(name)}: host {name!r} "
                                  f"{problem}; fix the inventory (nothing was contacted)")
         if not self.checked_vars.issuperset(own):

@@ -141,7 +141,8 @@ class VaultChannel:
         self._thread.start()
 
     def cmdline(self) -> list[str]:
-        return ["-e", f"@{self.vars_file}", "--vault-password-file", str(self.script)]
+        # A vault id of its own: it may sit beside the user's ids and --ask-vault-pass.
+        return ["-e", f"@{self.vars_file}", "--vault-id", f"avmigrate@{self.script}"]
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -17,6 +17,7 @@ from orchestrator.inputs.invbuilder import (
     Builder,
     Found,
     Unsupported,
+    VarsSource,
     host_pattern,
     set_var,
 )
@@ -78,7 +79,7 @@ class _IniReader:
         self.pending: dict[str, dict[str, Any]] = {}
         self.group, self.state = "ungrouped", "hosts"
 
-    def read(self, text: str) -> list[Found]:
+    def read(self, text: str, extra: VarsSource | None = None) -> list[Found]:
         host_line = self.host_line  # bound once: 100,000 lines
         for raw in text.splitlines():
             line = raw.strip()
@@ -94,7 +95,7 @@ class _IniReader:
                 self.child_line(line)
         if self.pending:
             raise Unsupported("undefined group")
-        return self.b.result()
+        return self.b.result(extra)
 
     def section(self, line: str) -> None:
         b, pending = self.b, self.pending
@@ -188,8 +189,8 @@ class _IniReader:
             self.b.add_child(self.group, child)
 
 
-def parse_ini(text: str) -> list[Found]:
-    return _IniReader().read(text)
+def parse_ini(text: str, extra: VarsSource | None = None) -> list[Found]:
+    return _IniReader().read(text, extra)
 
 
 def _add_pending(b: Builder, group: str, pending: dict[str, dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.inputs.invbuilder import Found, Unsupported
+from orchestrator.inputs.invbuilder import Found, Unsupported, VarsSource
 from orchestrator.inputs.staticini import parse_ini
 from orchestrator.inputs.staticyaml import parse_yaml
 
@@ -33,8 +33,9 @@ def kind(path: Path, head: str) -> str | None:
     return None
 
 
-def load(path: Path) -> list[Found]:
-    """The hosts of a static inventory file, sorted by name; raises Unsupported if unsure."""
+def load(path: Path, extra: VarsSource | None = None) -> list[Found]:
+    """The hosts of a static inventory file, sorted by name, with the variables of `extra`
+    (its group_vars/host_vars); raises Unsupported if unsure."""
     if not path.is_file():
         raise Unsupported("not a file")
     raw = path.read_bytes()
@@ -46,7 +47,7 @@ def load(path: Path) -> list[Found]:
         raise Unsupported("not UTF-8") from exc
     which = kind(path, text[:200])
     if which == "ini":
-        return parse_ini(text)
+        return parse_ini(text, extra)
     if which == "yaml":
-        return parse_yaml(text)
+        return parse_yaml(text, extra)
     raise Unsupported("not a static inventory file")

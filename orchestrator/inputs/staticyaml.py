@@ -11,6 +11,7 @@ from orchestrator.inputs.invbuilder import (
     Builder,
     Found,
     Unsupported,
+    VarsSource,
     host_pattern,
     set_var,
 )
@@ -63,7 +64,7 @@ def _yaml_hosts(b: Builder, group: str, section: Mapping[Any, Any]) -> None:
                 set_var(hv, k, v)
 
 
-class _Loader(yaml.CSafeLoader):
+class SafeTaglessLoader(yaml.CSafeLoader):
     """libyaml's safe loader; a duplicate key or a tag is left to Ansible's loader."""
 
 
@@ -71,12 +72,12 @@ def _no_tags(_loader: yaml.Loader, _suffix: str, node: yaml.Node) -> Any:
     raise Unsupported(f"YAML tag {node.tag}")
 
 
-_Loader.add_multi_constructor("!", _no_tags)
+SafeTaglessLoader.add_multi_constructor("!", _no_tags)
 
 
-def parse_yaml(text: str) -> list[Found]:
+def parse_yaml(text: str, extra: VarsSource | None = None) -> list[Found]:
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader subclass
+        data = yaml.load(text, Loader=SafeTaglessLoader)  # noqa: S506 - a safe loader subclass
     except Unsupported:
         raise
     except (yaml.YAMLError, ValueError, TypeError) as exc:
@@ -88,4 +89,4 @@ def parse_yaml(text: str) -> list[Found]:
     b = Builder()
     for name in data:
         _yaml_group(b, name, data[name])
-    return b.result()
+    return b.result(extra)

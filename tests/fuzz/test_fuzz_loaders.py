@@ -101,7 +101,7 @@ def fuzz(  # noqa: PLR0913, PLR0917 - a campaign: inputs, loader, the error it m
 def check_inventory(inv: object) -> None:
     assert isinstance(inv, inventory.Inventory)
     for host in inv.hosts:
-        assert names.host_problem(host.name) is None, host.name
+        assert names.alias_problem(host.name) is None, host.name
 
 
 def test_fuzz_the_inventory_loader() -> None:

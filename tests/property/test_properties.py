@@ -34,6 +34,28 @@ def test_an_accepted_host_name_carries_no_shell_metacharacter(name: str) -> None
         assert not name.startswith("-")
 
 
+@given(st.text(min_size=1, max_size=80))
+@SETTINGS
+def test_an_accepted_alias_or_group_carries_no_shell_or_pattern_metacharacter(name: str) -> None:
+    """Aliases (db_prod_01) and groups (web-servers) as Ansible accepts them: nothing a shell,
+    a host pattern (',', ':', '!', '&', '~', '*', '[') or a template would read as syntax."""
+    allowed = set(string.ascii_letters + string.digits + "._-")
+    if names.alias_problem(name) is None:
+        assert set(name) <= allowed | {":"}, name  # ':' only in an IPv6 address
+        assert ":" not in name or names.host_problem(name) is None, name
+        assert not name.startswith(("-", ".")), name
+    if names.group_problem(name) is None:
+        assert set(name) <= allowed and not name[0].isdigit() and name[0] not in "-.", name
+
+
+@given(st.text(alphabet=";|&$`'\"<>(){}*?!,:~[] \\\n", min_size=1, max_size=3),
+       st.from_regex(r"[a-z_]{1,10}", fullmatch=True))
+@SETTINGS
+def test_aliases_and_groups_with_metacharacters_are_refused(bad: str, base: str) -> None:
+    assert names.alias_problem(base + bad) is not None
+    assert names.group_problem(base + bad) is not None
+
+
 @given(st.lists(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
                 min_size=1, max_size=5))
 @SETTINGS

@@ -79,8 +79,8 @@ def test_the_vault_channel_serves_a_one_time_password_and_leaves_nothing(tmp_pat
     assert channel.served == 1
     plain = VaultLib([("default", VaultSecret(got[0]))]).decrypt(encrypted).decode()
     assert CANARY in plain
-    assert channel.cmdline() == ["-e", f"@{channel.vars_file}", "--vault-password-file",
-                                 str(channel.script)]
+    assert channel.cmdline() == ["-e", f"@{channel.vars_file}", "--vault-id",
+                                 f"avmigrate@{channel.script}"]
     channel.close()
     assert list(work.iterdir()) == []
     assert not channel.socket_path.exists()

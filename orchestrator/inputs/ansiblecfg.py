@@ -1,0 +1,130 @@
+"""The user's Ansible configuration, read as `ansible-playbook` reads it, and what avmigrate
+changes in it for its steps (and why).
+
+The configuration file is the one Ansible finds (`$ANSIBLE_CONFIG`, `./ansible.cfg` unless the
+directory is world-writable, `~/.ansible.cfg`, `/etc/ansible/ansible.cfg`), with `ANSIBLE_*`
+environment variables above it, read by Ansible's own ConfigManager. The steps run with the
+same file (`ANSIBLE_CONFIG`). avmigrate changes only what safety needs, and says so once per run
+(`overrides`):
+
+- host key checking on, and `-o StrictHostKeyChecking=yes` first on every ssh command line
+  (ssh takes the first value of an option: nothing later can turn it off);
+- dead peers noticed in 15 s (`ServerAliveInterval=5`, `ServerAliveCountMax=3`) after the
+  user's own ssh arguments, so that the user's values win where they set them: a host lost in
+  a protection window must be noticed, not waited for;
+- each step's ssh connection masters in a directory of its own (a master left from before a
+  network cut would hang the next step's connections);
+- pipelining on, only where the configuration does not say (fewer round trips);
+- the avmigrate.migration collection found first on the collections path.
+
+Everything else (timeout, forks unless --forks is given, become settings, vault identities,
+callbacks, ssh_common_args, interpreter discovery) is the user's.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.core import names
+from orchestrator.core.errors import InventoryError
+from orchestrator.inputs.sources import find_config
+
+# Ansible's own default for [ssh_connection] ssh_args.
+ANSIBLE_DEFAULT_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
+KEEPALIVE = "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"
+
+
+@dataclass(frozen=True)
+class AnsibleSettings:
+    """What of the user's Ansible configuration avmigrate's steps must know."""
+
+    path: Path | None = None
+    ssh_args: str = ANSIBLE_DEFAULT_SSH_ARGS
+    pipelining: bool | None = None  # None: the configuration does not say
+    forks: int | None = None
+    # Vault identities the configuration names, paths made absolute (label@/abs/path).
+    vault_ids: tuple[str, ...] = ()
+    # The configuration's own inventory (used when no -i is given), absolute.
+    inventory: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def overrides(self) -> list[str]:
+        """One line per setting avmigrate changes for its steps, with the reason."""
+        where = str(self.path) if self.path else "Ansible's defaults (no ansible.cfg found)"
+        lines = [f"Ansible configuration: {where}",
+                 f"  ssh: {names.STRICT} first (host keys are always checked), then "
+                 f"ssh_args {self.ssh_args!r}, then {KEEPALIVE} (a lost host noticed in 15 s)",
+                 "  ssh control path: one directory per step (no master survives a network cut)",
+                 "  collections: avmigrate.migration from this package first"]
+        if self.pipelining is None:
+            lines.append("  pipelining: on (your configuration does not set it)")
+        return [*lines, *self.notes]
+
+
+def _ini_value(path: Path | None, section: str, key: str) -> str | None:
+    if path is None:
+        return None
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError) as exc:
+        raise InventoryError(f"{path}: not a valid ansible.cfg ({exc}); fix it") from exc
+    value = parser.get(section, key, fallback=None)
+    return value.strip().strip("'\"") if value is not None else None
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+
+
+def load(cwd: Path | None = None) -> AnsibleSettings:
+    """The settings of the configuration Ansible would read from `cwd`; InventoryError if it
+    would weaken host key checking."""
+    path = find_config(cwd)
+    ssh_args = os.environ.get("ANSIBLE_SSH_ARGS") or _ini_value(path, "ssh_connection",
+                                                               "ssh_args")
+    for key in ("ssh_args", "ssh_common_args", "ssh_extra_args", "scp_extra_args",
+                "sftp_extra_args"):
+        value = os.environ.get(f"ANSIBLE_{key.upper()}") or _ini_value(path, "ssh_connection",
+                                                                      key)
+        if value and (problem := names.ssh_args_problem(value)) is not None:
+            raise InventoryError(f"{path or 'environment'}: [ssh_connection] {key}: {problem}")
+    notes = []
+    for section, key in (("defaults", "host_key_checking"),
+                         ("ssh_connection", "host_key_checking")):
+        value = _ini_value(path, section, key)
+        if value is not None and not _bool(value):
+            notes.append(f"  host_key_checking: on for avmigrate's steps ([{section}] says "
+                         f"{value}; avmigrate never runs with it off)")
+    pipelining = os.environ.get("ANSIBLE_PIPELINING") or \
+        _ini_value(path, "ssh_connection", "pipelining") or \
+        _ini_value(path, "defaults", "pipelining")
+    forks = os.environ.get("ANSIBLE_FORKS") or _ini_value(path, "defaults", "forks")
+    base = path.parent if path else Path.cwd()
+    here = cwd or Path.cwd()
+    vault_ids = []
+    identities = os.environ.get("ANSIBLE_VAULT_IDENTITY_LIST") or \
+        _ini_value(path, "defaults", "vault_identity_list") or ""
+    for item in (i.strip() for i in identities.split(",") if i.strip()):
+        label, _, where = item.rpartition("@")
+        if where != "prompt":  # as ansible-playbook run from `cwd` would open it
+            where = str((here / Path(where).expanduser()).resolve())
+        vault_ids.append(f"{label or 'default'}@{where}")
+    password_file = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE") or \
+        _ini_value(path, "defaults", "vault_password_file")
+    if password_file:  # a path setting: relative to the configuration file
+        vault_ids.append(f"default@{(base / Path(password_file).expanduser()).resolve()}")
+    inventory = os.environ.get("ANSIBLE_INVENTORY") or _ini_value(path, "defaults", "inventory")
+    sources = tuple((base / Path(p.strip()).expanduser()).resolve()
+                    for p in (inventory or "").split(",") if p.strip())
+    try:
+        fork_count = int(forks) if forks else None
+    except ValueError as exc:
+        raise InventoryError(f"{path}: [defaults] forks = {forks}: not a number") from exc
+    return AnsibleSettings(path=path, ssh_args=ssh_args or ANSIBLE_DEFAULT_SSH_ARGS,
+                           pipelining=_bool(pipelining) if pipelining else None,
+                           forks=fork_count, vault_ids=tuple(vault_ids), inventory=sources,
+                           notes=tuple(notes))

@@ -1,0 +1,167 @@
+"""The user's inventory read by Ansible itself: every `-i` source (files, directories, scripts,
+plugins), `group_vars/` and `host_vars/` beside them, vault-encrypted files and values, and
+`--limit`, each host's variables resolved as `ansible-inventory --list` resolves them
+(VariableManager, stage 'all').
+
+Secrets stay out of what avmigrate keeps: a vault-encrypted value (inline `!vault`, or any
+value read from a vault-encrypted file) becomes `<vaulted:DIGEST>`, a digest of its
+ciphertext, so that a plan still notices when it changes; Ansible decrypts it again in the
+steps, which run against these same sources. Connection values written as templates
+(`ansible_ssh_common_args: "-o ProxyJump={{ bastion }}"`) are templated here, as the step
+would, so that sweep, discover and the host key checks see what ssh will be given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core import names
+from orchestrator.core.errors import InventoryError
+from orchestrator.inputs import invbuilder
+from orchestrator.inputs.sources import Sources
+
+# Values avmigrate itself reads (sweep, nodes, the host key checks): templated when needed.
+CONNECTION = frozenset({"ansible_host", "ansible_port", "ansible_user", "ansible_ssh_port",
+                        "ansible_ssh_host", "ansible_ssh_user"}) | names.WATCHED
+
+
+def vault_secrets(loader: Any, src: Sources) -> list[tuple[str, Any]]:
+    """The vault secrets ansible-playbook would build from the same options."""
+    from ansible.parsing.vault import VaultSecret, get_file_vault_secret  # noqa: PLC0415
+
+    found: list[tuple[str, Any]] = []
+    if src.vault_password is not None:
+        found.append(("default", VaultSecret(src.vault_password)))
+    for given in src.vault_ids:
+        label, _, where = given.rpartition("@")
+        label = label or "default"
+        path = Path(where).expanduser()
+        if not path.exists():
+            raise InventoryError(f"vault password file {where} does not exist; fix --vault-id "
+                                 "or --vault-password-file")
+        try:
+            secret = get_file_vault_secret(filename=str(path), vault_id=label, loader=loader)
+            secret.load()
+        except Exception as exc:  # Ansible raises AnsibleError or OSError here
+            raise InventoryError(f"vault password from {where} cannot be read "
+                                 f"({str(exc).splitlines()[0] if str(exc) else exc!r}); fix "
+                                 "the file or script") from exc
+        found.append((label, secret))
+    return found
+
+
+class _Vaulted:
+    """Tells vault-protected values apart: inline `!vault` values, and values that came from a
+    vault-encrypted file (their Origin names it)."""
+
+    def __init__(self) -> None:
+        from ansible.module_utils._internal._datatag import AnsibleTagHelper  # noqa: PLC0415
+        from ansible.parsing.vault import VaultHelper  # noqa: PLC0415
+
+        self.ciphertext = VaultHelper.get_ciphertext
+        self.tags = AnsibleTagHelper.tags
+        self.files: dict[str, bool] = {}
+
+    def _from_encrypted_file(self, value: Any) -> bool:
+        for tag in self.tags(value):
+            path = getattr(tag, "path", None)
+            if type(tag).__name__ == "Origin" and path:
+                if path not in self.files:
+                    try:
+                        with Path(path).open("rb") as f:
+                            self.files[path] = f.read(64).lstrip().startswith(b"$ANSIBLE_VAULT")
+                    except OSError:
+                        self.files[path] = False
+                return self.files[path]
+        return False
+
+    def scrub(self, value: Any) -> Any:
+        """`value` with every vault-protected string replaced by a digest of it."""
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(v) for v in value]
+        ciphertext = self.ciphertext(value, with_tags=False)
+        if ciphertext:
+            return f"<vaulted:{hashlib.sha256(str(ciphertext).encode()).hexdigest()[:16]}>"
+        if isinstance(value, str) and self._from_encrypted_file(value):
+            digest = hashlib.sha256(str(value).encode()).hexdigest()[:16]
+            return f"<vaulted:{digest}>"
+        return value
+
+
+def _templated(templar_of: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    """The connection values that are templates, templated for this host. One that cannot be
+    templated (an undefined variable) stays as written: the step fails that host as
+    ansible-playbook would, and the checks see the raw text."""
+    out: dict[str, Any] = {}
+    templar = None
+    for key in CONNECTION.intersection(variables):
+        value = variables[key]
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            templar = templar or templar_of(variables)
+            with contextlib.suppress(Exception):  # Ansible's templating errors vary
+                out[key] = templar.template(value)
+    return out
+
+
+def hosts(src: Sources, describe_failure: Any) -> list[invbuilder.Found]:
+    """(name, groups, {}, variables) of every host the sources give (after --limit), the
+    variables resolved as ansible-inventory resolves them."""
+    # Unparseable sources must be an error, not a warning and an empty inventory.
+    os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
+    os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
+    try:
+        from ansible import constants as C  # noqa: PLC0415 (slow import, when needed)
+        from ansible.errors import AnsibleError  # noqa: PLC0415
+        from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
+        from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+        from ansible.template import Templar  # noqa: PLC0415
+        from ansible.vars.manager import VariableManager  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - broken install
+        raise InventoryError(f"ansible-core is not importable ({exc}); run `make venv`") from exc
+    said = io.StringIO()  # Ansible's own warnings: folded into our one line, never printed
+    loader = DataLoader()
+    secrets = vault_secrets(loader, src)
+    if secrets:
+        loader.set_vault_secrets(secrets)
+    try:
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
+            manager = InventoryManager(loader=loader, sources=[str(p) for p in src.paths])
+            if src.limit:
+                manager.subset(src.limit)
+            chosen = sorted(manager.get_hosts(), key=lambda h: h.name)
+            variables = VariableManager(loader=loader, inventory=manager)
+            vaulted = _Vaulted()
+            found: list[invbuilder.Found] = []
+            internal = C.INTERNAL_STATIC_VARS
+            for host in chosen:
+                merged = variables.get_vars(host=host, include_hostvars=False, stage="all")
+                own = {k: v for k, v in merged.items() if k not in internal}
+                own.update(_templated(lambda v: Templar(loader=loader, variables=v), own))
+                groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
+                found.append((str(host.name), groups, {},
+                              invbuilder.plain(vaulted.scrub(own))))
+    except AnsibleError as exc:
+        text = str(exc)
+        if "vault" in text.lower() and ("password" in text.lower() or "decrypt" in text.lower()):
+            first = text.strip().splitlines()[0]
+            raise InventoryError(f"{src}: vault-encrypted values cannot be read ({first}); pass "
+                                 "--vault-id, --vault-password-file or --ask-vault-pass") from exc
+        raise InventoryError(describe_failure(said.getvalue(), exc)) from exc
+    for group in manager.groups:
+        if (problem := names.group_problem(group)) is not None:
+            raise InventoryError(f"{src}: {problem}; rename it")
+    return found
+
+
+def text_of(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    except OSError:
+        return ""
