@@ -58,9 +58,11 @@ def sweep(inventory_path: Given, workers: int = 64, timeout: float = 5.0,
           ws: Workspace | None = None) -> Swept:
     """Does every host answer SSH with the key recorded in known_hosts? No login, no Ansible,
     nothing recorded."""
-    inv = inventory.load((ws or Workspace(Settings())).sources(inventory_path))
+    ws = ws or Workspace(Settings())
+    inv = inventory.load(ws.sources(inventory_path))
     start = time.monotonic()
-    results = sweep_mod.sweep(inv.hosts, workers=workers, timeout=timeout)
+    results = sweep_mod.sweep(inv.hosts, workers=workers, timeout=timeout,
+                              ssh_args=ws.ansible().ssh_args)
     return Swept(tuple(results), time.monotonic() - start)
 
 

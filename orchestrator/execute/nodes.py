@@ -21,6 +21,7 @@ next run of the same state from this machine, which ends it before the node is u
 
 from __future__ import annotations
 
+import getpass
 import queue
 import shlex
 import shutil
@@ -37,7 +38,7 @@ import paramiko
 
 from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import InventoryHost, StepOutcome, StepResult
-from orchestrator.execute import ssh
+from orchestrator.execute import ssh, sshconfig
 from orchestrator.execute.nodescripts import leftovers, watchdog
 from orchestrator.execute.sweep import known_hosts_files
 
@@ -65,7 +66,7 @@ class ExecutionNode:
         v = host.vars
         key = v.get("ansible_ssh_private_key_file")
         return cls(name=host.name, address=host.address, port=int(v.get("ansible_port", 22)),
-                   user=str(v.get("ansible_user", "root")),
+                   user=str(v.get("ansible_user") or getpass.getuser()),
                    key_file=Path(str(key)) if key else None,
                    known_hosts=known_hosts_files(host),
                    runner_venv=str(v.get("avmigrate_runner_venv", "")))
@@ -95,9 +96,9 @@ class ExecutionNode:
 
     def connect(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        for f in self.known_hosts:
-            if f.is_file():
-                client.load_host_keys(str(f))
+        # Hashed names read; @cert-authority/@revoked lines skipped (paramiko cannot judge
+        # them): a node whose key is known only through a CA is refused as unknown.
+        client.get_host_keys().update(sshconfig.load_known_hosts(self.known_hosts).keys)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             client.connect(self.address, port=self.port, username=self.user,

@@ -1,18 +1,19 @@
-"""A parallel reachability and host-key sweep over SSH with paramiko, no login, no Ansible.
+"""A parallel reachability and host-key sweep over SSH, no login, no Ansible.
 
-One TCP connection and one SSH key exchange per host, many hosts at once: it tells which
-hosts answer and whether each one's key is the one recorded in known_hosts, in a fraction
-of the time an Ansible ping takes (no Python start-up per host, no module shipped). Keys
-are only compared, never recorded: an unknown or changed key is a finding.
+Each host is reached as OpenSSH would reach it (`ssh -G`: ~/.ssh/config, the inventory's ssh
+arguments). A direct host costs one TCP connection and one key exchange (paramiko), many
+hosts at once, the key compared with the known_hosts files ssh would use (hashed names
+included); a host behind a jump host, or one that `@cert-authority`/`@revoked` lines may
+concern, is probed by OpenSSH itself with every authentication method off. Keys are only
+compared, never recorded: an unknown or changed key is a finding.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
 import socket
+import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,10 @@ from pathlib import Path
 import paramiko
 
 from orchestrator.core.models import InventoryHost
+from orchestrator.execute import sshconfig
 
-_KNOWN = re.compile(r"UserKnownHostsFile\s*=?\s*(\S+)", re.IGNORECASE)
-_SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
 DEFAULT_KNOWN_HOSTS = (Path.home() / ".ssh" / "known_hosts", Path("/etc/ssh/ssh_known_hosts"))
+_LAX = ("no", "false", "off", "accept-new")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class SweepResult:
     host: str
     address: str
     port: int
-    status: str  # ok | unreachable | host-key-changed | host-key-unknown
+    status: str  # ok | unreachable | host-key-changed | host-key-unknown | host-key-unchecked
     detail: str
     seconds: float
 
@@ -42,43 +43,56 @@ class SweepResult:
         return self.status == "ok"
 
 
-def known_hosts_files(host: InventoryHost) -> tuple[Path, ...]:
-    """The known_hosts files ssh would use for this host (its UserKnownHostsFile, or ssh's)."""
-    for var in _SSH_ARGS:
-        value = host.vars.get(var)
-        if isinstance(value, str) and (m := _KNOWN.search(value)):
-            return tuple(Path(p).expanduser() for p in shlex.split(m.group(1)))
-    return DEFAULT_KNOWN_HOSTS
+def known_hosts_files(host: InventoryHost, ssh_args: str = "") -> tuple[Path, ...]:
+    """The known_hosts files ssh would use for this host (as `ssh -G` says)."""
+    try:
+        return sshconfig.effective(host, ssh_args).known_hosts or DEFAULT_KNOWN_HOSTS
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return DEFAULT_KNOWN_HOSTS
 
 
 class _Keys:
-    """known_hosts files, each read once however many hosts name it."""
+    """known_hosts files, each set read once however many hosts name it."""
 
     def __init__(self) -> None:
-        self._files: dict[tuple[Path, ...], paramiko.HostKeys] = {}
+        self._files: dict[tuple[Path, ...], sshconfig.KnownHosts] = {}
 
-    def for_files(self, files: tuple[Path, ...]) -> paramiko.HostKeys:
+    def for_files(self, files: tuple[Path, ...]) -> sshconfig.KnownHosts:
         if files not in self._files:
-            keys = paramiko.HostKeys()
-            for f in files:
-                if f.is_file():
-                    keys.load(str(f))
-            self._files[files] = keys
+            self._files[files] = sshconfig.load_known_hosts(files)
         return self._files[files]
 
 
-def _probe(host: InventoryHost, keys: paramiko.HostKeys, timeout: float) -> SweepResult:
-    address = host.address
-    port = int(host.vars.get("ansible_port", 22))
+def _probe(host: InventoryHost, ssh_args: str, cache: _Keys, timeout: float) -> SweepResult:
     start = time.monotonic()
+    try:
+        eff = sshconfig.effective(host, ssh_args)
+    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        return SweepResult(host.name, host.address, 22, "unreachable",
+                           f"ssh cannot read its configuration for it: {exc}",
+                           time.monotonic() - start)
 
     def result(status: str, detail: str) -> SweepResult:
-        return SweepResult(host.name, address, port, status, detail, time.monotonic() - start)
+        return SweepResult(host.name, eff.hostname, eff.port, status, detail,
+                           time.monotonic() - start)
 
+    if eff.strict.lower() in _LAX:
+        return result("host-key-unchecked", f"ssh's configuration sets StrictHostKeyChecking "
+                      f"{eff.strict} for it; avmigrate checks keys strictly anyway, fix the "
+                      "configuration")
+    known = cache.for_files(eff.known_hosts)
+    if eff.proxy is not None or known.markers:
+        return _probe_openssh(host, ssh_args, timeout, result)
+    return _probe_direct(eff, known.keys, timeout, result)
+
+
+def _probe_direct(eff: sshconfig.Effective, keys: paramiko.HostKeys, timeout: float,
+                  result: Callable[[str, str], SweepResult]) -> SweepResult:
+    """One TCP connection and key exchange (paramiko), the key compared with known_hosts."""
     try:
-        sock = socket.create_connection((address, port), timeout=timeout)
+        sock = socket.create_connection((eff.hostname, eff.port), timeout=timeout)
     except OSError as exc:
-        return result("unreachable", f"ssh port {port}: {exc.strerror or exc}")
+        return result("unreachable", f"ssh port {eff.port}: {exc.strerror or exc}")
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout
@@ -88,8 +102,7 @@ def _probe(host: InventoryHost, keys: paramiko.HostKeys, timeout: float) -> Swee
         return result("unreachable", f"no SSH key exchange: {exc}")
     finally:
         transport.close()
-    name = address if port == 22 else f"[{address}]:{port}"
-    recorded = keys.lookup(name)
+    recorded = keys.lookup(eff.lookup_name)
     if recorded is None:
         return result("host-key-unknown", "not in known_hosts; record its key (checked out "
                       "of band) before avmigrate connects to it")
@@ -103,11 +116,34 @@ def _probe(host: InventoryHost, keys: paramiko.HostKeys, timeout: float) -> Swee
                   "known_hosts; nothing will be done to it until the change is explained")
 
 
-def sweep(hosts: Sequence[InventoryHost], workers: int = 64,
-          timeout: float = 5.0) -> list[SweepResult]:
-    """Probe every host at once (`workers` at a time); results in the hosts' order."""
+def _probe_openssh(host: InventoryHost, ssh_args: str, timeout: float,
+                   result: Callable[[str, str], SweepResult]) -> SweepResult:
+    """Through OpenSSH itself (jump hosts, certificate authorities, revoked keys): the host
+    key checked strictly, then no credential offered, so nothing logs in to the host."""
+    command = sshconfig.openssh_probe_command(host, ssh_args, timeout)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              timeout=timeout * 3 + 10, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return result("unreachable", "ssh did not finish in time")
+    said = done.stderr.strip()
+    last = (said.splitlines() or [f"ssh exit {done.returncode}"])[-1]
+    if done.returncode == 0 or "Permission denied" in said:
+        return result("ok", "host key verified by ssh (no login)")
+    if "IDENTIFICATION HAS CHANGED" in said or "has changed" in said or "REVOKED" in said:
+        return result("host-key-changed", "ssh refuses its key (changed or revoked); nothing "
+                      "will be done to it until the change is explained")
+    if "host key is known" in said or "Host key verification failed" in said:
+        return result("host-key-unknown", "ssh knows no key for it; record its key (checked "
+                      "out of band) before avmigrate connects to it")
+    return result("unreachable", last)
+
+
+def sweep(hosts: Sequence[InventoryHost], workers: int = 64, timeout: float = 5.0,
+          ssh_args: str = "") -> list[SweepResult]:
+    """Probe every host at once (`workers` at a time); results in the hosts' order.
+    `ssh_args`: the configuration's [ssh_connection] ssh_args (a host's own
+    ansible_ssh_args replaces it, as in Ansible)."""
     cache = _Keys()
-    keysets = [cache.for_files(known_hosts_files(h)) for h in hosts]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
-        return list(pool.map(lambda pair: _probe(pair[0], pair[1], timeout),
-                             zip(hosts, keysets, strict=True)))
+        return list(pool.map(lambda h: _probe(h, ssh_args, cache, timeout), hosts))

@@ -381,7 +381,13 @@ class Lab:
             ifname = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
             if ifname == self.bridge or self.net.ours(ifname):
                 found.append(f"link {ifname}")
+        found += [f"ip rule hiding {a}" for a in self.net.hidden()]
         return found
+
+    def hide_from_controller(self, host: LabHost) -> None:
+        """The controller's direct SSH route to `host` is closed: only a jump host (another
+        lab host) reaches it. Undone by `down`."""
+        self.net.hide(host.address)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import zlib
 from dataclasses import dataclass
 
 from orchestrator.lab.sh import run
+
+# The priority of the rules that hide lab hosts from the controller (before the main table).
+HIDE_PRIORITY = 1213
 
 
 def default_subnet(name: str) -> ipaddress.IPv4Network:
@@ -47,8 +51,30 @@ class LabNetwork:
         run(["ip", "-n", netns, "link", "set", "lo", "up"])
         return netns, veth
 
+    def hide(self, address: str) -> None:
+        """The controller can no longer open SSH to `address` (its packets are refused by a
+        policy rule); other lab hosts still can, so it is reachable only through them (a jump
+        host). Everything else (the lab's HTTP repository, replies) is untouched."""
+        run(["ip", "rule", "add", "to", f"{address}/32", "ipproto", "tcp", "dport", "22",
+             "prohibit", "priority", str(HIDE_PRIORITY)])
+
+    def hidden(self) -> list[str]:
+        """The addresses of this lab the controller cannot reach over SSH."""
+        found = []
+        for line in run(["ip", "rule", "show"], check=False).stdout.splitlines():
+            words = line.split()
+            if "to" in words and "prohibit" in words:
+                address = words[words.index("to") + 1].split("/")[0]
+                with contextlib.suppress(ValueError):
+                    if ipaddress.IPv4Address(address) in self.subnet:
+                        found.append(address)
+        return found
+
     def remove(self) -> None:
-        """Delete this lab's network namespaces, its hosts' links and its bridge."""
+        """Delete this lab's network namespaces, its hosts' links, its bridge and its rules."""
+        for address in self.hidden():
+            run(["ip", "rule", "del", "to", f"{address}/32", "ipproto", "tcp", "dport", "22",
+                 "prohibit", "priority", str(HIDE_PRIORITY)], check=False)
         netns = run(["ip", "netns", "list"], check=False).stdout.split("\n")
         for line in netns:
             ns = line.split(" ")[0]

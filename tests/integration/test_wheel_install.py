@@ -1,13 +1,17 @@
 """The package as a user installs it: a wheel built from this checkout, installed into a fresh
-virtualenv outside it, migrates real lab hosts with the collection and templates it carries.
+virtualenv outside it, migrates real lab hosts with the collection and templates it carries;
+and migrates an agency-shaped Ansible estate (tests/support/estate.py) whose hosts but one
+are reachable only through a jump host, from that estate's own directory and configuration.
 
 Nothing from the checkout is on the path of the installed command (no PYTHONPATH, another
-working directory); the hosts are then judged by logging in, not by the state.
+working directory); the hosts are then judged by looking at them, not by the state.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,16 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab
 from orchestrator.lab.records import LabInfo
+from tests.support import estate
 from tests.support.lab import TRUTH, Sampler
 
 pytestmark = pytest.mark.lab
 
 LAB = "whl"
 REPO = Path(__file__).resolve().parents[2]
+ESTATE_LAB = "est"
 SCENARIO = Path(__file__).parent / "two_hosts.yml"
 # What a source tree copy needs to build the wheel (the rest is the developer's).
 SKIP = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
@@ -121,3 +128,59 @@ def test_a_lab_migrates_from_the_installed_package(installed: Path, lab: LabInfo
     kesl = {h.name for h in lab.hosts if h.profile == "kesl12_agent"}
     assert kesl and kesl <= sampler.baseline and sampler.samples > 0, sampler.baseline
     assert sampler.max_unprotected == 0, sampler.seen
+
+
+def test_an_estate_behind_a_jump_host_migrates_from_its_own_directory(
+        installed: Path, tmp_path: Path) -> None:
+    the_lab = Lab(ESTATE_LAB)
+    log: list[str] = []
+    info = the_lab.up(3, Path(__file__).parent / "estate_hosts.yml", log)
+    try:
+        _migrate_the_estate(the_lab, info, installed, tmp_path)
+    finally:
+        the_lab.down(log)
+    assert the_lab.leftovers() == []
+
+
+def _migrate_the_estate(the_lab: Lab, info: LabInfo, installed: Path, tmp_path: Path) -> None:
+    bastion, *hidden = info.hosts
+    for host in hidden:
+        the_lab.hide_from_controller(host)
+        assert not ssh.port_open(host.address), host.name  # only the bastion reaches it
+    lab_vars = {k: v for k, v in yaml.safe_load(Path(info.inventory).read_text())["all"]
+                ["vars"].items() if k.startswith("avmigrate_")}
+    root = estate.write(tmp_path / "estate", info, bastion, lab_vars)
+    env = _clean_env()
+
+    def avmigrate(*args: str) -> subprocess.CompletedProcess[str]:
+        # No -i, no --vault-id: ansible.cfg in the working directory names both.
+        return subprocess.run([str(installed), "--state", "state.db", *args],
+                              capture_output=True, text=True, env=env, cwd=root,
+                              timeout=1500, check=False)
+
+    found = avmigrate("discover", "--json")
+    assert found.returncode == 0, found.stdout + found.stderr
+    states = {row["host"]: row["state"] for row in json.loads(found.stdout)}
+    assert states == {"bastion_01": "pending", "web_prod_02": "pending",
+                      "web_prod_03": "pending"}, states
+    planned = avmigrate("plan", "--check", "--out", "plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "StrictHostKeyChecking=yes first" in planned.stderr, planned.stderr
+    assert "host_key_checking: on" in planned.stderr, planned.stderr
+    with Sampler(the_lab, info) as sampler:
+        ran = avmigrate("run", "--plan", "plan/plan.json", "--yes", "--no-progress")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert sampler.max_unprotected == 0, sampler.seen
+    assert set(sampler.baseline) == {h.name for h in info.hosts} and sampler.samples > 0
+    for host in info.hosts:  # looked at from inside: the controller cannot ssh to them
+        out = the_lab.exec(host, ["sh", "-c", "dpkg-query -W kesl klnagent64 2>&1; " + TRUTH],
+                           check=False).stdout
+        assert "no packages found matching kesl" in out, (host.name, out)
+        assert "no packages found matching klnagent64" in out, (host.name, out)
+        assert Sampler.judge(out), (host.name, out)  # clamd detects EICAR
+    # Every SSH login to a hidden host came from the bastion, none from the controller.
+    for host in hidden:
+        auth = the_lab.exec(host, ["journalctl", "-u", "ssh", "--no-pager", "-o", "cat"],
+                            check=False).stdout
+        sources = set(re.findall(r"Accepted publickey for \S+ from (\S+)", auth))
+        assert sources == {bastion.address}, (host.name, sources)

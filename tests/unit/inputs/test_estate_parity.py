@@ -153,19 +153,15 @@ def _value(v: Any) -> str:
     return json.dumps(v)
 
 
-def write_estate(root: Path, e: dict[str, Any]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for h, groups in e["members"].items():
-        if not groups:
-            lines.append(f"{h} " + " ".join(f"{k}='{_value(v)}'"
-                                             for k, v in e["inv_host_vars"][h].items()))
+def _host_line(h: str, e: dict[str, Any]) -> str:
+    return f"{h} " + " ".join(f"{k}='{_value(v)}'" for k, v in e["inv_host_vars"][h].items())
+
+
+def _inventory_lines(e: dict[str, Any]) -> list[str]:
+    lines = [_host_line(h, e) for h, groups in e["members"].items() if not groups]
     for g in e["groups"]:
         lines.append(f"[{g}]")
-        for h, groups in e["members"].items():
-            if g in groups:
-                lines.append(f"{h} " + " ".join(f"{k}='{_value(v)}'"
-                                                 for k, v in e["inv_host_vars"][h].items()))
+        lines += [_host_line(h, e) for h, groups in e["members"].items() if g in groups]
         variables = dict(e["inv_group_vars"][g])
         if e["priority"][g] is not None:
             variables["ansible_group_priority"] = e["priority"][g]
@@ -174,22 +170,31 @@ def write_estate(root: Path, e: dict[str, Any]) -> Path:
     for parent, children in e["children"].items():
         lines.append(f"[{parent}:children]")
         lines += sorted(children)
+    return lines
+
+
+def _vars_file(base: Path, name: str, form: str, first: dict[str, Any],
+               second: dict[str, Any]) -> None:
+    base.mkdir(exist_ok=True)
+    if form == "dir":
+        (base / name / "sub").mkdir(parents=True)
+        (base / name / "10-main.yml").write_text(json.dumps(first))
+        (base / name / "sub" / "20-more.yaml").write_text(json.dumps(second))
+        (base / name / ".hidden.yml").write_text("ignored: true\n")
+        (base / name / "30-backup.yml~").write_text("ignored: true\n")
+        (base / name / "notes.txt").write_text("ignored: true\n")
+    else:
+        suffix = {"bare": ""}.get(form, f".{form}")
+        (base / f"{name}{suffix}").write_text(json.dumps({**first, **second}))
+
+
+def write_estate(root: Path, e: dict[str, Any]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     inv = root / "hosts.ini"
-    inv.write_text("\n".join(lines) + "\n")
+    inv.write_text("\n".join(_inventory_lines(e)) + "\n")
     for kind, files in (("group_vars", e["group_files"]), ("host_vars", e["host_files"])):
         for name, (form, first, second) in files.items():
-            base = root / kind
-            base.mkdir(exist_ok=True)
-            if form == "dir":
-                (base / name / "sub").mkdir(parents=True)
-                (base / name / "10-main.yml").write_text(json.dumps(first))
-                (base / name / "sub" / "20-more.yaml").write_text(json.dumps(second))
-                (base / name / ".hidden.yml").write_text("ignored: true\n")
-                (base / name / "30-backup.yml~").write_text("ignored: true\n")
-                (base / name / "notes.txt").write_text("ignored: true\n")
-            else:
-                suffix = {"bare": ""}.get(form, f".{form}")
-                (base / f"{name}{suffix}").write_text(json.dumps({**first, **second}))
+            _vars_file(root / kind, name, form, first, second)
     return inv
 
 
