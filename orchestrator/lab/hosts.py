@@ -62,6 +62,11 @@ def _apply_profile(merged: Path, profile: scenario.Profile, debs: dict[str, Path
         shutil.rmtree(stage)
     if profile.sshd_down:
         (merged / "etc/systemd/system/ssh.service").symlink_to("/dev/null")
+    if profile.dead_apt_source:
+        # A vendor repository that is gone: nothing answers there (the host's own loopback,
+        # so no packet leaves the lab). apt-get update fails on it, every time.
+        (merged / "etc/apt/sources.list.d/vendor-gone.list").write_text(
+            "deb http://127.0.0.1:9/vendor bookworm main\n", encoding="utf-8")
     if profile.dpkg_interrupted:
         # What dpkg leaves when it is killed mid-run: a journal entry it has not folded in.
         # apt then refuses to work until `dpkg --configure -a` is run.

@@ -21,6 +21,9 @@ class Profile:
     small_fs_mb: int = 0
     sshd_down: bool = False
     dpkg_interrupted: bool = False
+    # A third-party package source that no longer answers (a vendor repository gone),
+    # as real fleets carry in sources.list.d.
+    dead_apt_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Scenario:
 def _profile(name: str, raw: Any, source: str) -> Profile:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: profile {name!r} must be a mapping")
-    unknown = set(raw) - {"packages", "small_fs", "sshd", "dpkg"}
+    unknown = set(raw) - {"packages", "small_fs", "sshd", "dpkg", "apt_source"}
     if unknown:
         raise ScenarioError(f"{source}: profile {name!r} has unknown keys {sorted(unknown)}")
     packages = tuple(raw.get("packages") or ())
@@ -64,6 +67,9 @@ def _profile(name: str, raw: Any, source: str) -> Profile:
         raise ScenarioError(f"{source}: profile {name!r}: sshd must be up or down")
     if dpkg not in ("ok", "interrupted"):
         raise ScenarioError(f"{source}: profile {name!r}: dpkg must be ok or interrupted")
+    apt_source = raw.get("apt_source", "ok")
+    if apt_source not in ("ok", "dead"):
+        raise ScenarioError(f"{source}: profile {name!r}: apt_source must be ok or dead")
     return Profile(
         name=name,
         packages=packages,
@@ -71,6 +77,7 @@ def _profile(name: str, raw: Any, source: str) -> Profile:
         small_fs_mb=int(small.get("size_mb", 8)) if small else 0,
         sshd_down=sshd == "down",
         dpkg_interrupted=dpkg == "interrupted",
+        dead_apt_source=apt_source == "dead",
     )
 
 
