@@ -53,8 +53,13 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
         problems.append("dpkg was interrupted")
     if str(report.get("dpkg_audit", "")).strip():
         problems.append("dpkg --audit reports problems")
-    if report.get("dpkg_locks"):
-        problems.append("the dpkg lock is held")
+    # A lock held now (unattended-upgrades) is waited for by the steps: not a problem.
+    ours = set(repl["packages"]).union(*(entry["remove"].get("packages", ())
+                                        for entry in catalogue.banned.values()))
+    held = sorted(ours.intersection(report.get("apt_holds") or ()))
+    if held:
+        problems.append(f"held packages {', '.join(held)} (apt-mark hold): apt would refuse "
+                        f"to change them; run `apt-mark unhold {' '.join(held)}`")
     return HostFacts(
         os_family=str(report.get("os_family", "")),
         distribution=str(report.get("distribution", "")),
@@ -107,8 +112,10 @@ def preflight_checker(catalogue: Catalogue, replacement: str
             if have is not None and have < need:
                 problems.append(f"low disk: {have} MiB free at {path}, {name} needs {need} MiB")
         if not facts.package_manager_ok:
-            problems.append(f"broken package state: {facts.package_manager_problem}; run "
-                            "`dpkg --configure -a` on the host and re-run")
+            fix = ("" if "apt-mark unhold" in facts.package_manager_problem
+                   else "; run `dpkg --configure -a` on the host")
+            problems.append(f"broken package state: {facts.package_manager_problem}{fix} "
+                            "and re-run")
         return problems
 
     return problems_of

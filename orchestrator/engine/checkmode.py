@@ -16,13 +16,14 @@ def check(engine: Engine, names: list[str]) -> dict[str, Any]:
 
     Changes nothing on any host and no host's state: only the findings are returned.
     """
-    found: dict[str, dict[str, Any]] = {n: {"problems": [], "would_change": []}
+    found: dict[str, dict[str, Any]] = {n: {"problems": [], "would_change": [], "notes": []}
                                         for n in names}
     pre = engine.step("check-preflight", "preflight.yml", names)
     ready = []
     for n in names:
         if pre[n].outcome == StepOutcome.OK:
             ready.append(n)
+            found[n]["notes"] = list(pre[n].data.get("notes", []))
         else:
             found[n]["problems"].append(f"preflight {pre[n].outcome.value}: "
                                         f"{pre[n].message}")

@@ -201,6 +201,8 @@ class Waves:
             prior = engine.record(n)
             if r.outcome == StepOutcome.OK:
                 ready.append(n)
+                for note in r.data.get("notes", []):
+                    engine.log(f"  {n}: {note}")
             elif prior.state in UNTOUCHED:
                 to = (HostState.UNREACHABLE if r.outcome == StepOutcome.UNREACHABLE
                       else HostState.BLOCKED)

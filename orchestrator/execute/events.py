@@ -69,6 +69,8 @@ class Collector:
         self.reports: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, str] = {}
         self.changes: dict[str, list[str]] = {}
+        # What a step noted about a host without failing it (`avmigrate_notes` facts).
+        self.notes: dict[str, list[str]] = {}
 
     def emit(self, result: StepResult) -> None:
         if result.host in self.results or result.host not in self.names:
@@ -104,6 +106,9 @@ class Collector:
             self.changes[host].append(task)
         if "avmigrate_report" in res:
             self.reports[host] = res["avmigrate_report"]
+        notes = (res.get("ansible_facts") or {}).get("avmigrate_notes")
+        if isinstance(notes, list) and notes:
+            self.notes.setdefault(host, []).extend(str(n) for n in notes)
 
     def _stats(self, data: dict[str, Any]) -> None:
         """The play's recap: every host not reported yet, by its tally."""
@@ -116,6 +121,8 @@ class Collector:
                                      self.failures.get(h, "failed")))
             elif h in (data.get("ok") or {}) or h in (data.get("skipped") or {}):
                 data_out = dict(self.reports.get(h, {}))
+                if h in self.notes:
+                    data_out["notes"] = self.notes[h]
                 if self.request.check:
                     data_out["would_change"] = self.changes.get(h, [])
                 self.emit(StepResult(h, step, StepOutcome.OK, "", data_out))

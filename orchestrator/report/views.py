@@ -170,8 +170,9 @@ def _rows(inventory: Inventory, lines: dict[str, HostLine], unrecorded: HostLine
         line = lines.get(name, unrecorded)
         host_risks, risk_text = line.risks, line.risk_text
         found = checks.get(name) if checks else None
-        if found and found.get("problems"):
-            host_risks = host_risks + [f"check mode: {p}" for p in found["problems"]]
+        if found and (found.get("problems") or found.get("notes")):
+            host_risks = host_risks + [f"check mode: {p}" for p in found.get("problems", [])] + [
+                f"note: {p}" for p in found.get("notes", [])]
             risk_text = "; ".join(host_risks)
         for text in host_risks:
             risks.append({"host": name, "kind": text.split(":", 1)[0], "text": text})

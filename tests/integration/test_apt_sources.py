@@ -17,7 +17,7 @@ import yaml
 
 from orchestrator.execute import ssh
 from orchestrator.lab.lab import Lab
-from orchestrator.lab.records import LabInfo
+from orchestrator.lab.records import LabHost, LabInfo
 from tests.support.lab import TRUTH, Sampler
 
 pytestmark = pytest.mark.lab
@@ -45,13 +45,54 @@ def one_host(info: LabInfo, keep: str, out: Path) -> Path:
     return out
 
 
-def test_the_dead_source_makes_apt_update_fail_on_every_host(lab: LabInfo) -> None:
+def test_the_dead_source_breaks_what_the_old_role_did(lab: LabInfo) -> None:
+    """The role used to refresh every source with Ansible's apt module (update_cache), whose
+    python-apt cache update fails on such a host: the failure this test file guards against."""
     for host in lab.hosts:
         _, out, err = ssh.run(lab.target(host), "sudo -n apt-get update -q 2>&1; echo rc=$?",
                               timeout=300)
-        # apt-get itself only warns (rc 0) and keeps the other lists; the apt module of
-        # Ansible (python-apt's cache update) fails on it.
-        assert "Err:" in out and "127.0.0.1:9" in out, (host.name, out, err)
+        # apt-get itself only warns (rc 0) and keeps the other lists...
+        assert "Err:" in out and "127.0.0.1:9" in out and "rc=0" in out, (host.name, out, err)
+        # ...while python-apt's update, what the apt module runs, raises.
+        _, out, err = ssh.run(lab.target(host), "sudo -n python3 -c 'import apt; "
+                              "apt.Cache().update()' 2>&1; echo rc=$?", timeout=300)
+        assert "FetchFailedException" in out and "rc=1" in out, (host.name, out, err)
+
+
+def test_plan_check_names_each_apt_situation_per_host(lab: LabInfo, tmp_path: Path) -> None:
+    """Before anything changes: the dead source and a proxy noted, a held banned package named
+    as what blocks the host; the host's package state byte for byte as it was."""
+    held, other = lab.hosts
+    ssh.run(lab.target(held), "sudo -n apt-mark hold kesl", timeout=120)
+    ssh.run(lab.target(other), "echo 'Acquire::http::Proxy::mirror.agency.example "
+            "\"http://proxy.agency.example:3128\";' | sudo -n tee "
+            "/etc/apt/apt.conf.d/80proxy", timeout=120)
+    before = {h.name: _apt_state(lab, h) for h in lab.hosts}
+    try:
+        planned = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli.cli", "--state", str(tmp_path / "s.db"),
+             "plan", "-i", lab.inventory, "--check", "--out", str(tmp_path / "plan")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=1500, check=False)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        csv = (tmp_path / "plan" / "plan.csv").read_text()
+        for host in lab.hosts:
+            line = next(ln for ln in csv.splitlines() if ln.startswith(host.name + ","))
+            assert "package source http://127.0.0.1:9/vendor does not answer" in line, line
+        held_line = next(ln for ln in csv.splitlines() if ln.startswith(held.name + ","))
+        assert "held packages kesl" in held_line and "apt-mark unhold kesl" in held_line
+        other_line = next(ln for ln in csv.splitlines() if ln.startswith(other.name + ","))
+        assert "apt uses the proxy http://proxy.agency.example:3128" in other_line
+        assert {h.name: _apt_state(lab, h) for h in lab.hosts} == before
+    finally:
+        ssh.run(lab.target(held), "sudo -n apt-mark unhold kesl", timeout=120)
+        ssh.run(lab.target(other), "sudo -n rm -f /etc/apt/apt.conf.d/80proxy", timeout=120)
+
+
+def _apt_state(lab: LabInfo, host: LabHost) -> str:
+    _, out, _ = ssh.run(lab.target(host),
+                        "sudo -n sh -c 'ls -l --time-style=+%s /var/lib/apt/lists; "
+                        "dpkg-query -W; apt-mark showhold'", timeout=120)
+    return out
 
 
 @pytest.mark.parametrize("strategy", ["make-before-break", "swap"])

@@ -124,9 +124,24 @@ def dpkg_health():
     except OSError:
         journal = []
     _, audit, _ = _run(["dpkg", "--audit"])
-    _, locks, _ = _run(["lslocks", "--noheadings", "--raw", "--output", "PATH"])
-    held = [p for p in locks.splitlines() if p.startswith("/var/lib/dpkg/lock")]
-    return journal, audit.strip(), held
+    _, locks, _ = _run(["lslocks", "--noheadings", "--raw", "--output", "COMMAND,PID,PATH"])
+    held = []
+    for line in locks.splitlines():
+        parts = line.split(" ")
+        if len(parts) >= 3 and parts[-1].startswith("/var/lib/dpkg/lock"):
+            held.append("%s (pid %s)" % (" ".join(parts[:-2]), parts[-2]))
+    return journal, audit.strip(), sorted(set(held))
+
+
+_PROXY = re.compile(r'^Acquire::(?:https?|ftp)::Proxy(?:::\S+)?\s+"([^"]*)";', re.M)
+
+
+def apt_settings():
+    """Packages on hold (apt-mark), and the proxies apt is configured to use."""
+    _, held, _ = _run(["apt-mark", "showhold"])
+    _, dump, _ = _run(["apt-config", "dump"])
+    proxies = sorted({p for p in _PROXY.findall(dump) if p and p.upper() != "DIRECT"})
+    return sorted(set(held.split())), proxies
 
 
 def main():
@@ -153,6 +168,7 @@ def main():
             info[bid] = out
     family, distribution, version = os_release()
     journal, audit, held = dpkg_health()
+    on_hold, proxies = apt_settings()
     report = {
         "os_family": family,
         "distribution": distribution,
@@ -166,6 +182,8 @@ def main():
         "dpkg_journal": journal,
         "dpkg_audit": audit,
         "dpkg_locks": held,
+        "apt_holds": on_hold,
+        "apt_proxies": proxies,
     }
     module.exit_json(changed=False, avmigrate_report=report)
 

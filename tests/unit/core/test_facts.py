@@ -67,7 +67,8 @@ def test_enough_disk_and_healthy_dpkg_has_no_problem(cat: catalogue.Catalogue) -
     [
         ({"dpkg_journal": ["0000"]}, "dpkg was interrupted"),
         ({"dpkg_audit": "The following packages are only half configured"}, "dpkg --audit"),
-        ({"dpkg_locks": ["/var/lib/dpkg/lock-frontend"]}, "dpkg lock is held"),
+        ({"apt_holds": ["kesl", "vim"]}, "held packages kesl (apt-mark hold)"),
+        ({"apt_holds": ["clamav-daemon"]}, "apt-mark unhold clamav-daemon"),
     ],
 )
 def test_broken_package_manager_is_reported(cat: catalogue.Catalogue, change: dict[str, object],
@@ -76,6 +77,15 @@ def test_broken_package_manager_is_reported(cat: catalogue.Catalogue, change: di
     assert not f.package_manager_ok
     assert needle in f.package_manager_problem
     assert any("broken package state" in p for p in facts.preflight_problems(f, cat, "clamav"))
+
+
+def test_a_held_lock_or_an_unrelated_hold_does_not_block(cat: catalogue.Catalogue) -> None:
+    """unattended-upgrades holding the dpkg lock now: the steps wait for it."""
+    report = dict(REPORT, dpkg_locks=["unattended-upgr (pid 812)"], apt_holds=["linux-image"],
+                  free_mb={"/var/cache/apt/archives": 40})
+    f = facts.parse_discovery(report, cat, "clamav")
+    assert f.package_manager_ok, f.package_manager_problem
+    assert facts.preflight_problems(f, cat, "clamav") == []
 
 
 def test_clean_host_has_no_banned_product(cat: catalogue.Catalogue) -> None:

@@ -34,7 +34,10 @@ def test_a_node_is_read_from_its_inventory_variables() -> None:
     n = ExecutionNode.from_host(host)
     assert (n.address, n.port, n.user, n.key_file) == ("10.1.2.3", 2222, "runner",
                                                        Path("/keys/id"))
-    assert n.known_hosts == (Path("/lab/known_hosts"),)
+    # As ssh -G says: the inventory's user file, then the system-wide ones ssh also reads.
+    assert n.known_hosts[0] == Path("/lab/known_hosts")
+    assert set(n.known_hosts[1:]) <= {Path("/etc/ssh/ssh_known_hosts"),
+                                      Path("/etc/ssh/ssh_known_hosts2")}
     command = n.worker_command("/tmp/avm-worker-x", "k|1|2|m")
     assert command.startswith("PATH=/opt/venv/bin:$PATH /opt/venv/bin/python -c ")
     assert command.endswith("'avm-owner=k|1|2|m' /opt/venv/bin/ansible-runner worker "
