@@ -10,6 +10,7 @@ filled as a discovery of that many hosts would fill it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -64,6 +65,95 @@ def write_yaml(path: Path, n: int) -> None:
 
 
 KESL = BannedFinding("kesl", "12.1.0.1297", "2024-09-27", ("kesl",), ("kesl.service",), 2)
+
+
+ESTATE_GROUPS = 300  # a few hundred groups: sites and the roles within them
+ESTATE_HOST_FILES = 2000  # hosts with a host_vars/ file of their own
+
+
+def write_estate(root: Path, n: int) -> Path:
+    """An agency-shaped estate: hosts.ini (aliases, sites and roles, a few hundred groups),
+    group_vars/all.yml, a group_vars file per group (a directory for some), host_vars/ for
+    some hosts. Returns the inventory file."""
+    (root / "group_vars").mkdir(parents=True)
+    (root / "host_vars").mkdir()
+    by_group: dict[int, list[str]] = {}
+    for i in range(n):
+        by_group.setdefault(i % ESTATE_GROUPS, []).append(f"{host_name(i)}")
+    lines = []
+    for g, hosts in by_group.items():
+        lines += [f"[grp-{g:03d}]", *hosts, ""]
+    lines += ["[linux-servers:children]", *[f"grp-{g:03d}" for g in range(ESTATE_GROUPS)
+                                           if g % 3], "",
+              "[workstations:children]", *[f"grp-{g:03d}" for g in range(ESTATE_GROUPS)
+                                          if not g % 3], ""]
+    inv = root / "hosts.ini"
+    inv.write_text("\n".join(lines))
+    (root / "group_vars" / "all.yml").write_text(
+        "ansible_user: avmigrate\nansible_become: true\nntp: ntp.agency.example\n")
+    for g in range(ESTATE_GROUPS):
+        body = f"site: site{g:03d}\nansible_port: {22 if g % 7 else 2222}\n"
+        if g % 10 == 0:
+            (root / "group_vars" / f"grp-{g:03d}").mkdir()
+            (root / "group_vars" / f"grp-{g:03d}" / "main.yml").write_text(body)
+            (root / "group_vars" / f"grp-{g:03d}" / "extra.yml").write_text("tier: gold\n")
+        else:
+            (root / "group_vars" / f"grp-{g:03d}.yml").write_text(body)
+    for i in range(0, n, max(1, n // ESTATE_HOST_FILES)):
+        (root / "host_vars" / f"{host_name(i)}.yml").write_text(
+            f"ansible_host: 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}\n")
+    return inv
+
+
+def ansible_inventory_list(path: Path) -> tuple[float, int]:
+    """Seconds for `ansible-inventory --list` (hosts with their group_vars/host_vars)."""
+    command = str(Path(sys.executable).with_name("ansible-inventory"))
+    start = time.perf_counter()
+    done = subprocess.run([command, "-i", str(path), "--list"], check=True,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    return seconds, len(json.loads(done.stdout)["_meta"]["hostvars"])
+
+
+def bench_estate(n: int, work: Path, report: Report, anchor: bool) -> None:
+    """The same checks on an estate with group_vars/ and host_vars/."""
+    print(f"\n{n} hosts, estate with group_vars/ and host_vars/ ({ESTATE_GROUPS} groups, "
+          f"{min(n, ESTATE_HOST_FILES)} host files)", flush=True)
+    inv = write_estate(work / f"estate-{n}", n)
+    big = n >= 100_000
+    loads = sorted((timed(lambda: inventory.load(inv)) for _ in range(3)),
+                   key=lambda t: float(t[0]))
+    seconds, loaded = loads[1]
+    if len(loaded.hosts) != n:
+        raise SystemExit(f"{inv}: loaded {len(loaded.hosts)} hosts, wrote {n}")
+    report.add("load estate (avmigrate's loader; median of 3)", f"{seconds:.2f} s", "",
+               f"{loads[0][0]:.2f}-{loads[-1][0]:.2f} s")
+    state = work / f"estate-state-{n}.db"
+    store = SqliteStore(state)
+    names = [host_name(i) for i in range(n)]
+    store.ensure_hosts(names)
+    store.apply(discovered_moves(names), None)
+    store.close()
+    plans = sorted(run_cli(["--state", str(state), "plan", "-i", str(inv), "--no-discover",
+                            "--out", str(work / f"estate-plan-{n}")]) for _ in range(3))
+    wall = plans[1][0]
+    report.add("plan --no-discover of the estate (whole command; median of 3)",
+               f"{wall:.2f} s", "<= 3 s" if big else "", check(wall, 3) if big else "")
+    report.add("  plan peak memory (RSS, highest of the 3)", f"{max(p[1] for p in plans):.0f} MB",
+               "<= 300 MB" if big else "", check(max(p[1] for p in plans), 300) if big else "")
+    if not anchor:
+        return
+    theirs, count = ansible_load(inv)
+    report.add("  Ansible's InventoryManager alone (no group_vars read)", f"{theirs:.2f} s",
+               "anchor")
+    listed, count = ansible_inventory_list(inv)
+    if count != n:
+        raise SystemExit(f"{inv}: ansible-inventory listed {count} hosts, wrote {n}")
+    report.add("  ansible-inventory --list (Ansible's load of the estate)", f"{listed:.2f} s",
+               "anchor")
+    report.add("  ratio plan / ansible-inventory --list", f"{wall / listed:.3f}",
+               "<= 0.1" if big else "", check(wall / listed, 0.1) if big else "")
+    report.add("  ratio plan / InventoryManager alone", f"{wall / theirs:.3f}", "", "")
 
 
 def facts_of(i: int) -> HostFacts:
@@ -229,6 +319,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="avmigrate-bench-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             bench_size(n, Path(tmp), report, not args.no_anchor)
+            bench_estate(n, Path(tmp), report, not args.no_anchor)
     print(f"\nmachine speed at the end: {calibrate():.2f} s for the same loop")
     missed = [r for r in report.rows if r[3] == "MISSED"]
     print(f"\n{len(missed)} target(s) missed" + (": " + "; ".join(r[0] for r in missed)
