@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def _migrate_the_estate(the_lab: Lab, info: LabInfo, installed: Path, tmp_path: 
     for host in hidden:
         the_lab.hide_from_controller(host)
         assert not ssh.port_open(host.address), host.name  # only the bastion reaches it
+    hidden_since = int(time.time())  # `lab up` itself logged in directly before this
     lab_vars = {k: v for k, v in yaml.safe_load(Path(info.inventory).read_text())["all"]
                 ["vars"].items() if k.startswith("avmigrate_")}
     root = estate.write(tmp_path / "estate", info, bastion, lab_vars)
@@ -187,7 +189,7 @@ def _migrate_the_estate(the_lab: Lab, info: LabInfo, installed: Path, tmp_path: 
         assert Sampler.judge(out), (host.name, out)  # clamd detects EICAR
     # Every SSH login to a hidden host came from the bastion, none from the controller.
     for host in hidden:
-        auth = the_lab.exec(host, ["journalctl", "-u", "ssh", "--no-pager", "-o", "cat"],
-                            check=False).stdout
+        auth = the_lab.exec(host, ["journalctl", "-u", "ssh", "--no-pager", "-o", "cat",
+                                   "--since", f"@{hidden_since}"], check=False).stdout
         sources = set(re.findall(r"Accepted publickey for \S+ from (\S+)", auth))
         assert sources == {bastion.address}, (host.name, sources)
