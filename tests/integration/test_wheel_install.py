@@ -148,7 +148,11 @@ def _migrate_the_estate(the_lab: Lab, info: LabInfo, installed: Path, tmp_path: 
     for host in hidden:
         the_lab.hide_from_controller(host)
         assert not ssh.port_open(host.address), host.name  # only the bastion reaches it
-    hidden_since = int(time.time())  # `lab up` itself logged in directly before this
+    # `lab up` itself logged in directly (its readiness check) just before: count the logins
+    # from a whole second later on (the journal's --since has one-second steps).
+    time.sleep(2)
+    hidden_since = int(time.time()) + 1
+    time.sleep(1.5)
     lab_vars = {k: v for k, v in yaml.safe_load(Path(info.inventory).read_text())["all"]
                 ["vars"].items() if k.startswith("avmigrate_")}
     root = estate.write(tmp_path / "estate", info, bastion, lab_vars)
