@@ -163,13 +163,19 @@ class Workspace:
         user's inventory sources and Ansible configuration."""
         ansible = self.ansible()
         given = inv.given or Sources.of(inv.source)
+        answered = {"become_ask_pass": given.become_password is not None,
+                    "ask_vault_pass": given.vault_password is not None}
+        for setting, option in ansible.prompts:
+            if not answered.get(setting, False):
+                raise AvmigrateError(f"{ansible.path or 'the environment'}: {setting} is set, "
+                                     f"so ansible-playbook would stop at a prompt: use {option}")
         cfg = step_mod.ExecConfig(
             artifacts_dir=stepfiles.default_artifacts_dir(self.settings.state),
             forks=self.forks(forks), verbosity=self.settings.verbose,
             state_key=stepguard.state_key(self.settings.state),
             sources=tuple(str(p) for p in given.paths), vault_ids=given.vault_ids,
             ansible_config=ansible.path, ssh_args=ansible.ssh_args,
-            pipelining=ansible.pipelining,
+            pipelining=ansible.pipelining, user_collections=ansible.collections,
             prompts=step_mod.Prompts(given.vault_password, given.become_password))
         nodes = [nodes_mod.ExecutionNode.from_host(h) for h in inv.nodes]
         if nodes:

@@ -116,7 +116,7 @@ def load_known_hosts(files: tuple[Path, ...]) -> KnownHosts:
 def openssh_probe_command(host: InventoryHost, ssh_args: str, timeout: float) -> list[str]:
     """An ssh command that verifies the host key strictly and then offers no credential, so
     that it never logs in to the host (a ProxyJump hop authenticates as the user's ssh would)."""
-    return ["ssh", *shlex.split(STRICT), "-o", "BatchMode=yes",
+    return ["ssh", *shlex.split(STRICT), "-v", "-o", "BatchMode=yes",
             *[w for m in _AUTH_METHODS for w in ("-o", f"{m}=no")], "-o", "ControlMaster=no",
             "-o", "ControlPath=none", "-o", f"ConnectTimeout={max(1, round(timeout))}",
             *ssh_words(host, ssh_args), "--", host.address, "true"]

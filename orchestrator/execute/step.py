@@ -59,6 +59,8 @@ class ExecConfig:
     ansible_config: Path | None = None
     ssh_args: str = ANSIBLE_DEFAULT_SSH_ARGS
     pipelining: bool | None = None
+    # The user's own collections path, searched after the package's.
+    user_collections: tuple[str, ...] = ()
     # Answers typed at the prompts ansible-playbook would show (--ask-vault-pass,
     # --ask-become-pass), given to it through ansible-runner's `passwords`; never written.
     prompts: Prompts = field(default_factory=Prompts, repr=False, compare=False)

@@ -71,13 +71,23 @@ def envvars(config: ExecConfig, pdd: Path, control_dir: Path) -> dict[str, str]:
     env = {
         # ansible-runner turns host key checking off unless told otherwise: keep it on.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
-        # The avmigrate.migration collection inside this package, then Ansible's defaults.
+        # The avmigrate.migration collection inside this package, then the user's (else
+        # Ansible's defaults).
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
-            (str(config.collections_root), *DEFAULT_COLLECTIONS)),
+            (str(config.collections_root), *(config.user_collections or DEFAULT_COLLECTIONS))),
         "ANSIBLE_SSH_ARGS": ssh_args(config),
         # Connection sharing within one step only: a master left from before a network cut
-        # would hang every later connection.
+        # would hang every later connection, and one of the user's own runs (perhaps made
+        # without host key checking) must never carry ours. A control_path of the user's
+        # configuration is replaced by one inside the step's directory.
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+        "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
+        # The paramiko connection (if the user's configuration chooses it) never records an
+        # unknown key.
+        "ANSIBLE_PARAMIKO_HOST_KEY_AUTO_ADD": "False",
+        # One of the user's sources that fails to parse fails the step (else it would run
+        # with avmigrate's values alone: no address, user or jump host).
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",

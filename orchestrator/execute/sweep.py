@@ -10,6 +10,7 @@ compared, never recorded: an unknown or changed key is a finding.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -82,7 +83,7 @@ def _probe(host: InventoryHost, ssh_args: str, cache: _Keys, timeout: float) -> 
                       "configuration")
     known = cache.for_files(eff.known_hosts)
     if eff.proxy is not None or known.markers:
-        return _probe_openssh(host, ssh_args, timeout, result)
+        return _probe_openssh(host, eff, ssh_args, timeout, result)
     return _probe_direct(eff, known.keys, timeout, result)
 
 
@@ -116,8 +117,8 @@ def _probe_direct(eff: sshconfig.Effective, keys: paramiko.HostKeys, timeout: fl
                   "known_hosts; nothing will be done to it until the change is explained")
 
 
-def _probe_openssh(host: InventoryHost, ssh_args: str, timeout: float,
-                   result: Callable[[str, str], SweepResult]) -> SweepResult:
+def _probe_openssh(host: InventoryHost, eff: sshconfig.Effective, ssh_args: str,
+                   timeout: float, result: Callable[[str, str], SweepResult]) -> SweepResult:
     """Through OpenSSH itself (jump hosts, certificate authorities, revoked keys): the host
     key checked strictly, then no credential offered, so nothing logs in to the host."""
     command = sshconfig.openssh_probe_command(host, ssh_args, timeout)
@@ -127,8 +128,13 @@ def _probe_openssh(host: InventoryHost, ssh_args: str, timeout: float,
     except subprocess.TimeoutExpired:
         return result("unreachable", "ssh did not finish in time")
     said = done.stderr.strip()
-    last = (said.splitlines() or [f"ssh exit {done.returncode}"])[-1]
-    if done.returncode == 0 or "Permission denied" in said:
+    lines = [ln for ln in said.splitlines() if not ln.startswith("debug1:")]
+    last = (lines or [f"ssh exit {done.returncode}"])[-1]
+    # ssh -v names the host whose key it verified: the target's own line is the evidence (a
+    # jump host's verification, or its refusing us, says nothing of the target's key).
+    verified = re.search(rf"Host '\[?{re.escape(eff.key_alias or eff.hostname)}\]?(:\d+)?' "
+                         r"is known and matches", said)
+    if verified and (done.returncode == 0 or "Permission denied" in said):
         return result("ok", "host key verified by ssh (no login)")
     if "IDENTIFICATION HAS CHANGED" in said or "has changed" in said or "REVOKED" in said:
         return result("host-key-changed", "ssh refuses its key (changed or revoked); nothing "

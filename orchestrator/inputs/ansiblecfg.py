@@ -50,6 +50,14 @@ class AnsibleSettings:
     # The configuration's own inventory (used when no -i is given), absolute.
     inventory: tuple[Path, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # The user's collections path (after avmigrate's own in the steps).
+    collections: tuple[str, ...] = ()
+    # Settings that make ansible-playbook ask at a prompt: which one, and the option that
+    # answers it once (a step must never wait at a prompt nobody answers).
+    prompts: tuple[tuple[str, str], ...] = ()
+    # False when the configuration changes how variables merge (hash_behaviour, precedence,
+    # vars plugins): avmigrate's own loader then leaves the inventory to Ansible's.
+    default_merging: bool = True
 
     def overrides(self) -> list[str]:
         """One line per setting avmigrate changes for its steps, with the reason."""
@@ -57,8 +65,10 @@ class AnsibleSettings:
         lines = [f"Ansible configuration: {where}",
                  f"  ssh: {names.STRICT} first (host keys are always checked), then "
                  f"ssh_args {self.ssh_args!r}, then {KEEPALIVE} (a lost host noticed in 15 s)",
-                 "  ssh control path: one directory per step (no master survives a network cut)",
-                 "  collections: avmigrate.migration from this package first"]
+                 "  ssh control path: one directory per step (no master survives a network "
+                 "cut, none of another run's is reused); paramiko never adds unknown keys",
+                 "  collections: avmigrate.migration from this package first, then yours",
+                 "  vault identities: given to the steps with absolute paths"]
         if self.pipelining is None:
             lines.append("  pipelining: on (your configuration does not set it)")
         return [*lines, *self.notes]
@@ -74,6 +84,19 @@ def _ini_value(path: Path | None, section: str, key: str) -> str | None:
         raise InventoryError(f"{path}: not a valid ansible.cfg ({exc}); fix it") from exc
     value = parser.get(section, key, fallback=None)
     return value.strip().strip("'\"") if value is not None else None
+
+
+def _first(path: Path | None, envs: tuple[str, ...],
+           keys: tuple[tuple[str, str], ...]) -> str | None:
+    """A setting as Ansible resolves it: its environment variables, then the file's keys."""
+    for env in envs:
+        if os.environ.get(env):
+            return os.environ[env]
+    for section, key in keys:
+        value = _ini_value(path, section, key)
+        if value is not None:
+            return value
+    return None
 
 
 def _bool(text: str) -> bool:
@@ -99,9 +122,14 @@ def load(cwd: Path | None = None) -> AnsibleSettings:
         if value is not None and not _bool(value):
             notes.append(f"  host_key_checking: on for avmigrate's steps ([{section}] says "
                          f"{value}; avmigrate never runs with it off)")
-    pipelining = os.environ.get("ANSIBLE_PIPELINING") or \
-        _ini_value(path, "ssh_connection", "pipelining") or \
-        _ini_value(path, "defaults", "pipelining")
+    pipelining = _first(path, ("ANSIBLE_PIPELINING", "ANSIBLE_SSH_PIPELINING"),
+                        (("ssh_connection", "pipelining"), ("connection", "pipelining"),
+                         ("defaults", "pipelining")))
+    executable = _first(path, ("ANSIBLE_SSH_EXECUTABLE",),
+                        (("ssh_connection", "ssh_executable"),))
+    if executable and (problem := names.host_key_problem(
+            {"ansible_ssh_executable": executable})) is not None:
+        raise InventoryError(f"{path or 'environment'}: ssh_executable: {problem}")
     forks = os.environ.get("ANSIBLE_FORKS") or _ini_value(path, "defaults", "forks")
     base = path.parent if path else Path.cwd()
     here = cwd or Path.cwd()
@@ -109,7 +137,8 @@ def load(cwd: Path | None = None) -> AnsibleSettings:
     identities = os.environ.get("ANSIBLE_VAULT_IDENTITY_LIST") or \
         _ini_value(path, "defaults", "vault_identity_list") or ""
     for item in (i.strip() for i in identities.split(",") if i.strip()):
-        label, _, where = item.rpartition("@")
+        label, at, where = item.partition("@")  # as Ansible splits it: at the first @
+        label, where = (label, where) if at else ("default", label)
         if where != "prompt":  # as ansible-playbook run from `cwd` would open it
             where = str((here / Path(where).expanduser()).resolve())
         vault_ids.append(f"{label or 'default'}@{where}")
@@ -120,6 +149,20 @@ def load(cwd: Path | None = None) -> AnsibleSettings:
     inventory = os.environ.get("ANSIBLE_INVENTORY") or _ini_value(path, "defaults", "inventory")
     sources = tuple((base / Path(p.strip()).expanduser()).resolve()
                     for p in (inventory or "").split(",") if p.strip())
+    prompts = tuple((setting, option) for setting, option, env, section in (
+        ("become_ask_pass", "--ask-become-pass (-K)", "ANSIBLE_BECOME_ASK_PASS",
+         "privilege_escalation"),
+        ("ask_vault_pass", "--ask-vault-pass (-J)", "ANSIBLE_ASK_VAULT_PASS", "defaults"),
+        ("ask_pass", "SSH keys (avmigrate does not type SSH passwords)", "ANSIBLE_ASK_PASS",
+         "defaults"))
+        if _bool(_first(path, (env,), ((section, setting),)) or "false"))
+    merging = (_first(path, ("ANSIBLE_HASH_BEHAVIOUR",), (("defaults", "hash_behaviour"),))
+               or "replace", _first(path, ("ANSIBLE_PRECEDENCE",), (("defaults", "precedence"),)),
+               _first(path, ("ANSIBLE_VARS_ENABLED",), (("defaults", "vars_plugins_enabled"),)))
+    default_merging = merging[0] == "replace" and merging[1] is None and merging[2] in (
+        None, "host_group_vars", "ansible.builtin.host_group_vars")
+    collections = _first(path, ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"),
+                         (("defaults", "collections_path"), ("defaults", "collections_paths")))
     try:
         fork_count = int(forks) if forks else None
     except ValueError as exc:
@@ -127,4 +170,7 @@ def load(cwd: Path | None = None) -> AnsibleSettings:
     return AnsibleSettings(path=path, ssh_args=ssh_args or ANSIBLE_DEFAULT_SSH_ARGS,
                            pipelining=_bool(pipelining) if pipelining else None,
                            forks=fork_count, vault_ids=tuple(vault_ids), inventory=sources,
-                           notes=tuple(notes))
+                           notes=tuple(notes), prompts=prompts, default_merging=default_merging,
+                           collections=tuple(str((base / Path(c).expanduser()).resolve())
+                                             for c in (collections or "").split(os.pathsep)
+                                             if c.strip()))

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core import names
+from orchestrator.core.assets import PLAYBOOK_DIR
 from orchestrator.core.errors import InventoryError
-from orchestrator.inputs import invbuilder
+from orchestrator.inputs import invbuilder, varsdirs
 from orchestrator.inputs.sources import Sources
 
+NODE_GROUP = "execution_nodes"
 # Values avmigrate itself reads (sweep, nodes, the host key checks): templated when needed.
 CONNECTION = frozenset({"ansible_host", "ansible_port", "ansible_user", "ansible_ssh_port",
                         "ansible_ssh_host", "ansible_ssh_user"}) | names.WATCHED
@@ -38,8 +40,8 @@ def vault_secrets(loader: Any, src: Sources) -> list[tuple[str, Any]]:
     if src.vault_password is not None:
         found.append(("default", VaultSecret(src.vault_password)))
     for given in src.vault_ids:
-        label, _, where = given.rpartition("@")
-        label = label or "default"
+        label, at, where = given.partition("@")
+        label, where = (label, where) if at else ("default", label)
         path = Path(where).expanduser()
         if not path.exists():
             raise InventoryError(f"vault password file {where} does not exist; fix --vault-id "
@@ -59,54 +61,77 @@ class _Vaulted:
     """Tells vault-protected values apart: inline `!vault` values, and values that came from a
     vault-encrypted file (their Origin names it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loader: Any, src: Sources) -> None:
         from ansible.module_utils._internal._datatag import AnsibleTagHelper  # noqa: PLC0415
         from ansible.parsing.vault import VaultHelper  # noqa: PLC0415
 
         self.ciphertext = VaultHelper.get_ciphertext
         self.tags = AnsibleTagHelper.tags
-        self.files: dict[str, bool] = {}
+        # Vault-encrypted files read: path -> a digest of the file's ciphertext (None: plain).
+        self.files: dict[str, str | None] = {}
+        # Variables some vault-encrypted group_vars/host_vars file defines, with the file's
+        # digest: a boolean or null carries no origin to tell it came from one.
+        self.keys: dict[str, str] = {}
+        for base in (p if p.is_dir() else p.parent for p in src.paths if p.exists()):
+            for path in varsdirs.vault_files(base):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+                data = loader.load_from_file(str(path))
+                for key in data if isinstance(data, dict) else ():
+                    self.keys[str(key)] = digest
 
-    def _from_encrypted_file(self, value: Any) -> bool:
+    def _encrypted_file(self, value: Any) -> str | None:
+        """The digest of the vault-encrypted file `value` was read from, or None."""
         for tag in self.tags(value):
             path = getattr(tag, "path", None)
             if type(tag).__name__ == "Origin" and path:
                 if path not in self.files:
                     try:
-                        with Path(path).open("rb") as f:
-                            self.files[path] = f.read(64).lstrip().startswith(b"$ANSIBLE_VAULT")
+                        raw = Path(path).read_bytes()
                     except OSError:
-                        self.files[path] = False
+                        raw = b""
+                    self.files[path] = (hashlib.sha256(raw).hexdigest()[:16]
+                                        if raw.lstrip().startswith(b"$ANSIBLE_VAULT") else None)
                 return self.files[path]
-        return False
+        return None
 
-    def scrub(self, value: Any) -> Any:
-        """`value` with every vault-protected string replaced by a digest of it."""
+    def scrub(self, value: Any, key: str = "") -> Any:
+        """`value` with every vault-protected value replaced by a digest of its ciphertext
+        (never of the value: a digest of a short secret could be guessed offline)."""
         if isinstance(value, dict):
-            return {k: self.scrub(v) for k, v in value.items()}
+            return {k: self.scrub(v, f"{key}.{k}") for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self.scrub(v) for v in value]
+            return [self.scrub(v, key) for v in value]
         ciphertext = self.ciphertext(value, with_tags=False)
         if ciphertext:
             return f"<vaulted:{hashlib.sha256(str(ciphertext).encode()).hexdigest()[:16]}>"
-        if isinstance(value, str) and self._from_encrypted_file(value):
-            digest = hashlib.sha256(str(value).encode()).hexdigest()[:16]
-            return f"<vaulted:{digest}>"
+        from_file = self._encrypted_file(value)
+        if from_file is None and key in self.keys and not self.tags(value):
+            from_file = self.keys[key]  # untagged (a boolean, null): named by a vault file
+        if from_file is not None:  # the file's digest and the variable's name, not the value
+            return f"<vaulted:{hashlib.sha256(f'{from_file}|{key}'.encode()).hexdigest()[:16]}>"
         return value
 
 
-def _templated(templar_of: Any, variables: dict[str, Any]) -> dict[str, Any]:
-    """The connection values that are templates, templated for this host. One that cannot be
-    templated (an undefined variable) stays as written: the step fails that host as
-    ansible-playbook would, and the checks see the raw text."""
+def _templated(templar_of: Any, host: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """The connection values that are templates, templated for this host over its variables
+    (vault values already replaced by their digests: a secret never lands in what is kept).
+    An address, port or user that cannot be templated (an undefined variable) stays as
+    written: the step fails that host as ansible-playbook would. An ssh argument or host key
+    setting that cannot be templated is refused: what it would become cannot be checked."""
     out: dict[str, Any] = {}
     templar = None
-    for key in CONNECTION.intersection(variables):
+    for key in sorted(CONNECTION.intersection(variables)):
         value = variables[key]
         if isinstance(value, str) and ("{{" in value or "{%" in value):
             templar = templar or templar_of(variables)
-            with contextlib.suppress(Exception):  # Ansible's templating errors vary
+            try:
                 out[key] = templar.template(value)
+            except Exception as exc:  # Ansible's templating errors vary
+                if key in names.WATCHED:
+                    first = (str(exc).splitlines() or [repr(exc)])[0]
+                    raise InventoryError(f"host {host}: {key} cannot be templated ({first}); "
+                                         "avmigrate cannot check what ssh would be given: fix "
+                                         "the variable") from exc
     return out
 
 
@@ -135,18 +160,25 @@ def hosts(src: Sources, describe_failure: Any) -> list[invbuilder.Found]:
             manager = InventoryManager(loader=loader, sources=[str(p) for p in src.paths])
             if src.limit:
                 manager.subset(src.limit)
-            chosen = sorted(manager.get_hosts(), key=lambda h: h.name)
+            chosen = manager.get_hosts()
+            # Execution nodes are not targets: a --limit does not take them away.
+            nodes = (manager.get_hosts(NODE_GROUP, ignore_limits=True)
+                     if NODE_GROUP in manager.groups else [])
+            chosen = sorted({*chosen, *nodes}, key=lambda h: h.name)
+            # What ansible-playbook does: play-adjacent group_vars are the playbook's
+            # (avmigrate's own, which has none), not the working directory's.
+            loader.set_basedir(str(PLAYBOOK_DIR))
             variables = VariableManager(loader=loader, inventory=manager)
-            vaulted = _Vaulted()
+            vaulted = _Vaulted(loader, src)
             found: list[invbuilder.Found] = []
             internal = C.INTERNAL_STATIC_VARS
             for host in chosen:
                 merged = variables.get_vars(host=host, include_hostvars=False, stage="all")
-                own = {k: v for k, v in merged.items() if k not in internal}
-                own.update(_templated(lambda v: Templar(loader=loader, variables=v), own))
+                own = {k: vaulted.scrub(v, k) for k, v in merged.items() if k not in internal}
+                own.update(_templated(lambda v: Templar(loader=loader, variables=v),
+                                      str(host.name), own))
                 groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
-                found.append((str(host.name), groups, {},
-                              invbuilder.plain(vaulted.scrub(own))))
+                found.append((str(host.name), groups, {}, invbuilder.plain(own)))
     except AnsibleError as exc:
         text = str(exc)
         if "vault" in text.lower() and ("password" in text.lower() or "decrypt" in text.lower()):

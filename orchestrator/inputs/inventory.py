@@ -22,7 +22,7 @@ import yaml
 from orchestrator.core import names
 from orchestrator.core.errors import InventoryError
 from orchestrator.core.models import InventoryHost, bulk_constructor
-from orchestrator.inputs import ansibleinv, invbuilder, staticinv, varsdirs
+from orchestrator.inputs import ansiblecfg, ansibleinv, invbuilder, staticinv, varsdirs
 from orchestrator.inputs.sources import Given, Sources, limit_names
 
 
@@ -164,12 +164,14 @@ def read_hosts(given: Given, *, fast: bool = True) -> list[invbuilder.Found]:
 
 
 def _fast_hosts(path: Path, limit: str | None) -> list[invbuilder.Found]:
+    if not ansiblecfg.load().default_merging:
+        raise invbuilder.Unsupported("the configuration changes how variables merge")
     found = staticinv.load(path, varsdirs.VarsDirs([path.parent]) or None)
     if _templated_connection(found):
         raise invbuilder.Unsupported("connection values written as templates")
-    if limit:
+    if limit:  # execution nodes are not targets: a --limit does not take them away
         keep = limit_names(found, limit)
-        found = [row for row in found if row[0] in keep]
+        found = [row for row in found if row[0] in keep or NODE_GROUP in row[1]]
     return found
 
 
@@ -398,6 +400,10 @@ class _RowChecker:
         address = own.get("ansible_host")
         if address is None:
             address = gvars.get("ansible_host", name)
+        if isinstance(address, str) and address.startswith("<vaulted:"):
+            raise InventoryError(f"{path}: host {name}: ansible_host is vault-encrypted; "
+                                 "avmigrate needs the address itself (sweep, execution "
+                                 "nodes, the plan): keep addresses out of vault")
         if address != name and not (type(address) is str and ip_ok(address)) and (
                 problem := names.host_problem(str(address))) is not None:
             raise InventoryError(f"{path}{self.where(str(address))}: host {name}: "

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.core.errors import InventoryError
 from orchestrator.inputs.invbuilder import Found, Unsupported
 
 
@@ -62,8 +63,12 @@ class Sources:
         paths = self.paths or config_inventory
         ids = []
         for given in (*config_vault_ids, *self.vault_ids):
-            label, _, where = given.rpartition("@")
-            if where == "prompt":  # asked once by --ask-vault-pass instead
+            label, at, where = given.partition("@")  # as Ansible splits it: at the first @
+            label, where = (label, where) if at else ("default", label)
+            if where == "prompt":  # asked once, by --ask-vault-pass, for every step
+                if self.vault_password is None:
+                    raise InventoryError(f"vault identity {given!r} asks at a prompt: pass "
+                                         "--ask-vault-pass (-J)")
                 continue
             ids.append(f"{label or 'default'}@{Path(where).expanduser().resolve()}")
         return Sources(tuple(Path(p).expanduser().absolute() if "," not in str(p) else Path(p)

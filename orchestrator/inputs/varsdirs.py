@@ -125,3 +125,22 @@ def basedir_of(source: Path) -> Path:
     """Where Ansible looks for a source's group_vars/host_vars: the directory itself, or the
     directory holding the file."""
     return source if source.is_dir() else source.parent
+
+
+def vault_files(base: Path) -> list[Path]:
+    """The vault-encrypted files under `base`'s group_vars/ and host_vars/."""
+    out = []
+    for kind in ("group_vars", "host_vars"):
+        directory = base / kind
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                try:
+                    with path.open("rb") as f:
+                        head = f.read(64)
+                except OSError:
+                    continue
+                if head.lstrip().startswith(b"$ANSIBLE_VAULT"):
+                    out.append(path)
+    return out

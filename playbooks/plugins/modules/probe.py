@@ -140,7 +140,9 @@ def apt_settings():
     """Packages on hold (apt-mark), and the proxies apt is configured to use."""
     _, held, _ = _run(["apt-mark", "showhold"])
     _, dump, _ = _run(["apt-config", "dump"])
-    proxies = sorted({p for p in _PROXY.findall(dump) if p and p.upper() != "DIRECT"})
+    # Credentials in a proxy URL (http://user:pass@proxy) are never reported.
+    proxies = sorted({re.sub(r"//[^/@]*@", "//", p) for p in _PROXY.findall(dump)
+                      if p and p.upper() != "DIRECT"})
     return sorted(set(held.split())), proxies
 
 

@@ -58,8 +58,11 @@ def test_settings_are_read_and_paths_resolved_as_ansible_does(tmp_path: Path) ->
     assert "-o StrictHostKeyChecking=yes first" in said
     assert "host_key_checking: on for avmigrate's steps" in said
     assert "pipelining" not in said  # the file sets it: not changed
-    # Sources without -i take the configuration's inventory; prompts are not vault files.
-    src = Sources(()).resolved(got.inventory, got.vault_ids)
+    # Sources without -i take the configuration's inventory. A prompting identity needs
+    # --ask-vault-pass (asked once; steps never prompt where nobody answers).
+    with pytest.raises(InventoryError, match="--ask-vault-pass"):
+        Sources(()).resolved(got.inventory, got.vault_ids)
+    src = Sources((), vault_password=b"typed").resolved(got.inventory, got.vault_ids)
     assert src.paths == got.inventory
     assert all(not i.endswith("@prompt") for i in src.vault_ids)
 

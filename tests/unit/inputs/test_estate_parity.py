@@ -216,3 +216,66 @@ def test_generated_estates_read_as_ansible_inventory_reads_them(tmp_path: Path,
             assert mine[host][0] == groups, (host, fast)
             assert mine[host][1] == variables, (host, fast)
     shutil.rmtree(root)
+
+
+def test_the_fixture_without_vault_data_takes_the_fast_loader_and_agrees(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same estate with its vault file taken out: avmigrate's own loader reads it (no
+    fallback), and gives what ansible-inventory gives; so does --limit."""
+    estate = tmp_path / "estate"
+    shutil.copytree(ESTATE, estate)
+    (estate / "inventories" / "prod" / "group_vars" / "linux_servers" / "vault.yml").unlink()
+    (estate / "ansible.cfg").write_text("[defaults]\ninventory = inventories/prod/hosts.ini\n")
+    monkeypatch.chdir(estate)
+    hosts = estate / "inventories" / "prod" / "hosts.ini"
+    assert inventory._fast_hosts(hosts, None)
+    theirs = ansible_inventory(estate)
+    assert ours(Sources((hosts,)), fast=True) == theirs
+    for pattern in ("web-servers", "linux_servers:!db-servers", "~db_.*", "web_prod_0*"):
+        got = sorted(inventory.load(Sources((hosts,), pattern), fast=True).names())
+        assert got == sorted(inventory.load(Sources((hosts,), pattern), fast=False).names())
+
+
+VAULT = "vault-test-password"
+
+
+def _encrypt(text: str, tmp_path: Path) -> str:
+    plain = tmp_path / "plain.yml"
+    plain.write_text(text)
+    subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "encrypt",
+                    "--vault-password-file", str(tmp_path / "pass"), str(plain)],
+                   check=True, capture_output=True)
+    return plain.read_text()
+
+
+def test_no_vault_value_of_any_type_is_kept_nor_its_digest(tmp_path: Path) -> None:
+    """Values from a vault file (strings, numbers, booleans) and templated connection values
+    that use one become digests of the ciphertext and the name: never the value, nor a
+    digest of it that could be guessed offline."""
+    (tmp_path / "pass").write_text(VAULT)
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.ini").write_text("[web]\nweb1 ansible_host=10.0.0.1\n")
+    (inv / "group_vars" / "web.yml").write_text(_encrypt(
+        "vault_word: s3cret\nvault_pin: 123456\nvault_flag: true\n", tmp_path))
+    (inv / "group_vars" / "all.yml").write_text(
+        'ansible_ssh_common_args: "-o SetEnv=X={{ vault_word }}"\n')
+    src = Sources((inv / "hosts.ini",), vault_ids=(f"default@{tmp_path / 'pass'}",))
+    host = inventory.load(src).hosts[0]
+    kept = json.dumps(host.vars)
+    for secret in ("s3cret", "123456", "true", "True"):
+        assert secret not in kept, kept
+    import hashlib  # noqa: PLC0415
+
+    assert hashlib.sha256(b"s3cret").hexdigest()[:16] not in kept
+    assert all(str(host.vars[k]).startswith("<vaulted:")
+               for k in ("vault_word", "vault_pin", "vault_flag"))
+    assert host.vars["ansible_ssh_common_args"].startswith("-o SetEnv=X=<vaulted:")
+
+
+def test_a_limit_never_drops_the_execution_nodes(tmp_path: Path) -> None:
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[web]\nweb1\nweb2\n[db]\ndb1\n[execution_nodes]\nnode1\n")
+    for fast in (True, False):
+        loaded = inventory.load(Sources((inv,), "web:!web2"), fast=fast)
+        assert loaded.names() == ("web1",) and [n.name for n in loaded.nodes] == ["node1"]
