@@ -25,7 +25,6 @@ from orchestrator.core.models import InventoryHost
 from orchestrator.execute import sshconfig
 
 DEFAULT_KNOWN_HOSTS = (Path.home() / ".ssh" / "known_hosts", Path("/etc/ssh/ssh_known_hosts"))
-_LAX = ("no", "false", "off", "accept-new")
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class SweepResult:
     host: str
     address: str
     port: int
-    status: str  # ok | unreachable | host-key-changed | host-key-unknown | host-key-unchecked
+    status: str  # ok | unreachable | host-key-changed | host-key-unknown
     detail: str
     seconds: float
 
@@ -77,10 +76,6 @@ def _probe(host: InventoryHost, ssh_args: str, cache: _Keys, timeout: float) -> 
         return SweepResult(host.name, eff.hostname, eff.port, status, detail,
                            time.monotonic() - start)
 
-    if eff.strict.lower() in _LAX:
-        return result("host-key-unchecked", f"ssh's configuration sets StrictHostKeyChecking "
-                      f"{eff.strict} for it; avmigrate checks keys strictly anyway, fix the "
-                      "configuration")
     known = cache.for_files(eff.known_hosts)
     if eff.proxy is not None or known.markers:
         return _probe_openssh(host, eff, ssh_args, timeout, result)
