@@ -4,6 +4,7 @@ credentials, an executor; and what a caller is told and asked meanwhile (the Obs
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import os
 from dataclasses import dataclass
@@ -118,9 +119,8 @@ class Workspace:
         when none is given, its vault identities and the global --vault-password-file."""
         src = Sources.of(given)
         if self.settings.vault_password_file is not None:
-            src = Sources(src.paths, src.limit,
-                          (f"default@{self.settings.vault_password_file}", *src.vault_ids),
-                          src.vault_password, src.become_password)
+            src = dataclasses.replace(
+                src, vault_ids=(f"default@{self.settings.vault_password_file}", *src.vault_ids))
         cfg = self.ansible()
         resolved = src.resolved(cfg.inventory, cfg.vault_ids)
         if not resolved.paths:
@@ -174,6 +174,7 @@ class Workspace:
             forks=self.forks(forks), verbosity=self.settings.verbose,
             state_key=stepguard.state_key(self.settings.state),
             sources=tuple(str(p) for p in given.paths), vault_ids=given.vault_ids,
+            user_playbook_dir=given.playbook_dir,
             ansible_config=ansible.path, ssh_args=ansible.ssh_args,
             pipelining=ansible.pipelining, user_collections=ansible.collections,
             prompts=step_mod.Prompts(given.vault_password, given.become_password))

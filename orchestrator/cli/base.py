@@ -72,8 +72,9 @@ def command(name: str | None = None, *, context: bool = True
 
 def INVENTORY(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The inventory options ansible-playbook has: -i (repeatable; default the inventory of
-    ansible.cfg), --limit, --vault-id, --vault-password-file, --ask-vault-pass,
-    --ask-become-pass. The command gets them as one `inventory_path` (api.Sources)."""
+    ansible.cfg), --limit, --playbook-dir, --vault-id, --vault-password-file,
+    --ask-vault-pass, --ask-become-pass. The command gets them as one `inventory_path`
+    (api.Sources)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -84,7 +85,8 @@ def INVENTORY(fn: Callable[..., Any]) -> Callable[..., Any]:
         kwargs["inventory_path"] = api.Sources(
             tuple(kwargs.pop("inventory_paths")), kwargs.pop("limit"), vault_ids,
             _secret("Vault password: ") if ask_vault else None,
-            _secret("BECOME password: ") if ask_become else None)
+            _secret("BECOME password: ") if ask_become else None,
+            kwargs.pop("playbook_dir"))
         return fn(*args, **kwargs)
 
     options = [
@@ -94,6 +96,9 @@ def INVENTORY(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "configuration; repeat for several (default: ansible.cfg's)."),
         click.option("-l", "--limit", default=None,
                      help="Only the hosts this Ansible host pattern selects."),
+        click.option("--playbook-dir", type=click.Path(path_type=Path, file_okay=False),
+                     help="Where your playbooks live: its group_vars/ and host_vars/ apply "
+                          "as they do to your playbooks."),
         click.option("--vault-id", "vault_ids", multiple=True,
                      help="Vault identity label@file-or-script, as ansible-playbook takes it."),
         click.option("--vault-password-file", "inv_vault_password_files", multiple=True,

@@ -39,6 +39,7 @@ class LocalExecutor:
         else:
             pdd = stepfiles.private_data_dir(config, request)
             inventory = str(pdd / "inventory" / "hosts.yml")
+        playbook = stepfiles.playbook_for(config, request, pdd)
         # Short, so that socket paths stay under the 108-byte limit.
         control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
         collector = Collector(request, on_result)
@@ -48,7 +49,7 @@ class LocalExecutor:
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(pdd),
-                playbook=str(config.playbook_dir / request.playbook),
+                playbook=str(playbook),
                 inventory=inventory,
                 limit=limit,
                 passwords=config.prompts.expect() or None,

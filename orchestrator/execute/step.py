@@ -61,6 +61,9 @@ class ExecConfig:
     pipelining: bool | None = None
     # The user's own collections path, searched after the package's.
     user_collections: tuple[str, ...] = ()
+    # The user's playbook directory: its group_vars/ and host_vars/ reach the steps as
+    # play-adjacent variables (the step's playbooks are copied beside links to them).
+    user_playbook_dir: Path | None = None
     # Answers typed at the prompts ansible-playbook would show (--ask-vault-pass,
     # --ask-become-pass), given to it through ansible-runner's `passwords`; never written.
     prompts: Prompts = field(default_factory=Prompts, repr=False, compare=False)

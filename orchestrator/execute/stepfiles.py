@@ -130,6 +130,22 @@ def user_inventory(config: ExecConfig, request: StepRequest, pdd: Path
     return [*config.sources, str(ours)], f"@{limit}"
 
 
+def playbook_for(config: ExecConfig, request: StepRequest, pdd: Path) -> Path:
+    """The playbook the step runs. With the user's --playbook-dir: a copy of avmigrate's
+    playbooks in the step's project directory, beside links to that directory's group_vars/
+    and host_vars/, so that ansible-playbook reads them as a playbook's own."""
+    if config.user_playbook_dir is None:
+        return config.playbook_dir / request.playbook
+    project = pdd / "project"
+    project.mkdir(exist_ok=True)
+    for book in config.playbook_dir.glob("*.yml"):
+        shutil.copyfile(book, project / book.name)
+    for kind in ("group_vars", "host_vars"):
+        if (config.user_playbook_dir / kind).is_dir():
+            (project / kind).symlink_to(config.user_playbook_dir / kind)
+    return project / request.playbook
+
+
 def user_extravars(config: ExecConfig) -> dict[str, Any]:
     """Extra variables of a step on the user's sources: its ssh arguments for every host,
     with strict host key checking first, the host's own arguments kept (see ssh_args)."""

@@ -165,9 +165,10 @@ def hosts(src: Sources, describe_failure: Any) -> list[invbuilder.Found]:
             nodes = (manager.get_hosts(NODE_GROUP, ignore_limits=True)
                      if NODE_GROUP in manager.groups else [])
             chosen = sorted({*chosen, *nodes}, key=lambda h: h.name)
-            # What ansible-playbook does: play-adjacent group_vars are the playbook's
-            # (avmigrate's own, which has none), not the working directory's.
-            loader.set_basedir(str(PLAYBOOK_DIR))
+            # What ansible-playbook does: play-adjacent group_vars are the playbook's (the
+            # user's --playbook-dir, else avmigrate's own, which has none), not the working
+            # directory's.
+            loader.set_basedir(str(src.playbook_dir or PLAYBOOK_DIR))
             variables = VariableManager(loader=loader, inventory=manager)
             vaulted = _Vaulted(loader, src)
             found: list[invbuilder.Found] = []

@@ -4,7 +4,7 @@ depth and priority, and variables merged the way Ansible merges them (staticinv'
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 # (host, its groups but 'all', variables of its groups merged (shared), its own variables);
@@ -117,12 +117,13 @@ class Builder:
             self.host_groups[name].append(group)
         return hv
 
-    def result(self, extra: VarsSource | None = None) -> list[Found]:
+    def result(self, extra: Sequence[VarsSource] = ()) -> list[Found]:
         """Hosts sorted by name: groups (no 'all'), the merged group variables (one dict
         shared by every host with the same groups) and the host's own variables. `extra`:
-        `group_vars/` and `host_vars/`, merged where Ansible's default precedence puts them
-        (group files above every inventory-file group variable, host files above the
-        host's inventory variables)."""
+        layers of `group_vars/` and `host_vars/` (the inventory's, then the playbook
+        directory's), merged where Ansible's default precedence puts them (group files above
+        every inventory-file group variable, host files above the host's inventory
+        variables; within each, the inventory's layer below the playbook's)."""
         for name in list(self.parents):
             if name != "all" and not self.parents[name]:
                 self.add_child("all", name)
@@ -144,24 +145,28 @@ class Builder:
                     cached = merged_for[key] = self._merged(key, depth, extra)
                 by_direct[direct] = cached
             own = self.host_vars[host]
-            if extra is not None and (from_files := extra.host(host)):
-                own = {**own, **from_files}
+            for layer in extra:
+                if from_files := layer.host(host):
+                    own = {**own, **from_files}
             out.append((host, cached[0], cached[1], own))
         return out
 
     def _merged(self, groups: frozenset[str], depth: dict[str, int],
-                extra: VarsSource | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+                extra: Sequence[VarsSource]) -> tuple[tuple[str, ...], dict[str, Any]]:
         """The groups but 'all', and their variables merged as Ansible merges them: by depth,
         then priority, then name, the later winning; then the same from `extra`."""
         ordered = sorted(groups, key=lambda g: (depth[g], self.priority.get(g, 1), g))
         gvars: dict[str, Any] = {}
         for g in ordered:
             gvars.update(self.group_vars[g])
-        if extra is not None:  # all_plugins_inventory, then groups_plugins_inventory
-            gvars.update(extra.group("all"))
+        # Ansible's default order: all_plugins_inventory, all_plugins_play, then
+        # groups_plugins_inventory, groups_plugins_play.
+        for layer in extra:
+            gvars.update(layer.group("all"))
+        for layer in extra:
             for g in ordered:
                 if g != "all":
-                    gvars.update(extra.group(g))
+                    gvars.update(layer.group(g))
         return tuple(sorted(g for g in groups if g != "all")), gvars
 
     def _depths(self) -> dict[str, int]:

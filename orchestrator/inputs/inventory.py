@@ -151,7 +151,7 @@ def read_hosts(given: Given, *, fast: bool = True) -> list[invbuilder.Found]:
     path = src.single_file
     if fast and path is not None:
         try:
-            found = _fast_hosts(path, src.limit)
+            found = _fast_hosts(path, src.limit, src.playbook_dir)
         except invbuilder.Unsupported:
             pass
         except OSError as exc:
@@ -163,10 +163,14 @@ def read_hosts(given: Given, *, fast: bool = True) -> list[invbuilder.Found]:
         src, lambda said, exc: _parse_failure(first, _text(first), said, exc))
 
 
-def _fast_hosts(path: Path, limit: str | None) -> list[invbuilder.Found]:
+def _fast_hosts(path: Path, limit: str | None, playbook_dir: Path | None = None
+                ) -> list[invbuilder.Found]:
     if not ansiblecfg.load().default_merging:
         raise invbuilder.Unsupported("the configuration changes how variables merge")
-    found = staticinv.load(path, varsdirs.VarsDirs([path.parent]) or None)
+    layers = [varsdirs.VarsDirs([path.parent])]
+    if playbook_dir is not None:
+        layers.append(varsdirs.VarsDirs([playbook_dir]))
+    found = staticinv.load(path, [layer for layer in layers if layer])
     if _templated_connection(found):
         raise invbuilder.Unsupported("connection values written as templates")
     if limit:  # execution nodes are not targets: a --limit does not take them away

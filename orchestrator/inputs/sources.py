@@ -33,6 +33,9 @@ class Sources:
     vault_password: bytes | None = field(default=None, repr=False, compare=False)
     # The become password typed at a prompt (--ask-become-pass), for the steps only.
     become_password: bytes | None = field(default=None, repr=False, compare=False)
+    # Where the user's playbooks live (--playbook-dir): its group_vars/ and host_vars/ are
+    # read as ansible-playbook reads a playbook's, above the inventory's.
+    playbook_dir: Path | None = None
 
     @classmethod
     def of(cls, given: Path | str | Sources | Iterable[Path | str]) -> Sources:
@@ -73,7 +76,8 @@ class Sources:
             ids.append(f"{label or 'default'}@{Path(where).expanduser().resolve()}")
         return Sources(tuple(Path(p).expanduser().absolute() if "," not in str(p) else Path(p)
                              for p in paths), self.limit, tuple(dict.fromkeys(ids)),
-                       self.vault_password, self.become_password)
+                       self.vault_password, self.become_password,
+                       self.playbook_dir.expanduser().absolute() if self.playbook_dir else None)
 
 
 def find_config(cwd: Path | None = None) -> Path | None:

@@ -8,6 +8,7 @@ import ast
 import re
 import shlex
 import warnings
+from collections.abc import Sequence
 from itertools import islice
 from typing import Any
 
@@ -79,7 +80,7 @@ class _IniReader:
         self.pending: dict[str, dict[str, Any]] = {}
         self.group, self.state = "ungrouped", "hosts"
 
-    def read(self, text: str, extra: VarsSource | None = None) -> list[Found]:
+    def read(self, text: str, extra: Sequence[VarsSource] = ()) -> list[Found]:
         host_line = self.host_line  # bound once: 100,000 lines
         for raw in text.splitlines():
             line = raw.strip()
@@ -189,7 +190,7 @@ class _IniReader:
             self.b.add_child(self.group, child)
 
 
-def parse_ini(text: str, extra: VarsSource | None = None) -> list[Found]:
+def parse_ini(text: str, extra: Sequence[VarsSource] = ()) -> list[Found]:
     return _IniReader().read(text, extra)
 
 

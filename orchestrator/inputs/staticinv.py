@@ -16,6 +16,7 @@ here. The formats are read by staticini and staticyaml into invbuilder's model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.inputs.invbuilder import Found, Unsupported, VarsSource
@@ -33,7 +34,7 @@ def kind(path: Path, head: str) -> str | None:
     return None
 
 
-def load(path: Path, extra: VarsSource | None = None) -> list[Found]:
+def load(path: Path, extra: Sequence[VarsSource] = ()) -> list[Found]:
     """The hosts of a static inventory file, sorted by name, with the variables of `extra`
     (its group_vars/host_vars); raises Unsupported if unsure."""
     if not path.is_file():

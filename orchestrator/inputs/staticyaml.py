@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -75,7 +75,7 @@ def _no_tags(_loader: yaml.Loader, _suffix: str, node: yaml.Node) -> Any:
 SafeTaglessLoader.add_multi_constructor("!", _no_tags)
 
 
-def parse_yaml(text: str, extra: VarsSource | None = None) -> list[Found]:
+def parse_yaml(text: str, extra: Sequence[VarsSource] = ()) -> list[Found]:
     try:
         data = yaml.load(text, Loader=SafeTaglessLoader)  # noqa: S506 - a safe loader subclass
     except Unsupported:

@@ -71,3 +71,33 @@ def test_without_the_vault_password_the_step_fails(tmp_path: Path) -> None:
         assert "vault" in str(exc).lower() or "decrypt" in str(exc).lower(), exc
     else:
         assert results["localhost"].outcome != StepOutcome.OK, results
+
+
+def test_the_playbook_directorys_vars_reach_a_real_step(tmp_path: Path) -> None:
+    """--playbook-dir: a real ansible-playbook step sees that directory's group_vars as it
+    would for the user's own playbook there (above the inventory's)."""
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "show.yml").write_text(json.dumps([{
+        "hosts": "all", "gather_facts": False,
+        "tasks": [{"name": "Check", "ansible.builtin.assert": {
+            "that": ["site_word == 'from-playbook-dir'", "inv_word == 'from-inventory'"]}}]}]))
+    user_books = tmp_path / "user"
+    (user_books / "group_vars").mkdir(parents=True)
+    (user_books / "group_vars" / "all.yml").write_text("site_word: from-playbook-dir\n")
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "group_vars" / "all.yml").write_text(
+        "site_word: from-inventory\ninv_word: from-inventory\n")
+    (inv / "hosts.yml").write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+        f"      ansible_python_interpreter: {sys.executable}\n")
+    host = InventoryHost("localhost", ("all",), {})
+    for where, expected in ((user_books, StepOutcome.OK), (None, StepOutcome.FAILED)):
+        config = ExecConfig(playbook_dir=books, artifacts_dir=tmp_path / "artifacts",
+                            sources=(str(inv / "hosts.yml"),), state_key="pbdir-test",
+                            user_playbook_dir=where)
+        results = RunnerExecutor(config).run_step(
+            StepRequest("show", "show.yml", (host,), {}, {}), lambda _r: None)
+        assert results["localhost"].outcome == expected, (where, results)
+    assert (user_books / "group_vars" / "all.yml").is_file()  # the links went, not the files

@@ -279,3 +279,31 @@ def test_a_limit_never_drops_the_execution_nodes(tmp_path: Path) -> None:
     for fast in (True, False):
         loaded = inventory.load(Sources((inv,), "web:!web2"), fast=fast)
         assert loaded.names() == ("web1",) and [n.name for n in loaded.nodes] == ["node1"]
+
+
+@given(estates(), estates())
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+def test_a_playbook_directorys_vars_apply_as_ansible_applies_them(tmp_path: Path,
+                                                                  e: dict[str, Any],
+                                                                  play: dict[str, Any]) -> None:
+    """`--playbook-dir`: its group_vars/ and host_vars/ sit above the inventory's, each kind
+    in Ansible's order (all of both, then the groups of each), as `ansible-inventory
+    --playbook-dir` resolves them."""
+    root = tmp_path / f"p{abs(hash(json.dumps([e, play], sort_keys=True, default=list)))}"
+    inv = write_estate(root / "inv", e)
+    books = root / "books"
+    books.mkdir()
+    for kind, files in (("group_vars", play["group_files"]), ("host_vars", play["host_files"])):
+        for name, (form, first, second) in files.items():
+            if kind == "host_vars" and name not in e["members"]:
+                continue
+            _vars_file(books / kind, name, form, first, second)
+    theirs = ansible_inventory(root, "-i", str(inv), "--playbook-dir", str(books))
+    src = Sources((inv,), playbook_dir=books)
+    for fast in (True, False):
+        mine = ours(src, fast=fast)
+        assert sorted(mine) == sorted(theirs)
+        for host, (groups, variables) in theirs.items():
+            assert mine[host] == (groups, variables), (host, fast)
+    shutil.rmtree(root)
