@@ -95,7 +95,8 @@ lab-test: deps venv
 
 ## make stress: the protection oracle on 20,000 random schedules from a new seed (SCHEDULES=N,
 ## ORACLE_SEED=S; about 20 min), then SIGKILL the orchestrator alone at 100 random moments of
-## lab migrations and resume each time (KILLS=N; SEED=S for another sequence; about 40 min).
+## lab migrations, every other one inside a protection window, and resume each time (KILLS=N;
+## SEED=S for another sequence; about 55 min).
 KILLS ?= 100
 SEED ?= 20241
 SCHEDULES ?= 20000
