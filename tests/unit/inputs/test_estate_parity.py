@@ -206,7 +206,7 @@ def test_generated_estates_read_as_ansible_inventory_reads_them(tmp_path: Path,
     root = tmp_path / f"e{abs(hash(json.dumps(e, sort_keys=True, default=list)))}"
     inv = write_estate(root, e)
     extra = varsdirs.VarsDirs([root])
-    staticinv.load(inv, extra or None)  # the fast loader reads it itself (no fallback)
+    staticinv.load(inv, [extra] if extra else [])  # the fast loader reads it (no fallback)
     theirs = ansible_inventory(root, "-i", str(inv))
     src = Sources((inv,))
     for fast in (True, False):
