@@ -24,13 +24,14 @@ callbacks, ssh_common_args, interpreter discovery) is the user's.
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.core import names
 from orchestrator.core.errors import InventoryError
-from orchestrator.inputs.sources import find_config
+from orchestrator.inputs.sources import find_config, split_vault_id
 
 # Ansible's own default for [ssh_connection] ssh_args.
 ANSIBLE_DEFAULT_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
@@ -74,15 +75,25 @@ class AnsibleSettings:
         return [*lines, *self.notes]
 
 
-def _ini_value(path: Path | None, section: str, key: str) -> str | None:
-    if path is None:
-        return None
+@functools.lru_cache(maxsize=4)
+def _parsed(path: Path, _mtime_ns: int) -> configparser.ConfigParser:
+    """The file parsed once (per modification time), however many settings are read."""
     parser = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
     except (configparser.Error, OSError) as exc:
         raise InventoryError(f"{path}: not a valid ansible.cfg ({exc}); fix it") from exc
-    value = parser.get(section, key, fallback=None)
+    return parser
+
+
+def _ini_value(path: Path | None, section: str, key: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot be read ({exc.strerror}); fix it") from exc
+    value = _parsed(path, mtime).get(section, key, fallback=None)
     return value.strip().strip("'\"") if value is not None else None
 
 
@@ -137,11 +148,10 @@ def load(cwd: Path | None = None) -> AnsibleSettings:
     identities = os.environ.get("ANSIBLE_VAULT_IDENTITY_LIST") or \
         _ini_value(path, "defaults", "vault_identity_list") or ""
     for item in (i.strip() for i in identities.split(",") if i.strip()):
-        label, at, where = item.partition("@")  # as Ansible splits it: at the first @
-        label, where = (label, where) if at else ("default", label)
+        label, where = split_vault_id(item)
         if where != "prompt":  # as ansible-playbook run from `cwd` would open it
             where = str((here / Path(where).expanduser()).resolve())
-        vault_ids.append(f"{label or 'default'}@{where}")
+        vault_ids.append(f"{label}@{where}")
     password_file = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE") or \
         _ini_value(path, "defaults", "vault_password_file")
     if password_file:  # a path setting: relative to the configuration file

@@ -24,7 +24,7 @@ from orchestrator.core import names
 from orchestrator.core.assets import PLAYBOOK_DIR
 from orchestrator.core.errors import InventoryError
 from orchestrator.inputs import invbuilder, varsdirs
-from orchestrator.inputs.sources import Sources
+from orchestrator.inputs.sources import Sources, split_vault_id
 
 NODE_GROUP = "execution_nodes"
 # Values avmigrate itself reads (sweep, nodes, the host key checks): templated when needed.
@@ -40,8 +40,7 @@ def vault_secrets(loader: Any, src: Sources) -> list[tuple[str, Any]]:
     if src.vault_password is not None:
         found.append(("default", VaultSecret(src.vault_password)))
     for given in src.vault_ids:
-        label, at, where = given.partition("@")
-        label, where = (label, where) if at else ("default", label)
+        label, where = split_vault_id(given)
         path = Path(where).expanduser()
         if not path.exists():
             raise InventoryError(f"vault password file {where} does not exist; fix --vault-id "
@@ -191,10 +190,3 @@ def hosts(src: Sources, describe_failure: Any) -> list[invbuilder.Found]:
         if (problem := names.group_problem(group)) is not None:
             raise InventoryError(f"{src}: {problem}; rename it")
     return found
-
-
-def text_of(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-    except OSError:
-        return ""

@@ -71,7 +71,7 @@ class Inventory:
 
 _plain = invbuilder.plain
 _SIMPLE = (str, int, bool, type(None))
-NODE_GROUP = "execution_nodes"
+NODE_GROUP = ansibleinv.NODE_GROUP
 _new_host = bulk_constructor(InventoryHost)
 
 

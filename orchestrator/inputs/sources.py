@@ -66,18 +66,24 @@ class Sources:
         paths = self.paths or config_inventory
         ids = []
         for given in (*config_vault_ids, *self.vault_ids):
-            label, at, where = given.partition("@")  # as Ansible splits it: at the first @
-            label, where = (label, where) if at else ("default", label)
+            label, where = split_vault_id(given)
             if where == "prompt":  # asked once, by --ask-vault-pass, for every step
                 if self.vault_password is None:
                     raise InventoryError(f"vault identity {given!r} asks at a prompt: pass "
                                          "--ask-vault-pass (-J)")
                 continue
-            ids.append(f"{label or 'default'}@{Path(where).expanduser().resolve()}")
+            ids.append(f"{label}@{Path(where).expanduser().resolve()}")
         return Sources(tuple(Path(p).expanduser().absolute() if "," not in str(p) else Path(p)
                              for p in paths), self.limit, tuple(dict.fromkeys(ids)),
                        self.vault_password, self.become_password,
                        self.playbook_dir.expanduser().absolute() if self.playbook_dir else None)
+
+
+def split_vault_id(given: str) -> tuple[str, str]:
+    """(label, source) of a vault identity, split as Ansible splits it (at the first '@';
+    no '@': the 'default' label)."""
+    label, at, where = given.partition("@")
+    return (label or "default", where) if at else ("default", label)
 
 
 def find_config(cwd: Path | None = None) -> Path | None:
