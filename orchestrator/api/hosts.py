@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.api.workspace import Observer, Settings, Silent, Workspace, operator_name
@@ -17,12 +18,17 @@ from orchestrator.inputs.sources import Given
 from orchestrator.store.sqlstore import SqlStore
 
 if TYPE_CHECKING:
+    from orchestrator.core.catalogue import Catalogue
     from orchestrator.engine import session as session_mod
     from orchestrator.execute import sweep as sweep_mod
     from orchestrator.inputs import inventory
+    from orchestrator.inputs import policy as policy_mod
+    from orchestrator.plan import choice as choice_mod
 else:
     # Imported when first used: `avmigrate status` needs none of them.
+    choice_mod = lazy("orchestrator.plan.choice")
     inventory = lazy("orchestrator.inputs.inventory")
+    policy_mod = lazy("orchestrator.inputs.policy")
     session_mod = lazy("orchestrator.engine.session")
     sweep_mod = lazy("orchestrator.execute.sweep")
 
@@ -72,7 +78,8 @@ class Target:
     """The hosts an operation works on, the product they move to, and Ansible's forks."""
 
     inventory: Given  # a path, several, or Sources (-i, --limit, vault ids, prompts)
-    replacement: str = "clamav"
+    # The default replacement (None: the policy's, else clamav); see plan/choice.py.
+    replacement: str | None = None
     forks: int | None = None  # None: ansible.cfg's forks, else 10
 
 
@@ -81,15 +88,26 @@ class Discovered:
     records: tuple[HostRecord, ...]
 
 
-def discover(ws: Workspace, target: Target, observer: Observer | None = None) -> Discovered:
-    """Probe every host read-only and record what it runs."""
+def choose(inv: inventory.Inventory, cat: Catalogue, target: Target,
+           pol: policy_mod.Policy | Path | None) -> choice_mod.Choice:
+    """Each host's replacement: inventory variable, policy groups, default."""
+    if not isinstance(pol, policy_mod.Policy):
+        pol = policy_mod.Policy() if pol is None else policy_mod.load(pol)
+    return choice_mod.choose(inv, pol, cat, target.replacement)
+
+
+def discover(ws: Workspace, target: Target, observer: Observer | None = None,
+             policy: Path | None = None) -> Discovered:
+    """Probe every host read-only and record what it runs (`policy`: its replacement
+    choices)."""
     observer = observer or Silent()
     inv = inventory.load(ws.sources(target.inventory))
-    executor = ws.executor(inv, target.forks, observer)
     cat = ws.catalogue()
+    choice = choose(inv, cat, target, policy)
+    executor = ws.executor(inv, target.forks, observer)
     spec = session_mod.SessionSpec("discover", hosts=inv.names())
     with ws.session(inv, executor, spec, observer) as session:
-        engine = session.engine(cat, target.replacement, None, observer.log)
+        engine = session.engine(cat, choice, None, observer.log)
         engine.discover(list(session.inventory.names()))
     return Discovered(tuple(records_of(ws.store(), session.inventory.names())))
 

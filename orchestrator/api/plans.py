@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.api.hosts import Target, records_of
+from orchestrator.api.hosts import Target, choose, records_of
 from orchestrator.api.workspace import Observer, Silent, Workspace, operator_name
 from orchestrator.core.errors import UsageError
 from orchestrator.core.lazy import lazy
@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from orchestrator.engine.policy import RunPolicy
     from orchestrator.inputs import inventory
     from orchestrator.inputs import policy as policy_mod
+    from orchestrator.plan import choice as choice_mod
     from orchestrator.plan import estimate, planfile, planner
     from orchestrator.report import csvout, render, views
 else:
+    choice_mod = lazy("orchestrator.plan.choice")
     # Imported when first used: `avmigrate status` needs none of them (nor jinja2).
     csvout = lazy("orchestrator.report.csvout")
     engine_policy = lazy("orchestrator.engine.policy")
@@ -78,6 +80,7 @@ class PlanOptions:
     growth: float | None = None
     check: bool = False  # also preflight and the playbooks in Ansible check mode
     discover: bool = True  # False: plan from the last discovery in the state
+    protect_unprotected: bool | None = None  # None: the policy's
 
 
 @dataclass(frozen=True)
@@ -108,22 +111,23 @@ def _probe_for_plan(ws: Workspace, opts: PlanOptions, inv: inventory.Inventory,
                     ) -> tuple[inventory.Inventory, dict[str, Any]]:
     """Discovery and check mode under a session; the inventory held and the checks."""
     t = opts.target
-    executor = ws.executor(inv, t.forks, observer)
     cat = ws.catalogue()
+    choice = choose(inv, cat, t, pol)
+    executor = ws.executor(inv, t.forks, observer)
     spec = session_mod.SessionSpec("plan --check" if opts.check else "plan", hosts=inv.names())
     checks: dict[str, Any] = {}
     with ws.session(inv, executor, spec, observer) as session:
         inv = session.inventory
-        engine = session.engine(cat, t.replacement,
+        engine = session.engine(cat, choice,
                                 engine_policy.RunPolicy(strategy=pol.strategy), observer.log)
         if opts.discover:
             engine.discover(list(inv.names()))
         if opts.check:
             store = ws.store()
             records = {r.name: r for r in records_of(store, inv.names())}
-            the_plan = planner.make_plan(inv, cat, t.replacement, records, pol,
+            the_plan = planner.make_plan(inv, cat, choice.default, records, pol,
                                          estimate.estimates_from(store.step_spans()),
-                                         ws.forks(t.forks))
+                                         ws.forks(t.forks), choice=choice.others)
             observer.log(f"check mode on {len(the_plan.hosts)} planned host(s)")
             checks = engine.check(list(the_plan.hosts))
     return inv, checks
@@ -139,8 +143,13 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
     try:
         inv = inventory.load(ws.sources(t.inventory)) if loading is None else None
         cat = ws.catalogue()
-        cat.replacement(t.replacement)
         pol = with_waves(load_policy(opts.policy), opts.canary, opts.growth)
+        if opts.protect_unprotected is not None:
+            pol = dataclasses.replace(pol, protect_unprotected=opts.protect_unprotected,
+                                      raw=pol.raw | {"protect_unprotected":
+                                                     opts.protect_unprotected})
+        default = choice_mod.default_of(pol, t.replacement)
+        cat.replacement(default)
         store = ws.store()
         checks: dict[str, Any] = {}
         if inv is not None:  # discovery or check mode
@@ -151,13 +160,16 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
             now = time.time()
             records = {r.name: r for r in store.all()}
             estimates = estimate.estimates_from(store.step_spans())
-            lines = views.host_lines(records.values(), cat, t.replacement, now, pol.strategy)
+            lines = views.host_lines(records.values(), cat, default, now, pol.strategy)
             render.compile_plan_templates()
             if loading is not None:
                 inv = loading()
             assert inv is not None  # noqa: S101 - loaded above, one way or the other
-            the_plan = planner.make_plan(inv, cat, t.replacement, records, pol, estimates,
-                                         ws.forks(t.forks), now=now)
+            choice = choose(inv, cat, t, pol)
+            if choice.others:  # lines of hosts with another replacement, judged for it
+                lines = views.rechosen(lines, records, cat, choice.others)
+            the_plan = planner.make_plan(inv, cat, default, records, pol, estimates,
+                                         ws.forks(t.forks), now=now, choice=choice.others)
             if checks:
                 the_plan = dataclasses.replace(the_plan, checks=checks)
             view = views.plan_view(the_plan, records, inv, cat, lines)

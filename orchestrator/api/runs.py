@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.api.hosts import Target, records_of
+from orchestrator.api.hosts import Target, choose, records_of
 from orchestrator.api.plans import load_policy, run_policy
 from orchestrator.api.workspace import Observer, Silent, Workspace
 from orchestrator.core.errors import ExitCode, PlanError, UsageError
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from orchestrator.inputs import inventory
     from orchestrator.inputs import policy as policy_mod
     from orchestrator.plan import changes, estimate, planfile, planner
+    from orchestrator.plan import choice as choice_mod
 else:
+    choice_mod = lazy("orchestrator.plan.choice")
     # Imported when first used: `avmigrate status` needs none of them.
     changes = lazy("orchestrator.plan.changes")
     engine_policy = lazy("orchestrator.engine.policy")
@@ -46,6 +48,7 @@ class Overrides:
     max_failed_percent: float | None = None
     soak_seconds: float | None = None
     require_approval: bool | None = None
+    protect_unprotected: bool | None = None
 
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -70,15 +73,16 @@ class Migrated:
 
 
 def _plan_and_policy(opts: RunOptions, inv: inventory.Inventory, cat: Catalogue
-                     ) -> tuple[Plan | None, str, policy_mod.Policy]:
-    """The plan to execute (None: made after discovery), its replacement and policy."""
+                     ) -> tuple[Plan | None, choice_mod.Choice, policy_mod.Policy]:
+    """The plan to execute (None: made after discovery), its hosts' replacements and
+    policy."""
     given = opts.overrides.given()
     if opts.plan is None:
         pol = dataclasses.replace(load_policy(opts.policy), **given)
         if pol.require_approval:
             raise UsageError("--require-approval needs --plan: approvals are given for a "
                              "plan file; make one with `avmigrate plan`")
-        return None, opts.target.replacement, pol
+        return None, choose(inv, cat, opts.target, pol), pol
     if opts.policy is not None or given:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--policy"
         raise UsageError(f"{names} cannot be used with --plan: a plan runs with the policy "
@@ -86,7 +90,9 @@ def _plan_and_policy(opts: RunOptions, inv: inventory.Inventory, cat: Catalogue
     the_plan = planfile.load_plan(opts.plan)
     if (changed := changes.plan_changes(the_plan, inv, cat, opts.plan)) is not None:
         raise PlanError(changed)
-    return the_plan, the_plan.replacement, planfile.policy_from_plan(the_plan)
+    # The plan's own choice of replacements: what was read and approved is what runs.
+    return (the_plan, choice_mod.Choice(the_plan.replacement, the_plan.replacements),
+            planfile.policy_from_plan(the_plan))
 
 
 def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -> Migrated:
@@ -94,11 +100,12 @@ def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -
     observer = observer or Silent()
     inv = inventory.load(ws.sources(opts.target.inventory))
     cat = ws.catalogue()
-    the_plan, replacement, pol = _plan_and_policy(opts, inv, cat)
+    the_plan, choice, pol = _plan_and_policy(opts, inv, cat)
     policy = run_policy(pol, the_plan)
     executor = ws.executor(inv, opts.target.forks, observer)
     store = ws.store()
-    observer.confirm(f"Migrate up to {len(inv.hosts)} host(s) to {replacement}?")
+    to = ", ".join(f"{n} to {rid}" for rid, n in sorted(choice.counts(inv.names()).items()))
+    observer.confirm(f"Migrate up to {len(inv.hosts)} host(s): {to}?")
     t0 = time.monotonic()
     spec = session_mod.SessionSpec("run", hosts=inv.names(), interrupts=True,
                                    plan_source=None if opts.plan is None else str(opts.plan))
@@ -106,14 +113,14 @@ def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -
         inv = session.inventory
         if the_plan is not None:
             the_plan = changes.narrowed_plan(the_plan, inv)
-        engine = session.engine(cat, replacement, policy, observer.log, observer.changed)
+        engine = session.engine(cat, choice, policy, observer.log, observer.changed)
         observer.log(f"discovering {len(inv.hosts)} host(s)")
         engine.discover(list(inv.names()))
         records = {r.name: r for r in records_of(store, inv.names())}
         if the_plan is None:
-            the_plan = planner.make_plan(inv, cat, replacement, records, pol,
+            the_plan = planner.make_plan(inv, cat, choice.default, records, pol,
                                          estimate.estimates_from(store.step_spans()),
-                                         ws.forks(opts.target.forks))
+                                         ws.forks(opts.target.forks), choice=choice.others)
         with observer.watching(the_plan, records):
             summary = engine.run(the_plan)
         session.outcome = f"exit {summary.exit_code}"
@@ -132,21 +139,25 @@ class Remediated:
     exit_code: int
 
 
-def remediate(ws: Workspace, target: Target, observer: Observer | None = None) -> Remediated:
-    """Bring unprotected hosts back under protection: install and verify the replacement."""
+def remediate(ws: Workspace, target: Target, observer: Observer | None = None,
+              policy: Path | None = None) -> Remediated:
+    """Bring unprotected hosts back under protection: install and verify the replacement
+    (each host's, as the inventory and `policy` choose)."""
     observer = observer or Silent()
     inv = inventory.load(ws.sources(target.inventory))
     store = ws.store()
     names = [r.name for r in records_of(store, inv.names()) if r.state == HostState.UNPROTECTED]
     if not names:
         return Remediated(None, ExitCode.OK)
-    observer.confirm(f"Install and verify {target.replacement} on {', '.join(names)}?")
-    executor = ws.executor(inv, target.forks, observer)
     cat = ws.catalogue()
+    choice = choose(inv, cat, target, policy)
+    what = ", ".join(f"{choice.of(n)} on {n}" for n in names)
+    observer.confirm(f"Install and verify {what}?")
+    executor = ws.executor(inv, target.forks, observer)
     spec = session_mod.SessionSpec("remediate", hosts=names, interrupts=True)
     with ws.session(inv.only(names), executor, spec, observer) as session:
         names = list(session.inventory.names())
-        engine = session.engine(cat, target.replacement, None, observer.log)
+        engine = session.engine(cat, choice, None, observer.log)
         # Read first: a host whose protecting product runs again, or whose replacement
         # verifies, leaves its slot on that evidence; the others are remediated.
         engine.discover(names)

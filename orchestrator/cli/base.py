@@ -120,8 +120,15 @@ def _secret(prompt: str) -> bytes:
                         err=True).encode()
 
 
-REPLACEMENT = click.option("--replacement", default="clamav", show_default=True,
-                           help="Replacement product id from the catalogue.")
+REPLACEMENT = click.option(
+    "--replacement", default=None,
+    help="Default replacement product id from the catalogue (else the policy's "
+         "replacement.default, else clamav). The policy's replacement.groups and the "
+         "inventory variable avmigrate_replacement choose per host.")
+PROTECT_UNPROTECTED = click.option(
+    "--protect-unprotected", is_flag=True, default=None,
+    help="Also install and prove the replacement on hosts with no antivirus at all (no "
+         "banned product, no proven replacement); the policy's protect_unprotected.")
 FORKS = click.option("--forks", default=None, type=click.IntRange(1, 500),
                      help="Hosts Ansible works on at once.")
 POLICY = click.option("--policy", "policy_path", type=click.Path(path_type=Path),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from orchestrator import api
-from orchestrator.cli.base import FORKS, INVENTORY, REPLACEMENT, Context, command
+from orchestrator.cli.base import FORKS, INVENTORY, POLICY, REPLACEMENT, Context, command
 from orchestrator.cli.display import ConsoleObserver, out, print_status, print_summary
 from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostState
@@ -29,11 +29,13 @@ else:
 @INVENTORY
 @REPLACEMENT
 @FORKS
+@POLICY
 @click.option("--json", "as_json", is_flag=True, help="Print the hosts as JSON.")
-def discover(obj: Context, inventory_path: Path, replacement: str, forks: int,
-             as_json: bool) -> None:
+def discover(obj: Context, inventory_path: Path, replacement: str | None, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
+             policy_path: Path | None, as_json: bool) -> None:
     """Probe every host read-only: banned products, replacement, disk and package health."""
-    found = api.discover(obj, api.Target(inventory_path, replacement, forks), ConsoleObserver())
+    found = api.discover(obj, api.Target(inventory_path, replacement, forks), ConsoleObserver(),
+                         policy=policy_path)
     if as_json:
         out.print_json(json.dumps([evidence.host_row(r) for r in found.records]))
     else:

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 import click
 
 from orchestrator import api
-from orchestrator.cli.base import FORKS, INVENTORY, POLICY, REPLACEMENT, YES, Context, command
+from orchestrator.cli.base import (
+    FORKS,
+    INVENTORY,
+    POLICY,
+    PROTECT_UNPROTECTED,
+    REPLACEMENT,
+    YES,
+    Context,
+    command,
+)
 from orchestrator.cli.display import ConsoleObserver, err, out, print_status
 from orchestrator.core.lazy import lazy
 from orchestrator.core.models import STRATEGY_NAMES
@@ -37,15 +46,17 @@ else:
                    "(still changes nothing) and put the findings in the plan.")
 @click.option("--no-discover", is_flag=True,
               help="Plan from the last discovery in the state instead of probing hosts.")
+@PROTECT_UNPROTECTED
 @click.option("--json", "as_json", is_flag=True, help="Print the plan file's JSON.")
-def plan(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
+def plan(obj: Context, inventory_path: Path, replacement: str | None, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
          policy_path: Path | None, out_dir: Path, canary: int | None, growth: float | None,
-         check_mode: bool, no_discover: bool, as_json: bool) -> None:
+         check_mode: bool, no_discover: bool, protect_unprotected: bool | None,
+         as_json: bool) -> None:
     """Make the wave plan. A dry run: hosts are only read, never changed."""
     made = api.make_plan(obj, api.PlanOptions(
         api.Target(inventory_path, replacement, forks), policy=policy_path, out_dir=out_dir,
-        canary=canary, growth=growth, check=check_mode, discover=not no_discover),
-        ConsoleObserver())
+        canary=canary, growth=growth, check=check_mode, discover=not no_discover,
+        protect_unprotected=protect_unprotected), ConsoleObserver())
     the_plan = made.plan
     if as_json:
         click.echo(json.dumps(planfile.plan_to_json(the_plan), indent=2))
@@ -97,16 +108,18 @@ def approve(obj: Context, wave_number: int, plan_path: Path) -> None:
               help="Seconds to wait after each wave, then re-verify it, before the next.")
 @click.option("--require-approval", is_flag=True, default=None,
               help="Every wave after the canary needs `avmigrate approve` (needs --plan).")
+@PROTECT_UNPROTECTED
 @click.option("--progress/--no-progress", default=None,
               help="Live progress bars (default: on when standard error is a terminal).")
-def run(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
+def run(obj: Context, inventory_path: Path, replacement: str | None, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
         policy_path: Path | None, plan_path: Path | None, yes: bool, strategy: str | None,
         max_unprotected: str | None, reconnect_seconds: float | None,
         max_failed_percent: float | None, soak_seconds: float | None,
-        require_approval: bool | None, progress: bool | None) -> None:
+        require_approval: bool | None, protect_unprotected: bool | None,
+        progress: bool | None) -> None:
     """Migrate the hosts: install and verify the replacement, then remove the banned product."""
     overrides = api.Overrides(strategy, max_unprotected, reconnect_seconds, max_failed_percent,
-                              soak_seconds, require_approval)
+                              soak_seconds, require_approval, protect_unprotected)
     observer = ConsoleObserver(yes=yes, verb="run",
                                live=err.is_terminal if progress is None else progress)
     done = api.migrate(obj, api.RunOptions(api.Target(inventory_path, replacement, forks),
@@ -125,12 +138,13 @@ def run(obj: Context, inventory_path: Path, replacement: str, forks: int,  # noq
 @INVENTORY
 @REPLACEMENT
 @FORKS
+@POLICY
 @YES
-def remediate(obj: Context, inventory_path: Path, replacement: str, forks: int,
-              yes: bool) -> None:
+def remediate(obj: Context, inventory_path: Path, replacement: str | None, forks: int,  # noqa: PLR0913, PLR0917 - one parameter per click option
+              policy_path: Path | None, yes: bool) -> None:
     """Bring unprotected hosts back under protection: install and verify the replacement."""
     done = api.remediate(obj, api.Target(inventory_path, replacement, forks),
-                         ConsoleObserver(yes=yes, verb="remediate"))
+                         ConsoleObserver(yes=yes, verb="remediate"), policy=policy_path)
     if done.records is None:
         out.print("no unprotected host: nothing to remediate")
         return

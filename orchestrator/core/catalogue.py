@@ -38,8 +38,34 @@ class Catalogue:
 
     def secret_names(self) -> set[str]:
         """Credentials the catalogue's products may need (e.g. an uninstall password)."""
-        return {str(b["remove"]["secret"]) for b in self.banned.values()
-                if b["remove"].get("secret")}
+        removal = {str(b["remove"]["secret"]) for b in self.banned.values()
+                   if b["remove"].get("secret")}
+        return removal | {str(r["enrol"]["secret"]) for r in self.replacements.values()
+                          if r.get("enrol")}
+
+    def enrol_secret(self, rid: str) -> str | None:
+        """The credential replacement `rid` is enrolled with (an onboarding file, a CID)."""
+        enrol = self.replacements[rid].get("enrol")
+        return str(enrol["secret"]) if enrol else None
+
+    def passive(self, rid: str) -> bool:
+        """Does `rid` run beside some banned product only in passive mode (then activated)?"""
+        return bool(self.replacements[rid].get("passive_beside"))
+
+    def passive_beside(self, rid: str, running: list[str]) -> bool:
+        """Must `rid` run passive on a host where banned products `running` run?"""
+        return bool(set(self.replacements[rid].get("passive_beside", ())) & set(running))
+
+    def verify_spec(self, rid: str, passive: bool = False) -> dict[str, Any]:
+        """How `rid` proves protection (`passive`: its health in passive mode beside the
+        banned product, which alone protects then)."""
+        entry = self.replacements[rid]
+        return dict(entry["verify_passive" if passive and "verify_passive" in entry
+                          else "verify"])
+
+    def supports(self, rid: str, strategy: str) -> bool:
+        return strategy in self.replacements[rid].get("strategies",
+                                                      ("make-before-break", "swap"))
 
     def protection_services(self, bid: str) -> tuple[str, ...]:
         """The services whose running is banned product `bid`'s protection (none: it
@@ -48,5 +74,8 @@ class Catalogue:
         return tuple(entry["protection"]["services"]) if entry else ()
 
     def coexists(self, rid: str, banned_ids: list[str]) -> bool:
-        allowed = set(self.replacements[rid].get("coexists_with", ()))
+        """Can `rid` be installed while these banned products are still on (make-before-
+        break), actively or in passive mode?"""
+        entry = self.replacements[rid]
+        allowed = {*entry.get("coexists_with", ()), *entry.get("passive_beside", ())}
         return all(b in allowed for b in banned_ids)

@@ -121,34 +121,69 @@ def preflight_checker(catalogue: Catalogue, replacement: str
     return problems_of
 
 
-_CLAMD_VERSION = re.compile(r"^\S+ [\d.]+/(\d+)/(.+)$")
-
-
-def signature_age_days(daemon_output: str, now: datetime) -> float | None:
-    """Age of the signatures the running daemon reports (`ClamAV 1.4.6/27000/<date>`)."""
-    m = _CLAMD_VERSION.match((daemon_output or "").strip())
+def signature_age_days(spec: dict[str, Any], output: str, now: datetime) -> float | None:
+    """Age of the signatures a product reports, read as its catalogue `signatures` says: a
+    `date` group parsed with `format` (clamd: `ClamAV 1.4.6/27000/<date>`) or a `minutes`
+    group (mdatp: definitions_updated_minutes_ago). None when the output does not say."""
+    m = re.search(spec["pattern"], (output or "").strip(), re.M)
     if not m:
         return None
+    groups = m.groupdict()
+    if groups.get("minutes") is not None:
+        return int(groups["minutes"]) / 1440
     try:
-        built = datetime.strptime(m.group(2).strip(), "%a %b %d %H:%M:%S %Y").replace(tzinfo=UTC)
-    except ValueError:
+        built = datetime.strptime(groups["date"].strip(), spec["format"]).replace(tzinfo=UTC)
+    except (KeyError, ValueError):
         return None
     return (now - built).total_seconds() / 86400
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
 def verification_problem(report: dict[str, Any], catalogue: Catalogue, replacement: str,
-                         now: datetime) -> str | None:
-    """None when the verify playbook's proof is complete and fresh, else what is missing."""
-    verify = catalogue.replacements[replacement]["verify"]
-    if verify["detected_text"] not in str(report.get("scan", "")):
-        return "the daemon did not report the EICAR test file"
+                         now: datetime, passive: bool = False) -> str | None:
+    """None when the verify playbook's report proves protection by the product's own
+    evidence (catalogue `verify`, or `verify_passive` for its passive stage), else what is
+    missing. The playbook reports what it read; this judges it."""
+    verify = catalogue.verify_spec(replacement, passive)
+    service = _text(report.get("service"))
+    if service != "active":
+        return f"{verify['service']} is not running ({service or 'no answer'})"
+    if passive:
+        units = report.get("banned_running")
+        if not isinstance(units, list) or not units or any(u != "active" for u in units):
+            return ("the banned product's protection does not run: nothing would protect the "
+                    "host while the replacement is passive")
+    health = _mapping(report.get("health"))
+    for field in verify.get("health", ()):
+        value = _text(health.get(field["name"]))
+        if re.fullmatch(field["expect"], value) is None:
+            return f"{field['name']} is {value!r} (must be {field['expect']!r})"
     limit = verify.get("max_signature_age_days")
     if limit is not None:
-        age = signature_age_days(str(report.get("daemon", "")), now)
+        age = signature_age_days(verify["signatures"], _text(report.get("signatures")), now)
         if age is None:
-            return f"cannot read the signature date from {report.get('daemon', '')!r}"
+            return f"cannot read the signature age from {_text(report.get('signatures'))!r}"
         if age > float(limit):
             return f"signatures are {age:.0f} days old (limit {limit})"
+    det = verify.get("detection")
+    return None if det is None else detection_problem(det, _mapping(report.get("detection")))
+
+
+def detection_problem(det: dict[str, Any], seen: dict[str, Any]) -> str | None:
+    """Why the EICAR test did not prove detection by the product's own mechanism, or None."""
+    if det["method"] == "scan":
+        if str(seen.get("rc")) != str(det["detected_rc"]) or (
+                det["detected_text"] not in _text(seen.get("output"))):
+            return "the scan did not report the EICAR test file"
+    elif _text(seen.get("gone")).lower() != "true":
+        return (f"the EICAR test file was still on disk {det['wait_s']} s after it was "
+                "written: no on-access detection")
+    if "evidence_command" in det and det["evidence_text"] not in _text(seen.get("evidence")):
+        return (f"`{' '.join(det['evidence_command'])}` does not show the detection "
+                f"({det['evidence_text']!r})")
     return None
 
 

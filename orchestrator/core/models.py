@@ -104,6 +104,8 @@ _STEPS: dict[HostState, frozenset[HostState]] = {
 
 
 def _allowed(state: HostState) -> frozenset[HostState]:
+    if state == HostState.CLEAN:  # a host with no antivirus at all may be given one
+        return UNTOUCHED | {HostState.INSTALLING}
     if state in UNTOUCHED:
         return UNTOUCHED | (_START if state in RESTARTABLE else frozenset())
     moves = _STEPS.get(state, frozenset()) | _REPROBED
@@ -298,9 +300,11 @@ class Plan:
     created_at: float
     inventory_digest: str
     catalogue_digest: str
-    replacement: str
+    replacement: str  # the default replacement
     strategy: str
     waves: tuple[Wave, ...]
+    # Hosts whose replacement is not the default (policy groups, inventory variable).
+    replacements: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     skipped: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     # The policy the plan was made with; a run of the plan follows it, not the command line.
     policy: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

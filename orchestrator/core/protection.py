@@ -42,8 +42,17 @@ def banned_running_proof(products: list[str], catalogue: Catalogue) -> str:
 
 
 def replacement_proof(replacement: str) -> str:
-    """The evidence text for a replacement verified by a probe just now."""
-    return f"{replacement} verified: its daemon answered and detected EICAR"
+    """The evidence text for a replacement verified by a probe just now: by its own
+    evidence (its service, health fields and signatures, and the EICAR test file detected
+    by its own mechanism, as its catalogue `verify` says)."""
+    return f"{replacement} verified: its own health evidence held and it detected EICAR"
+
+
+def passive_proof(replacement: str, units: list[str]) -> str:
+    """The evidence text for a replacement healthy in passive mode beside a banned product
+    that was seen protecting in the same probe (it alone protects the host then)."""
+    return (f"{', '.join(units)} running; {replacement} healthy in passive mode "
+            "(not yet protecting)")
 
 
 def proof_of(facts: HostFacts, catalogue: Catalogue, replacement: str,

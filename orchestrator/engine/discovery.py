@@ -41,8 +41,9 @@ class Discovery:
             if result.outcome != StepOutcome.OK:
                 out[result.host] = self._settle(prior, result, None, [], False)
                 return
-            facts = factlib.parse_discovery(result.data, engine.catalogue, engine.replacement)
-            problems = factlib.preflight_problems(facts, engine.catalogue, engine.replacement)
+            rid = engine.replacement_of(result.host)
+            facts = factlib.parse_discovery(result.data, engine.catalogue, rid)
+            problems = factlib.preflight_problems(facts, engine.catalogue, rid)
             banned_protects = bool(protecting_products(facts, engine.catalogue))
             if classify.in_doubt(prior.state, banned_protects) and not banned_protects and (
                     facts.replacement_installed or facts.replacement_active):
@@ -62,8 +63,8 @@ class Discovery:
     def _settle(self, prior: HostRecord, result: StepResult, facts: HostFacts | None,
                 problems: list[str], verified: bool) -> HostRecord:
         engine = self.engine
-        proof = None if facts is None else proof_of(facts, engine.catalogue, engine.replacement,
-                                                    verified)
+        rid = engine.replacement_of(result.host)
+        proof = None if facts is None else proof_of(facts, engine.catalogue, rid, verified)
         found = classify.settle(prior, result.outcome, result.message, facts, problems,
                                 proof, verified)
         extra: dict[str, Any] = {"proof": found.proof}
@@ -72,7 +73,7 @@ class Discovery:
             # The recommendation, for hosts not under way: a host mid-migration keeps the
             # strategy it is being migrated with.
             if facts.banned and found.state in (HostState.PENDING, HostState.BLOCKED):
-                extra["strategy"] = strategy_for(facts, engine.catalogue, engine.replacement)
+                extra["strategy"] = strategy_for(facts, engine.catalogue, rid)
         if verified and found.state in (HostState.VERIFIED, HostState.MIGRATED):
             extra["replacement_verified_at"] = time.time()
         reason = found.reason

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,12 +73,15 @@ class Engine:
             run_id: int | None = None, on_change: Callable[[HostRecord], None] | None = None,
             stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
             monotonic: Callable[[], float] = time.monotonic,
-            sleep: Callable[[float], None] | None = None) -> None:
+            sleep: Callable[[float], None] | None = None,
+            choice: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.executor = executor
         self.catalogue = catalogue
         self.inventory = inventory
-        self.replacement = replacement
+        self.replacement = replacement  # the default replacement
+        # Hosts whose replacement is not the default (policy by group, inventory variable).
+        self.choice: Mapping[str, str] = choice or {}
         self.log = log
         self.policy = policy or RunPolicy()
         self.store.run_budget = self.policy.budget_spec
@@ -122,12 +125,32 @@ class Engine:
         """Install and verify the replacement on unprotected hosts (remediation.py)."""
         remediation.remediate(self, names)
 
+    def replacement_of(self, name: str) -> str:
+        """The replacement host `name` is migrated to."""
+        return self.choice.get(name, self.replacement)
+
+    def passive_beside(self, name: str) -> bool:
+        """Must the host's replacement run passive: it may run beside a banned product found
+        running there only in passive mode (unknown facts: assume so)?"""
+        rid = self.replacement_of(name)
+        if not self.catalogue.passive(rid):
+            return False
+        facts = self.record(name).facts
+        if facts is None:
+            return True
+        running = [b.product for b in facts.banned if b.services_active or b.processes]
+        return self.catalogue.passive_beside(rid, running)
+
+    def protecting_units(self, name: str) -> list[str]:
+        """The services of the banned products on the host whose running is protection."""
+        return [u for b in self.banned_ids(name) for u in self.catalogue.protection_services(b)]
+
     def strategy_of(self, record: HostRecord) -> str:
         if self.policy.strategy != Strategy.AUTO:
             return self.policy.strategy
         if record.facts is None:
             return Strategy.MAKE_BEFORE_BREAK
-        return strategy_for(record.facts, self.catalogue, self.replacement)
+        return strategy_for(record.facts, self.catalogue, self.replacement_of(record.name))
 
     def unprotected(self) -> list[str]:
         return [r.name for r in self.store.in_states([HostState.UNPROTECTED])]
@@ -161,7 +184,9 @@ class Engine:
     def _extravars(self) -> dict[str, Any]:
         return {
             "avmigrate_banned": self.catalogue.banned,
-            "avmigrate_replacement": self.catalogue.replacement(self.replacement),
+            # Every replacement; each host's is picked by its avmigrate_replacement_id.
+            "avmigrate_replacements": {rid: self.catalogue.replacement(rid)
+                                       for rid in self.catalogue.replacements},
             "avmigrate_eicar_b64": EICAR_B64,
         }
 
@@ -177,7 +202,9 @@ class Engine:
         request = StepRequest(
             step=step, playbook=playbook,
             hosts=tuple(self.inventory.get(n) for n in names),
-            extravars=self._extravars(), host_vars=host_vars or {}, check=check,
+            extravars=self._extravars(), check=check,
+            host_vars={n: {"avmigrate_replacement_id": self.replacement_of(n),
+                           **(host_vars or {}).get(n, {})} for n in names},
         )
 
         def record(result: StepResult) -> None:
@@ -256,9 +283,11 @@ class Engine:
             return [b.product for b in record.facts.banned]
         return list(self.catalogue.banned)
 
-    def proof_problem(self, result: StepResult) -> str | None:
-        """Why a verification result does not prove the replacement protects, or None."""
+    def proof_problem(self, result: StepResult, passive: bool = False) -> str | None:
+        """Why a verification result does not prove the replacement protects (`passive`:
+        that it is healthy in passive mode), or None."""
         if result.outcome != StepOutcome.OK:
             return f"{result.outcome.value}: {result.message}"
-        return factlib.verification_problem(result.data, self.catalogue, self.replacement,
-                                            datetime.now(UTC))
+        return factlib.verification_problem(result.data, self.catalogue,
+                                            self.replacement_of(result.host),
+                                            datetime.now(UTC), passive)

@@ -28,6 +28,8 @@ class RunPolicy:
     windows: Policy | None = None
     # How long a host in its protection window that does not answer is retried.
     reconnect_seconds: float = DEFAULT_RECONNECT_S
+    # Clean hosts (no banned product, no protection proven) get the replacement too.
+    protect_unprotected: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:

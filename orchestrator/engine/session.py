@@ -18,6 +18,7 @@ from orchestrator.execute.executor import RunnerExecutor
 from orchestrator.execute.step import Executor
 from orchestrator.inputs.inventory import Inventory
 from orchestrator.plan.changes import few
+from orchestrator.plan.choice import Choice
 from orchestrator.store.interface import StateStore
 from orchestrator.store.lease import LeaseKeeper
 
@@ -130,9 +131,12 @@ class Session:
             self._handler_installed = False
 
     # ---- the engine --------------------------------------------------------------------
-    def engine(self, catalogue: Catalogue, replacement: str, policy: RunPolicy | None,
-               log: Log, on_change: Callable[[HostRecord], None] | None = None) -> Engine:
-        """An engine on the hosts held, writing under this run, stopped by a lost lease."""
-        return Engine(self.store, self.executor, catalogue, self.inventory, replacement, log,
-                      policy, self.keeper.problem, run_id=self.run_id, stop=self.stop,
-                      on_change=on_change)
+    def engine(self, catalogue: Catalogue, replacement: str | Choice,
+               policy: RunPolicy | None, log: Log,
+               on_change: Callable[[HostRecord], None] | None = None) -> Engine:
+        """An engine on the hosts held, writing under this run, stopped by a lost lease;
+        `replacement`: every host's, or the Choice of each host's."""
+        choice = replacement if isinstance(replacement, Choice) else Choice(replacement)
+        return Engine(self.store, self.executor, catalogue, self.inventory, choice.default,
+                      log, policy, self.keeper.problem, run_id=self.run_id, stop=self.stop,
+                      on_change=on_change, choice=choice.others)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, ClassVar
 
-from orchestrator.core.models import HostState, StepOutcome, StepResult, Strategy
+from orchestrator.core.models import UNTOUCHED, HostState, StepOutcome, StepResult, Strategy
 from orchestrator.core.protection import replacement_proof
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.failures import not_installed, unreachable_in_window
@@ -31,8 +31,9 @@ class Swap:
         if not names:
             return None
         engine.check_stop()
+        names = self._swappable(names)
         for n in names:
-            engine.move(n, HostState.STAGING, f"staging {engine.replacement}", wave=wave,
+            engine.move(n, HostState.STAGING, f"staging {engine.replacement_of(n)}", wave=wave,
                         strategy=Strategy.SWAP)
         stage = engine.step("stage", "stage.yml", names)
         queue = []
@@ -50,6 +51,23 @@ class Swap:
         return Budget(engine).batches(
             queue, self._batch, self._stage_proven,
             lambda n: f"swap: removing {', '.join(engine.banned_ids(n))}")
+
+    def _swappable(self, names: list[str]) -> list[str]:
+        """Hosts whose replacement can be staged; the others are left as they are, said why
+        (a product whose role has no stage tasks coexists: make-before-break migrates it)."""
+        engine = self.engine
+        ok = []
+        for n in names:
+            rid = engine.replacement_of(n)
+            if engine.catalogue.supports(rid, Strategy.SWAP):
+                ok.append(n)
+                continue
+            prior = engine.record(n)
+            to = HostState.BLOCKED if prior.state in UNTOUCHED else prior.state
+            engine.move(n, to, f"{rid} cannot be swapped in (the catalogue offers "
+                        f"{', '.join(engine.catalogue.replacements[rid]['strategies'])} "
+                        "only); plan it with --strategy auto or make-before-break")
+        return ok
 
     def _stage_proven(self, candidates: list[str], _free: int) -> list[str]:
         """Right before removal: the staged packages are still exactly those staged (SHA-256)
@@ -138,7 +156,7 @@ class Swap:
         return failed
 
     def _swapped(self, n: str, removal: StepResult) -> None:
-        proof = replacement_proof(self.engine.replacement)
+        proof = replacement_proof(self.engine.replacement_of(n))
         if removal.outcome == StepOutcome.OK:
             self.engine.move(n, HostState.MIGRATED, "swapped: banned product removed; "
                              "replacement verified", replacement_verified_at=time.time(),

@@ -69,7 +69,9 @@ class Waves:
         engine.check_stop()
         if (held := self._held_back(wave, label, approvals)) is not None:
             return held
-        todo = [n for n in wave.hosts if engine.record(n).state in RESTARTABLE]
+        todo = [n for n in wave.hosts if engine.record(n).state in RESTARTABLE
+                or (engine.policy.protect_unprotected
+                    and engine.record(n).state == HostState.CLEAN)]
         if todo and (closed := self._window_closed(wave)):
             return (f"{label} may start only in its maintenance window: {closed}; "
                     "run again then")
@@ -130,7 +132,7 @@ class Waves:
             if result.outcome == StepOutcome.OK:
                 rec = engine.record(result.host)
                 facts = factlib.parse_discovery(result.data, engine.catalogue,
-                                                engine.replacement)
+                                                engine.replacement_of(result.host))
                 engine.store.transition(result.host, rec.state, rec.reason, engine.run_id,
                                         facts=facts)
 

@@ -15,10 +15,13 @@ from orchestrator.inputs.yamlfile import key_lines, load_yaml
 _BANNED_KEYS = {"name", "vendor", "platforms", "detect", "protection", "remove"}
 _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
 _REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file"}
-_REPL_KEYS = {"name", "platforms", "role", "coexists_with", "packages", "services",
-              "requirements", "verify", "sha256"}
-_VERIFY_KEYS = {"service", "daemon_command", "scan_command", "detected_rc", "detected_text",
-                "max_signature_age_days"}
+_REPL_KEYS = {"name", "vendor", "platforms", "role", "coexists_with", "passive_beside",
+              "strategies", "enrol", "packages", "services", "requirements", "verify",
+              "verify_passive", "sha256"}
+_VERIFY_KEYS = {"service", "health", "signatures", "max_signature_age_days", "detection"}
+_DETECTION_KEYS = {"method", "command", "detected_rc", "detected_text", "wait_s",
+                   "evidence_command", "evidence_text"}
+_STRATEGIES = ("make-before-break", "swap")
 
 
 class _Invalid(CatalogueError):
@@ -117,19 +120,98 @@ def _check_banned(entry: Any, source: str, where: str) -> None:
 
 
 def _check_replacement(entry: Any, banned: dict[str, Any], source: str, where: str) -> None:
-    """A replacement product: its role, packages, services and how it is verified."""
+    """A replacement product: its role, how it coexists and enrols, how it proves protection."""
     _check_keys(entry, _REPL_KEYS, {"name", "role", "packages", "services", "verify"},
                 source, where)
-    _check_keys(entry["verify"], _VERIFY_KEYS, {"service", "daemon_command", "scan_command",
-                                                "detected_rc", "detected_text"},
-                source, where + ".verify")
-    for other in entry.get("coexists_with", []):
-        _require(other in banned, source, where + ".coexists_with",
-                 f"{other!r} is not a banned product of this catalogue")
+    for key in ("coexists_with", "passive_beside"):
+        _str_list(entry.setdefault(key, []), source, f"{where}.{key}")
+        for other in entry[key]:
+            _require(other in banned, source, f"{where}.{key}",
+                     f"{other!r} is not a banned product of this catalogue")
+    both = set(entry["coexists_with"]) & set(entry["passive_beside"])
+    _require(not both, source, where + ".passive_beside",
+             f"{sorted(both)} cannot be in coexists_with too")
+    strategies = entry.setdefault("strategies", list(_STRATEGIES))
+    _require(isinstance(strategies, list) and bool(strategies)
+             and all(s in _STRATEGIES for s in strategies), source, where + ".strategies",
+             f"must list some of {', '.join(_STRATEGIES)}")
+    enrol = entry.get("enrol")
+    if enrol is not None:
+        _check_keys(enrol, {"secret", "what"}, {"secret"}, source, where + ".enrol")
+        _require(isinstance(enrol["secret"], str)
+                 and re.fullmatch(r"[a-z][a-z0-9_]*", enrol["secret"]) is not None,
+                 source, where + ".enrol.secret",
+                 "must name a credential (lower case letters, digits, '_')")
+    _check_verify(entry["verify"], source, where + ".verify", detection=True)
+    passive = entry.get("verify_passive")
+    _require((passive is not None) == bool(entry["passive_beside"]), source,
+             where + ".verify_passive",
+             "a product that runs passive beside a banned product needs verify_passive "
+             "(and only such a product)")
+    if passive is not None:
+        _check_verify(passive, source, where + ".verify_passive", detection=False)
     pins = entry.get("sha256", {})
     _require(isinstance(pins, dict) and all(
         isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
         for k, v in pins.items()), source, where + ".sha256",
         "must map package file names to SHA-256 hex digests")
     entry.setdefault("requirements", {"free_mb": {}})
-    entry.setdefault("coexists_with", [])
+
+
+def _regex(value: Any, source: str, where: str) -> None:
+    _require(isinstance(value, str), source, where, "must be a regular expression")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _Invalid(source, where, f"is not a regular expression: {exc}") from None
+
+
+def _check_verify(verify: Any, source: str, where: str, *, detection: bool) -> None:
+    """A proof of protection: service, health fields, signature age, detection of EICAR."""
+    _check_keys(verify, _VERIFY_KEYS, {"service"} | ({"detection"} if detection else set()),
+                source, where)
+    _require(isinstance(verify["service"], str) and bool(verify["service"]), source,
+             where + ".service", "must name the service that must run")
+    health = verify.setdefault("health", [])
+    _require(isinstance(health, list), source, where + ".health", "must be a list")
+    for i, field in enumerate(health):
+        at = f"{where}.health.{i}"
+        _check_keys(field, {"name", "command", "expect"}, {"name", "command", "expect"},
+                    source, at)
+        _str_list(field["command"], source, at + ".command")
+        _regex(field["expect"], source, at + ".expect")
+    sigs = verify.get("signatures")
+    if sigs is not None:
+        _check_keys(sigs, {"command", "pattern", "format"}, {"command", "pattern"}, source,
+                    where + ".signatures")
+        _str_list(sigs["command"], source, where + ".signatures.command")
+        _regex(sigs["pattern"], source, where + ".signatures.pattern")
+        groups = re.compile(sigs["pattern"]).groupindex
+        _require(("date" in groups and "format" in sigs) or "minutes" in groups, source,
+                 where + ".signatures.pattern",
+                 "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) group")
+    age = verify.get("max_signature_age_days")
+    _require(age is None or (isinstance(age, int | float) and age > 0 and sigs is not None),
+             source, where + ".max_signature_age_days",
+             "must be a positive number of days, with `signatures` to read the age from")
+    if "detection" in verify:
+        _check_detection(verify["detection"], source, where + ".detection")
+
+
+def _check_detection(det: Any, source: str, where: str) -> None:
+    _check_keys(det, _DETECTION_KEYS, {"method"}, source, where)
+    if det["method"] == "scan":
+        _require({"command", "detected_rc", "detected_text"} <= set(det), source, where,
+                 "a scan needs command, detected_rc and detected_text")
+        _str_list(det["command"], source, where + ".command")
+    else:
+        _require(det["method"] == "on_access", source, where + ".method",
+                 "must be scan or on_access")
+        wait = det.setdefault("wait_s", 30)
+        _require(isinstance(wait, int | float) and 0 < wait <= 600, source, where + ".wait_s",
+                 "must be seconds between 1 and 600")
+    if "evidence_command" in det:
+        _str_list(det["evidence_command"], source, where + ".evidence_command")
+        _require(isinstance(det.get("evidence_text"), str) and bool(det["evidence_text"]),
+                 source, where + ".evidence_text",
+                 "must say what evidence_command prints for the detection")

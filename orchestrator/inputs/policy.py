@@ -44,6 +44,13 @@ class Policy:
     max_failed_percent: float = 0.0
     soak_seconds: float = 0.0
     require_approval: bool = False
+    # The replacement: the default (None: the command line's, else clamav) and, in order,
+    # the inventory groups that get another (the first group listed that a host is in wins;
+    # a host's own inventory variable avmigrate_replacement wins over both).
+    replacement: str | None = None
+    replacement_groups: tuple[tuple[str, str], ...] = ()
+    # Hosts with no protection at all (no banned product, no replacement): protect them too.
+    protect_unprotected: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     # ---- waves -----------------------------------------------------------------------------
@@ -69,6 +76,13 @@ class Policy:
         for w in self.windows:
             if w.group in groups:
                 return w
+        return None
+
+    def replacement_for(self, groups: tuple[str, ...]) -> str | None:
+        """The replacement the first listed group the host is in gets; None: the default."""
+        for group, rid in self.replacement_groups:
+            if group in groups:
+                return rid
         return None
 
     def window_named(self, group: str | None) -> Window | None:
@@ -124,7 +138,7 @@ class Policy:
 
 # ---- parsing --------------------------------------------------------------------------------
 _TOP = {"version", "timezone", "deadline", "waves", "order", "windows", "blackout",
-        "protection", "gates", "approvals"}
+        "protection", "gates", "approvals", "replacement", "protect_unprotected"}
 
 
 def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> Policy:
@@ -142,6 +156,7 @@ def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> Po
         kw["deadline"] = _deadline(top["deadline"], tz, c)
     kw |= _protection(c, top)
     kw |= _gates(c, top)
+    kw |= _replacement(c, top)
     appr = c.mapping(top.get("approvals"), ("approvals",), {"required"})
     if "required" in appr:
         if not isinstance(appr["required"], bool):
@@ -234,6 +249,39 @@ def _blackouts(c: Checker, top: dict[str, Any]) -> tuple[tuple[date, date], ...]
             a = b = c.day(item, ("blackout", i))
         ranges.append((a, b))
     return tuple(ranges)
+
+
+_ID = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def _replacement(c: Checker, top: dict[str, Any]) -> dict[str, Any]:
+    """`replacement: mde`, or `replacement: {default: clamav, groups: {workstations: mde}}`;
+    `protect_unprotected: true`. Ids are checked against the catalogue when it is known."""
+    kw: dict[str, Any] = {}
+    if "protect_unprotected" in top:
+        if not isinstance(top["protect_unprotected"], bool):
+            raise c.fail(("protect_unprotected",), "must be true or false")
+        kw["protect_unprotected"] = top["protect_unprotected"]
+    raw = top.get("replacement")
+    if raw is None:
+        return kw
+    if isinstance(raw, str):
+        raw = {"default": raw}
+    spec = c.mapping(raw, ("replacement",), {"default", "groups"})
+    if "default" in spec:
+        if not isinstance(spec["default"], str) or not _ID.fullmatch(spec["default"]):
+            raise c.fail(("replacement", "default"), "must be a replacement id of the "
+                         "catalogue, such as clamav")
+        kw["replacement"] = spec["default"]
+    groups = spec.get("groups") or {}
+    if not isinstance(groups, dict):
+        raise c.fail(("replacement", "groups"), "must map inventory groups to replacement ids")
+    for group, rid in groups.items():
+        if not isinstance(rid, str) or not _ID.fullmatch(rid):
+            raise c.fail(("replacement", "groups", str(group)),
+                         "must be a replacement id of the catalogue, such as mde")
+    kw["replacement_groups"] = tuple((str(g), str(r)) for g, r in groups.items())
+    return kw
 
 
 def _protection(c: Checker, top: dict[str, Any]) -> dict[str, Any]:

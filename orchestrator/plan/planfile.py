@@ -66,6 +66,7 @@ def _plan_body(plan: Plan) -> dict[str, Any]:
         "inventory_digest": plan.inventory_digest,
         "catalogue_digest": plan.catalogue_digest,
         "replacement": plan.replacement,
+        "replacements": plan.replacements,
         "strategy": plan.strategy,
         "waves": [{"number": w.number, "hosts": list(w.hosts), "window": w.window}
                   for w in plan.waves],
@@ -88,6 +89,7 @@ def plan_from_json(data: Any, source: str) -> Plan:
             inventory_digest=str(body["inventory_digest"]),
             catalogue_digest=str(body["catalogue_digest"]),
             replacement=str(body["replacement"]),
+            replacements={str(k): str(v) for k, v in body.get("replacements", {}).items()},
             strategy=str(body["strategy"]),
             waves=tuple(Wave(int(w["number"]), tuple(w["hosts"]), w.get("window"))
                         for w in body["waves"]),

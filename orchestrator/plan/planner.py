@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,12 +50,13 @@ def _size_stream(first: int, growth: float, max_wave: int) -> Any:
         size = max(size + 1, math.ceil(size * growth))
 
 
-def skip_reason(record: HostRecord | None) -> str | None:
-    """Why a host needs no wave, judged from what the last discovery recorded."""
+def skip_reason(record: HostRecord | None, protect_unprotected: bool = False) -> str | None:
+    """Why a host needs no wave, judged from what the last discovery recorded. A clean host
+    (no banned product) is planned when `protect_unprotected` asks for its replacement."""
     if record is None:
         return None
     if record.state == HostState.CLEAN:
-        return "clean: no banned product found"
+        return None if protect_unprotected else "clean: no banned product found"
     if record.state == HostState.MIGRATED:
         return "already migrated"
     # Known problems are held back, not planned: a wave's gate then measures new failures.
@@ -71,8 +73,11 @@ _SKIPPED = frozenset({HostState.CLEAN, HostState.MIGRATED, HostState.UNREACHABLE
 
 def plan_key(plan: Plan) -> str:
     """What approvals are given for: the waves and what they were planned from."""
-    blob = json.dumps([plan.inventory_digest, plan.catalogue_digest, plan.replacement,
-                       [list(w.hosts) for w in plan.waves]])
+    parts: list[Any] = [plan.inventory_digest, plan.catalogue_digest, plan.replacement,
+                        [list(w.hosts) for w in plan.waves]]
+    if plan.replacements:  # approvals of a mixed fleet cover who gets which replacement
+        parts.append(sorted(plan.replacements.items()))
+    blob = json.dumps(parts)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -124,15 +129,18 @@ def _cut(policy: Policy, segments: list[tuple[str | None, list[str]]], total: in
 def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,  # noqa: PLR0913, PLR0917 - what a plan is made from, passed positionally by the CLI and tests
               records: dict[str, HostRecord], policy: Policy | None = None,
               estimates: Estimates | None = None, forks: int = 10,
-              now: float | None = None) -> Plan:
+              now: float | None = None, choice: Mapping[str, str] | None = None) -> Plan:
     """The plan: hosts that need no wave set aside with the reason, the rest in waves, each
-    wave's estimated time; `now`: when it is made (the clock if None)."""
+    wave's estimated time; `now`: when it is made (the clock if None); `choice`: the hosts
+    whose replacement is not `replacement` (plan/choice.py)."""
     catalogue.replacement(replacement)  # raises for an unknown id
     policy = policy or Policy()
+    protect = policy.protect_unprotected
     todo, skipped = [], {}
     for host in inventory.hosts:
         record = records.get(host.name)
-        reason = skip_reason(record) if record is not None and record.state in _SKIPPED else None
+        reason = (skip_reason(record, protect) if record is not None
+                  and record.state in _SKIPPED else None)
         if reason:
             skipped[host.name] = reason
         else:
@@ -151,6 +159,7 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,  # n
         inventory_digest=inventory.digest,
         catalogue_digest=catalogue.digest,
         replacement=replacement,
+        replacements={n: r for n, r in (choice or {}).items() if n in set(inventory.names())},
         strategy=policy.strategy,
         waves=tuple(waves),
         skipped=skipped,

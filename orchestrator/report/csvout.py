@@ -10,8 +10,8 @@ from typing import Any
 from orchestrator.report.timefmt import ts
 
 PLAN_CSV_COLUMNS = ("wave", "host", "groups", "window", "estimated_start", "estimated_end",
-                    "os", "banned", "signatures", "signature_age_days", "strategy", "state",
-                    "risks")
+                    "os", "banned", "signatures", "signature_age_days", "strategy", "replacement",
+                    "state", "risks")
 REPORT_CSV_COLUMNS = ("host", "state", "protected_by", "strategy", "wave", "banned_found",
                       "banned_signatures", "gap_seconds", "reason")
 
@@ -44,7 +44,7 @@ def plan_csv_chunks(view: dict[str, Any]) -> Iterator[str]:
         plain_names = _CSV_SPECIAL.isdisjoint("".join(h.host for h in w["hosts"]))
         lines = []
         for h in w["hosts"]:
-            key = h[2:9]  # os .. risks: the fields many hosts share
+            key = h[2:10]  # os .. risks: the fields many hosts share
             tail = tails.get(key)
             if tail is None:
                 tail = tails[key] = ",".join(csv_field(v) for v in key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -36,6 +36,7 @@ class PlanRow(NamedTuple):
     signatures: str
     signature_age_days: int | None
     strategy: str
+    replacement: str
     state: str
     risks: str
     would_change: list[str]
@@ -117,9 +118,25 @@ class _FindingsText:
         return derived
 
 
+def _no_protection(record: HostRecord, catalogue: Catalogue, replacement: str) -> str | None:
+    """The risk of a host found with no antivirus at all: no banned product, and its
+    replacement not proven (installed or not, unverified protection counts as none)."""
+    facts = record.facts
+    if record.state != HostState.CLEAN or facts is None or facts.banned:
+        return None
+    name = catalogue.replacements[replacement]["name"]
+    had = ("installed, never verified" if facts.replacement_installed else "not installed")
+    return (f"{NO_PROTECTION}: no antivirus proven on it (no banned product; {name} {had}); "
+            "--protect-unprotected installs and proves it")
+
+
+NO_PROTECTION = "no protection"
+
+
 def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement: str,
                made: float, strategy: str) -> HostLines:
-    """Every record's plan line, for a plan made at `made` (signature ages are taken then)."""
+    """Every record's plan line, for a plan made at `made` (signature ages are taken then),
+    judged for `replacement` (`rechosen` judges hosts with another one again)."""
     findings_of = _FindingsText(datetime.fromtimestamp(made, UTC)).of
     fixed_strategy = strategy if strategy != Strategy.AUTO else None
     problems_of = preflight_checker(catalogue, replacement)
@@ -139,6 +156,8 @@ def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement:
             risks = [f"unreachable: {r.reason}", *risks]
         elif facts is None:
             risks = [*risks, _UNDISCOVERED]
+        elif r.state == HostState.CLEAN and (bare := _no_protection(r, catalogue, replacement)):
+            risks = [bare, *risks]
         host_strategy = fixed_strategy or r.strategy or Strategy.MAKE_BEFORE_BREAK
         if risks:
             lines[r.name] = _new_line(*derived, host_strategy, state_text[r.state], risks,
@@ -152,14 +171,29 @@ def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement:
     return HostLines(made, replacement, strategy, lines)
 
 
+def rechosen(known: HostLines, records: dict[str, HostRecord], catalogue: Catalogue,
+             others: Mapping[str, str]) -> HostLines:
+    """`known` with the lines of the hosts in `others` judged again for their own
+    replacement (platform, disk space, strategy)."""
+    by_rid: dict[str, list[HostRecord]] = collections.defaultdict(list)
+    for name, rid in others.items():
+        if (record := records.get(name)) is not None:
+            by_rid[rid].append(record)
+    lines = dict(known.lines)
+    for rid, recs in by_rid.items():
+        lines |= host_lines(recs, catalogue, rid, known.made, known.strategy).lines
+    return HostLines(known.made, known.replacement, known.strategy, lines)
+
+
 def _unrecorded(plan: Plan) -> HostLine:
     """The line of a host the state has no record of."""
     strategy = plan.strategy if plan.strategy != Strategy.AUTO else Strategy.MAKE_BEFORE_BREAK
     return HostLine(*_UNKNOWN, strategy, "unknown", [_UNDISCOVERED], _UNDISCOVERED)
 
 
-def _rows(inventory: Inventory, lines: dict[str, HostLine], unrecorded: HostLine,
-          checks: dict[str, Any]) -> tuple[dict[str, PlanRow], list[dict[str, str]]]:
+def _rows(inventory: Inventory, lines: dict[str, HostLine], unrecorded: HostLine,  # noqa: PLR0913, PLR0917 - a plan's parts
+          checks: dict[str, Any], default: str, others: Mapping[str, str]
+          ) -> tuple[dict[str, PlanRow], list[dict[str, str]]]:
     """Each inventory host's row, with what check mode found; and every risk, one a line."""
     rows: dict[str, PlanRow] = {}
     risks: list[dict[str, str]] = []
@@ -180,7 +214,8 @@ def _rows(inventory: Inventory, lines: dict[str, HostLine], unrecorded: HostLine
         if groups is None:
             groups = groups_text[host.groups] = ", ".join(host.groups)
         rows[name] = PlanRow(name, groups, line.os, line.banned, line.signatures,
-                             line.signature_age_days, line.strategy, line.state, risk_text,
+                             line.signature_age_days, line.strategy,
+                             others.get(name, default), line.state, risk_text,
                              found.get("would_change", []) if found else no_change)
     return rows, risks
 
@@ -248,6 +283,25 @@ def _summary(rows: dict[str, PlanRow], inventory: Inventory) -> dict[str, Any]:
     }
 
 
+def _by_replacement(plan: Plan, rows: dict[str, PlanRow], catalogue: Catalogue
+                    ) -> list[dict[str, Any]]:
+    """Per replacement: its name, the hosts that get it (in waves), and those of them whose
+    plan line has a risk (a platform it does not support is one)."""
+    planned = set(plan.hosts)
+    counts: dict[str, list[int]] = {}
+    for row in rows.values():
+        c = counts.setdefault(row.replacement, [0, 0, 0])
+        c[0] += 1
+        if row.host in planned:
+            c[1] += 1
+            if row.risks:
+                c[2] += 1
+    return [{"id": rid, "name": catalogue.replacements[rid]["name"], "hosts": c[0],
+             "planned": c[1], "at_risk": c[2],
+             "passive": catalogue.passive(rid)}
+            for rid, c in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))]
+
+
 def _risk_counts(risks: list[dict[str, str]]) -> list[tuple[str, int]]:
     """Hosts per kind of risk (a host counted once per kind)."""
     kinds = collections.Counter(k for _, k in {(r["host"], r["kind"]) for r in risks})
@@ -264,7 +318,10 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
             plan.created_at, plan.replacement, plan.strategy):
         known = host_lines(records.values(), catalogue, plan.replacement, plan.created_at,
                            plan.strategy)
-    rows, risks = _rows(inventory, known.lines, _unrecorded(plan), plan.checks.get("hosts", {}))
+        if plan.replacements:
+            known = rechosen(known, records, catalogue, plan.replacements)
+    rows, risks = _rows(inventory, known.lines, _unrecorded(plan), plan.checks.get("hosts", {}),
+                        plan.replacement, plan.replacements)
     blackouts = [(a.timestamp(), b.timestamp()) for a, b in policy.blackout_intervals(
         made, made + timedelta(days=800))]
     return {
@@ -279,11 +336,14 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         "skipped": sorted(plan.skipped.items()),
         "risks": risks,
         "risk_counts": _risk_counts(risks),
+        "no_protection": [r for r in risks if r["kind"] == NO_PROTECTION],
+        "by_replacement": _by_replacement(plan, rows, catalogue),
         "deadline": plan.estimate.get("deadline", {}),
         "durations": plan.estimate.get("durations", {}),
         "forks": plan.estimate.get("forks"),
         "budget": plan.estimate.get("budget", {}),
         "timeline_svg": timeline.render(plan.estimate, blackouts),
-        "steps": strategy_steps(catalogue, plan.replacement, policy),
+        "steps": strategy_steps(catalogue, sorted({plan.replacement,
+                                                   *plan.replacements.values()}), policy),
         "checks": plan.checks,
     }

@@ -8,7 +8,9 @@ be killed at any of its yield points (a step boundary, between stopping two prod
 after a commit) or at its n-th yield inside a protection window; execution nodes lost mid-step
 inside windows; hosts that stop answering for a while or for good; Ctrl-C once or twice; a step
 failing once on a host; a replacement breaking on its own on a host whose migration is under
-way (held against nobody until a verification has looked at it). At
+way (held against nobody until a verification has looked at it); hosts whose replacement may
+run beside KESL only in passive mode (MDE), installed passive and activated after the removal,
+whose activation may fail (a host where it ran active beside a running KESL is a violation). At
 every yield point it checks, from the simulated hosts themselves, that no more than K hosts that
 were protected are without a running protecting product or a working replacement, and that
 every record says what is true. Then the outages end and one operator runs to the end: every
@@ -96,7 +98,10 @@ sessions = st.builds(
 )
 mishaps = st.builds(Mishap, turn=st.integers(0, 300), host=st.integers(0, 3),
                     what=st.sampled_from(["replacement breaks"] * 3 + ["remove"] * 2 + [
-                        "install", "verify", "stage", "stage_check", "install_staged"]))
+                        "install", "verify", "stage", "stage_check", "install_staged"])
+                   ) | st.builds(  # early: a passive replacement's activation is soon reached
+                       Mishap, turn=st.integers(0, 30), host=st.integers(0, 3),
+                       what=st.just("activate"))
 outages = st.builds(Outage, turn=st.integers(0, 300), host=st.integers(0, 3),
                     attempts=st.none() | st.integers(1, 8),
                     back_at=st.none() | st.integers(1, 400))
@@ -109,6 +114,10 @@ def schedules(draw: st.DrawFn) -> dict[str, object]:
         "kinds": draw(st.lists(st.sampled_from(sorted(KINDS)), min_size=n, max_size=n)),
         "traits": draw(st.lists(st.sampled_from(["", "", "", "fragile", "dpkg broken"]),
                                 min_size=n, max_size=n)),
+        # The replacement each host gets: ClamAV (protects beside KESL), or a product that
+        # may run beside a running KESL only passive (MDE): activated after the removal.
+        "products": draw(st.lists(st.sampled_from(["clamav", "clamav", "mde"]),
+                                  min_size=n, max_size=n)),
         "k": draw(st.integers(1, 2)),
         # The first session starts at once, on every host: most schedules migrate something.
         "sessions": [Session(0, tuple(range(n)), "run", draw(sessions).strategy, 0,
@@ -148,6 +157,9 @@ def mishaps_befall(sched: Schedule, names: list[str], pending: list[Mishap], tur
         if m.turn > turn:
             continue
         name = names[m.host % len(names)]
+        if m.what == "activate":  # only a passive-mode replacement is activated
+            name = next((n for n in [name, *names] if sched.fleet.hosts[n].product == "mde"),
+                        name)
         if m.what != "replacement breaks":
             sched.fleet.fail_next.setdefault(name, set()).add(m.what)
             waiting.remove(m)
@@ -167,7 +179,10 @@ def mishaps_befall(sched: Schedule, names: list[str], pending: list[Mishap], tur
 def play(directory: Path, plan: dict[str, object]) -> Schedule:
     kinds, traits = plan["kinds"], plan["traits"]
     assert isinstance(kinds, list) and isinstance(traits, list)
-    hosts = {f"h{i}": SimHost(**(KINDS[kind] | TRAITS[traits[i]]))  # type: ignore[arg-type]
+    products = plan.get("products") or ["clamav"] * len(kinds)
+    assert isinstance(products, list)
+    hosts = {f"h{i}": SimHost(**(KINDS[kind] | TRAITS[traits[i]]),  # type: ignore[arg-type]
+                              product=products[i])
              for i, kind in enumerate(kinds)}
     names = sorted(hosts)
     k = int(plan["k"])  # type: ignore[call-overload]
@@ -248,6 +263,13 @@ SEEN: collections.Counter[str] = collections.Counter()
                "sessions": [Session(op=0, hosts=(0, 1, 2, 3), command="run", strategy="auto",
                                     starts_at=0, kill_at=1, window_event=None, ctrl_c=None)],
                "turns": [0], "outages": [], "mishaps": []})
+# The passive path: MDE on KESL hosts, its activation failing once right after a removal, K=1.
+@example(plan={"kinds": ["kesl+agent", "kesl"], "traits": ["", ""], "k": 1,
+               "products": ["mde", "mde"],
+               "sessions": [Session(op=0, hosts=(0, 1), command="run", strategy="auto",
+                                    starts_at=0, kill_at=None, window_event=None, ctrl_c=None)],
+               "turns": [0], "outages": [],
+               "mishaps": [Mishap(turn=0, host=0, what="activate")]})
 @settings(max_examples=SCHEDULES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
@@ -257,6 +279,8 @@ def check_schedule(plan: dict[str, object]) -> None:
         sched = play(Path(tmp), plan)
         SEEN["schedules"] += 1
         SEEN.update(sched.seen)
+        SEEN["with a passive-mode replacement"] += "mde" in plan.get("products", [])  # type: ignore[operator]
+        SEEN["activations failed once"] += sched.fleet.failed_once["activate"]
         SEEN["with a host without protection"] += sched.peak > 0
         SEEN["with K hosts without protection"] += sched.peak == int(plan["k"])  # type: ignore[call-overload]
         SEEN["with several operators"] += len({s.op for s in plan["sessions"]}) > 1  # type: ignore[attr-defined]
@@ -288,3 +312,4 @@ def test_the_promise_holds_on_every_schedule() -> None:
     print(f"\noracle: {SEEN['schedules']} schedules (seed {SEED}), no violation; {said}")
     assert SEEN["schedules"] >= SCHEDULES
     assert SEEN["crash inside a window"] and SEEN["node lost inside a window"], SEEN
+    assert SEEN["with a passive-mode replacement"] and SEEN["activations failed once"], SEEN

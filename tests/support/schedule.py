@@ -203,7 +203,9 @@ class Schedule:
             engine = Engine(store, self.fleet, self.cat, inv, "clamav",
                             log=self.log.append, policy=op.policy, run_id=run_id,
                             sleep=lambda s: self._sleep(op, s), monotonic=lambda: op.clock,
-                            on_change=self._committed)
+                            on_change=self._committed,
+                            choice={n: h.product for n, h in self.fleet.hosts.items()
+                                    if h.product != "clamav"})
             op.engine = engine
             names = list(inv.names())
             engine.discover(names)
@@ -341,6 +343,9 @@ class Schedule:
                 problems.append(f"{name} is unprotected but recorded {state.value}")
             if state == HostState.MIGRATED and (host.banned_present or not host.protected):
                 problems.append(f"{name} recorded migrated but {host}")
+            if host.conflicted:
+                problems.append(f"{name}: its passive-only replacement ran active beside a "
+                                "running KESL")
             if state in UNTOUCHED and host.touched:
                 problems.append(f"{name} recorded {state.value} (untouched) but a step changed it")
             if state in (HostState.VERIFIED, HostState.REMOVE_FAILED) and not (

@@ -14,6 +14,7 @@ hosts (their outcome becomes UNKNOWN), cut hosts off, or request a stop.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,15 @@ from orchestrator.execute.step import ResultCallback, StepRequest
 KESL_VERSION = "12.1.0.1297"
 GOOD_DIGEST = "a" * 64
 BAD_DIGEST = "b" * 64
+
+
+SERVICES = {"clamav": "clamav-daemon.service", "mde": "mdatp.service"}
+# The health fields the catalogue's mde entry requires, passive and active.
+MDE_PASSIVE = {"healthy": "true", "licensed": "true", "health_issues": "[]",
+               "conflicting_applications": "[]", "definitions_status": "up_to_date",
+               "passive_mode_enabled": "true"}
+MDE_ACTIVE = MDE_PASSIVE | {"passive_mode_enabled": "false",
+                            "real_time_protection_enabled": "true"}
 
 
 class Crash(BaseException):
@@ -56,11 +66,25 @@ class SimHost:
     unreachable_for: int = 0  # the next N connections to the host fail
     touched: bool = False  # a step changed something on it (never set by discovery)
     kesl_touched: bool = False  # its banned product was stopped or removed
+    # The replacement this host gets: "clamav" (protects beside KESL at once) or "mde" (may
+    # run beside a running KESL only in passive mode, where it protects nothing).
+    product: str = "clamav"
+    passive: bool = False  # the replacement runs in passive mode
+    # A passive-only replacement was active beside a running KESL (unsupported: the vendor
+    # says it can hang the host): the engine must never cause it.
+    conflicted: bool = False
 
     @property
     def protected(self) -> bool:
-        """The truth: a protecting product runs, or the replacement runs and detects."""
-        return self.kesl_running or (self.clamav_running and self.clamav_works)
+        """The truth: a protecting product runs, or the replacement runs, detects and is
+        active (a passive product protects nothing)."""
+        return self.kesl_running or (self.clamav_running and self.clamav_works
+                                     and not self.passive)
+
+    def check_conflict(self) -> None:
+        if self.product == "mde" and self.clamav_running and not self.passive and (
+                self.kesl_running):
+            self.conflicted = True
 
     @property
     def banned_present(self) -> bool:
@@ -105,6 +129,7 @@ class SimFleet:
     # and must find out whether it still works.
     unseen_breaks: set[str] = field(default_factory=set)
     probed: set[str] = field(default_factory=set)  # of those, probed: known once recorded
+    failed_once: collections.Counter[str] = field(default_factory=collections.Counter)
     # Hosts whose replacement broke on its own, until they are protected again: the engine
     # did not make them bare, so they do not count against its budget; once it has seen them
     # it must start no removal while they and its own windows fill the budget.
@@ -191,6 +216,7 @@ class SimFleet:
         once = self.fail_next.get(name, set())
         if book in once:
             once.discard(book)
+            self.failed_once[book] += 1
             if book == "remove":  # as a password-protected KESL: stopped, then purge refused
                 self._stop_banned(host, request.host_vars.get(name, {}))
             return StepResult(name, step, StepOutcome.FAILED, f"{base} broke this once")
@@ -206,6 +232,7 @@ class SimFleet:
             "stage": self._stage, "stage_check": self._stage_check,
             "install_staged": self._install_staged, "remove": self._remove,
             "verify": self._verify, "stage_digests": lambda *_: {},
+            "activate": self._activate,
         }
         if book not in plays:
             raise AssertionError(f"the simulated fleet does not know playbook {book}")
@@ -226,11 +253,14 @@ class SimFleet:
             raise _StepFailed("dpkg was interrupted; run dpkg --configure -a")
         return {}
 
-    def _install(self, name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+    def _install(self, name: str, host: SimHost, request: StepRequest) -> dict[str, Any]:
         if host.dpkg_broken:
             raise _StepFailed("apt: dpkg was interrupted")
         host.touched = True
         host.clamav = host.clamav_running = True
+        if host.product == "mde":  # the role writes the enforcement level before it starts
+            host.passive = bool(request.host_vars.get(name, {}).get("avmigrate_passive"))
+        host.check_conflict()
         host.clamav_works = True  # a fresh install from the repository repairs it
         self.unseen_breaks.discard(name)
         self.probed.discard(name)
@@ -258,15 +288,51 @@ class SimFleet:
             host.clamav_works = False
         return {}
 
-    def _verify(self, name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
-        self._looked_at(name)  # whatever it finds, the engine will know
+    def _activate(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        """activate.yml: passive mode off."""
         if not host.clamav_running:
-            raise _StepFailed("clamav-daemon.service is not running")
-        if not host.clamav_works:
-            raise _StepFailed("Scan it with the running daemon: the daemon did not "
-                              "report EICAR")
-        return {"daemon": daemon_line(self.now()), "scan": "/tmp/x: Eicar-Signature FOUND",
-                "scan_rc": "1"}
+            raise _StepFailed("mdatp.service is not running")
+        host.passive = False
+        host.check_conflict()
+        return {}
+
+    def _verify(self, name: str, host: SimHost, request: StepRequest) -> dict[str, Any]:
+        """verify.yml: what the product reports of itself, judged as the real playbook's
+        asserts judge it (a failed assert fails the step)."""
+        self._looked_at(name)  # whatever it finds, the engine will know
+        host_vars = request.host_vars.get(name, {})
+        phase_passive = host_vars.get("avmigrate_verify_phase") == "passive"
+        if not host.clamav_running:
+            raise _StepFailed(f"{SERVICES[host.product]} is not running")
+        if phase_passive and not host.kesl_running:
+            raise _StepFailed("kesl.service not running: nothing would protect the host "
+                              "while the replacement is passive")
+        works, passive = host.clamav_works, host.passive
+        if host.product == "clamav":
+            if not works:
+                raise _StepFailed("Scan it with the running daemon: the daemon did not "
+                                  "report EICAR")
+            return {"service": "active", "health": {}, "signatures": daemon_line(self.now()),
+                    "detection": {"rc": "1", "output": "/tmp/x: Eicar-Signature FOUND"}}
+        health = {
+            "healthy": "true" if works else "false", "licensed": "true",
+            "health_issues": "[]" if works else '["definitions out of date"]',
+            "conflicting_applications": '["kesl"]' if host.conflicted else "[]",
+            "definitions_status": "up_to_date",
+            "passive_mode_enabled": "true" if passive else "false",
+            "real_time_protection_enabled": "false" if passive else "true",
+        }
+        expected = MDE_PASSIVE if phase_passive else MDE_ACTIVE
+        bad = [k for k, v in expected.items() if health[k] != v]
+        if bad:
+            raise _StepFailed(f"health fields not as required: {', '.join(bad)}")
+        detected = works and not passive
+        if not phase_passive and not detected:
+            raise _StepFailed("the EICAR test file was not detected")
+        return {"service": "active", "health": health, "signatures": "5",
+                "banned_running": ["active" if host.kesl_running else "inactive"],
+                "detection": {"gone": str(detected),
+                              "evidence": "Virus:DOS/EICAR_Test_File" if detected else ""}}
 
     @staticmethod
     def _stop_banned(host: SimHost, host_vars: dict[str, Any]) -> None:
@@ -302,7 +368,9 @@ class SimFleet:
             packages["kesl"] = KESL_VERSION
         if host.agent:
             packages["klnagent64"] = "14.2.0.26967"
-        if host.clamav:
+        if host.clamav and host.product == "mde":
+            packages["mdatp"] = "101.24082.0004"
+        elif host.clamav:
             packages |= {"clamav-daemon": "1.0.9", "clamav-freshclam": "1.0.9",
                          "clamdscan": "1.0.9"}
 
@@ -315,7 +383,7 @@ class SimFleet:
             "services": {"kesl.service": active(host.kesl_running),
                          "kesl-supervisor.service": active(host.kesl_running),
                          "klnagent64.service": active(host.agent_running),
-                         "clamav-daemon.service": active(host.clamav_running)},
+                         SERVICES[host.product]: active(host.clamav_running)},
             "paths": {"/opt/kaspersky/kesl": host.kesl,
                       "/opt/kaspersky/klnagent64": host.agent},
             "processes": {"kesl": 2 if host.kesl_running else 0,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -101,23 +102,37 @@ def test_other_platform_has_no_replacement(cat: catalogue.Catalogue) -> None:
 NOW = datetime(2026, 11, 27, 19, 0, tzinfo=UTC)
 
 
-def test_signature_age_from_daemon_version() -> None:
-    age = facts.signature_age_days("ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026", NOW)
+CLAMD = "ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026"
+
+
+def test_signature_age_from_what_each_product_prints(cat: catalogue.Catalogue) -> None:
+    clamd = cat.verify_spec("clamav")["signatures"]
+    age = facts.signature_age_days(clamd, CLAMD, NOW)
     assert age is not None
     assert 0 < age < 0.1
-    assert facts.signature_age_days("garbage", NOW) is None
+    assert facts.signature_age_days(clamd, "garbage", NOW) is None
+    mdatp = cat.verify_spec("mde")["signatures"]
+    assert facts.signature_age_days(mdatp, "2880", NOW) == 2.0  # minutes ago
+    assert facts.signature_age_days(mdatp, "unavailable", NOW) is None
+
+
+def _clamd(daemon: str, output: str, rc: str = "1") -> dict[str, object]:
+    return {"service": "active", "health": {}, "signatures": daemon,
+            "detection": {"rc": rc, "output": output}}
 
 
 @pytest.mark.parametrize(
     ("report", "problem"),
     [
-        ({"daemon": "ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026", "scan": "/tmp/x: Eicar FOUND"},
-         None),
-        ({"daemon": "ClamAV 1.4.6/1/Fri Nov 27 18:36:06 2026", "scan": "/tmp/x: OK"},
-         "the daemon did not report the EICAR test file"),
-        ({"daemon": "ClamAV 1.4.6/1/Fri Sep 27 18:36:06 2024", "scan": "/tmp/x: Eicar FOUND"},
+        (_clamd(CLAMD, "/tmp/x: Eicar FOUND"), None),
+        (_clamd(CLAMD, "/tmp/x: OK", "0"), "the scan did not report the EICAR test file"),
+        (_clamd(CLAMD, "/tmp/x: Eicar FOUND", "0"),
+         "the scan did not report the EICAR test file"),
+        (_clamd("ClamAV 1.4.6/1/Fri Sep 27 18:36:06 2024", "/tmp/x: Eicar FOUND"),
          "signatures are 791 days old (limit 7)"),
-        ({"daemon": "", "scan": "/tmp/x: Eicar FOUND"}, "cannot read the signature date"),
+        (_clamd("", "/tmp/x: Eicar FOUND"), "cannot read the signature age"),
+        ({**_clamd(CLAMD, "/tmp/x: Eicar FOUND"), "service": "inactive"},
+         "clamav-daemon.service is not running"),
     ],
 )
 def test_verification_problem(cat: catalogue.Catalogue, report: dict[str, str],
@@ -128,3 +143,71 @@ def test_verification_problem(cat: catalogue.Catalogue, report: dict[str, str],
     else:
         assert got is not None
         assert got.startswith(problem)
+
+
+# `mdatp health --field X` prints the value alone (Microsoft's health-status page lists the
+# fields); these are the values of a healthy, onboarded device.
+MDE_ACTIVE = {"healthy": "true", "licensed": "true", "health_issues": "[]",
+              "conflicting_applications": "[]", "definitions_status": '"up_to_date"',
+              "passive_mode_enabled": "false", "real_time_protection_enabled": "true"}
+
+
+def _mde(health: dict[str, str], gone: str = "True", evidence: str = "EICAR") -> dict[str, Any]:
+    return {"service": "active", "health": health, "signatures": "42",
+            "banned_running": ["active"],
+            "detection": {"gone": gone, "evidence": f"Threat: Virus:DOS/{evidence}_Test_File"}}
+
+
+@pytest.mark.parametrize(
+    ("report", "passive", "problem"),
+    [
+        (_mde(MDE_ACTIVE), False, None),
+        (_mde(MDE_ACTIVE | {"passive_mode_enabled": "true",
+                            "real_time_protection_enabled": "false"}), True, None),
+        # passive is not protection: the active proof refuses it
+        (_mde(MDE_ACTIVE | {"passive_mode_enabled": "true"}), False, "passive_mode_enabled"),
+        # not onboarded: unlicensed, unhealthy
+        (_mde(MDE_ACTIVE | {"licensed": "false", "healthy": "false",
+                            "health_issues": '["missing license"]'}), True, "healthy"),
+        # active beside a running KESL
+        (_mde(MDE_ACTIVE | {"conflicting_applications": '["name:kesl, pid:812"]'}), False,
+         "conflicting_applications"),
+        # expired build
+        (_mde(MDE_ACTIVE | {"healthy": "false", "health_issues": '["product expired"]'}),
+         False, "healthy"),
+        (_mde(MDE_ACTIVE, gone="False"), False, "the EICAR test file was still on disk"),
+        (_mde(MDE_ACTIVE, evidence="Nothing"), False, "`mdatp threat list` does not show"),
+        ({**_mde(MDE_ACTIVE | {"passive_mode_enabled": "true"}), "banned_running":
+          ["inactive"]}, True, "the banned product's protection does not run"),
+        ({**_mde(MDE_ACTIVE), "signatures": "20160"}, False, "signatures are 14 days old"),
+    ],
+)
+def test_mde_is_judged_by_its_own_health_fields(
+        cat: catalogue.Catalogue, report: dict[str, Any], passive: bool,
+        problem: str | None) -> None:
+    got = facts.verification_problem(report, cat, "mde", NOW, passive=passive)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.startswith(problem), got
+
+
+AID = 'aid="1a2b3c4d5e6f70819a2b3c4d5e6f7081".'
+
+
+@pytest.mark.parametrize(
+    ("aid", "rfm", "gone", "problem"),
+    [
+        (AID, "rfm-state=false.", "True", None),
+        ("aid is not set.", "rfm-state=false.", "True", "aid is 'aid is not set.'"),
+        (AID, "rfm-state=true.", "True", "rfm-state is 'rfm-state=true.'"),
+        (AID, "rfm-state=false.", "False", "the EICAR test file was still on disk"),
+    ],
+)
+def test_falcon_is_judged_by_aid_rfm_and_detection(
+        cat: catalogue.Catalogue, aid: str, rfm: str, gone: str, problem: str | None) -> None:
+    report = {"service": "active", "health": {"aid": aid, "rfm-state": rfm},
+              "detection": {"gone": gone}}
+    got = facts.verification_problem(report, cat, "falcon", NOW)
+    assert got == problem if problem is None else (got or "").startswith(problem), got

@@ -142,8 +142,10 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
                                   odd if i % 3 else facts("kesl", free=3), 0.0, None, None)
                for i, h in enumerate(hosts)}
     cat = catalogue.load()
-    plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0)
+    plan = planner.make_plan(inv, cat, "clamav", records, now=1_790_000_000.0,
+                             choice={hosts[1].name: "mde"})
     view = views.plan_view(plan, records, inv, cat)
+    assert [r["id"] for r in view["by_replacement"]] == ["clamav", "mde"]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(csvout.PLAN_CSV_COLUMNS)
@@ -151,11 +153,13 @@ def test_plan_csv_is_what_csv_writer_writes_with_awkward_values() -> None:
         for h in w["hosts"]:
             writer.writerow((w["number"], h.host, h.groups, w["window"], timefmt.ts(w["start"]),
                              timefmt.ts(w["end"]), h.os, h.banned, h.signatures,
-                             h.signature_age_days, h.strategy, h.state, h.risks))
+                             h.signature_age_days, h.strategy, h.replacement, h.state,
+                             h.risks))
     got = render.render_plan(view, "csv")
     assert got == buf.getvalue()
     assert '"Deb""ian, ""x"" 12"' in got and "\r\n  half-configured" in got
     assert '"h,""4"""' in got
+    assert ",make-before-break,mde,pending," in got
     assert len(list(csv.reader(io.StringIO(got)))) == 1 + len(hosts)
 
 
