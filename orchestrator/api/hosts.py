@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.api.workspace import Observer, Settings, Silent, Workspace, operator_name
-from orchestrator.core.errors import ExitCode
+from orchestrator.core.errors import ExitCode, UsageError
 from orchestrator.core.lazy import lazy
 from orchestrator.core.models import HostRecord, HostState, exit_code_for_states
 from orchestrator.core.protection import resolve_budget
@@ -94,6 +94,24 @@ def choose(inv: inventory.Inventory, cat: Catalogue, target: Target,
     if not isinstance(pol, policy_mod.Policy):
         pol = policy_mod.Policy() if pol is None else policy_mod.load(pol)
     return choice_mod.choose(inv, pol, cat, target.replacement)
+
+
+def require_enrolment(ws: Workspace, cat: Catalogue, choice: choice_mod.Choice,
+                      names: Iterable[str]) -> None:
+    """Refuse, before anything starts, a run whose hosts' replacements need an enrolment
+    credential the credentials file does not hold."""
+    needed = {rid: secret for rid in choice.counts(names)
+              if (secret := cat.enrol_secret(rid)) is not None}
+    if not needed:
+        return
+    have = set(ws.secrets().values)
+    for rid, secret in sorted(needed.items()):
+        if secret not in have:
+            what = cat.replacements[rid]["enrol"].get("what", "its enrolment secret")
+            where = (f"the credentials file {ws.settings.credentials}"
+                     if ws.settings.credentials else "a credentials file (--credentials)")
+            raise UsageError(f"{cat.replacements[rid]['name']} needs the credential {secret} "
+                             f"({what}): add it to {where}")
 
 
 def discover(ws: Workspace, target: Target, observer: Observer | None = None,

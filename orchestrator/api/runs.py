@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.api.hosts import Target, choose, records_of
+from orchestrator.api.hosts import Target, choose, records_of, require_enrolment
 from orchestrator.api.plans import load_policy, run_policy
 from orchestrator.api.workspace import Observer, Silent, Workspace
 from orchestrator.core.errors import ExitCode, PlanError, UsageError
@@ -101,6 +101,7 @@ def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -
     inv = inventory.load(ws.sources(opts.target.inventory))
     cat = ws.catalogue()
     the_plan, choice, pol = _plan_and_policy(opts, inv, cat)
+    require_enrolment(ws, cat, choice, inv.names())
     policy = run_policy(pol, the_plan)
     executor = ws.executor(inv, opts.target.forks, observer)
     store = ws.store()
@@ -151,6 +152,7 @@ def remediate(ws: Workspace, target: Target, observer: Observer | None = None,
         return Remediated(None, ExitCode.OK)
     cat = ws.catalogue()
     choice = choose(inv, cat, target, policy)
+    require_enrolment(ws, cat, choice, names)
     what = ", ".join(f"{choice.of(n)} on {n}" for n in names)
     observer.confirm(f"Install and verify {what}?")
     executor = ws.executor(inv, target.forks, observer)

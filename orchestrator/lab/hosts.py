@@ -10,7 +10,7 @@ from pathlib import Path
 
 from orchestrator.core.errors import LabError
 from orchestrator.core.procs import descendants
-from orchestrator.lab import image, packages, scenario
+from orchestrator.lab import image, packages, scenario, vendors
 from orchestrator.lab.sh import run
 
 
@@ -67,6 +67,12 @@ def _apply_profile(merged: Path, profile: scenario.Profile, debs: dict[str, Path
         # so no packet leaves the lab). apt-get update fails on it, every time.
         (merged / "etc/apt/sources.list.d/vendor-gone.list").write_text(
             "deb http://127.0.0.1:9/vendor bookworm main\n", encoding="utf-8")
+    if profile.faults:
+        # What the replacements' stand-ins meet on this host (lab/vendors.py): a cloud out of
+        # reach, an expired build, a kernel the sensor does not support.
+        faults = merged / vendors.FAULTS_FILE.lstrip("/")
+        faults.parent.mkdir(parents=True, exist_ok=True)
+        faults.write_text("".join(f"{f}\n" for f in profile.faults), encoding="utf-8")
     if profile.dpkg_interrupted:
         # What dpkg leaves when it is killed mid-run: a journal entry it has not folded in.
         # apt then refuses to work until `dpkg --configure -a` is run.

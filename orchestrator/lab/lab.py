@@ -27,7 +27,7 @@ import yaml
 from orchestrator.core.errors import LabError
 from orchestrator.core.procs import pid_alive
 from orchestrator.execute import ssh
-from orchestrator.lab import image, packages, repo, scenario
+from orchestrator.lab import image, packages, repo, scenario, vendors
 from orchestrator.lab.hosts import (
     BaseImage,
     container_init,
@@ -121,7 +121,9 @@ class Lab:
             rootfs = image.ensure_image(log)
             debs = packages.build(image.cache_root() / "standins")
             pool = repo.download_replacement_debs(rootfs, log)
-            key_file = repo.build_repository(www / "debian", sorted(pool.glob("*.deb")))
+            agents = vendors.build(image.cache_root() / "vendors")
+            key_file = repo.build_repository(www / "debian",
+                                             sorted(pool.glob("*.deb")) + agents)
         repo.build_signatures(www / "clamav")
         keys = self._client_key()
         self.net.add_bridge()
@@ -154,7 +156,13 @@ class Lab:
             hosts=tuple(hosts), nodes=tuple(node_hosts),
         )
         _atomic_write(self.dir / "lab.json", json.dumps(info.to_json(), indent=2) + "\n")
-        _atomic_write(Path(info.inventory), self._inventory(info, key_file))
+        _atomic_write(Path(info.inventory), self._inventory(info, key_file, plan))
+        # The enrolment secrets of the replacements' stand-ins: test values, good only here.
+        fd = os.open(self.dir / "credentials.yml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(yaml.safe_dump({"mde_onboarding": vendors.LAB_ONBOARDING,
+                                      "falcon_cid": vendors.LAB_CID}))
         self._wait_ready(info)
         if node_hosts:
             self._wait_ready(dataclasses.replace(info, hosts=info.nodes))
@@ -248,9 +256,10 @@ class Lab:
             raise LabError(f"lab hosts not ready after {SSH_WAIT_S:.0f}s: {why}; their boot "
                            f"logs are kept in {kept}")
 
-    def _inventory(self, info: LabInfo, key_file: Path) -> str:
+    def _inventory(self, info: LabInfo, key_file: Path,
+                   profiles: list[scenario.Profile] | None = None) -> str:
         url = f"http://{self.gateway}:{HTTP_PORT}"
-        children: dict[str, Any] = {"lab": {"children": lab_groups(info.hosts)}}
+        children: dict[str, Any] = {"lab": {"children": lab_groups(info.hosts, profiles)}}
         if info.nodes:
             children["execution_nodes"] = {"hosts": {
                 n.name: {"ansible_host": n.address, "avmigrate_runner_venv": sys.prefix}
@@ -396,10 +405,17 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def lab_groups(hosts: tuple[LabHost, ...] | list[LabHost]) -> dict[str, Any]:
-    """Every third host is a server, the others workstations, so a policy can order them."""
+def lab_groups(hosts: tuple[LabHost, ...] | list[LabHost],
+               profiles: list[scenario.Profile] | None = None) -> dict[str, Any]:
+    """Every third host is a server, the others workstations, so a policy can order them;
+    a profile may name the host's group, and its replacement (avmigrate_replacement)."""
     groups: dict[str, Any] = {}
     for i, h in enumerate(hosts):
-        name = "servers" if i % 3 == 2 else "workstations"
-        groups.setdefault(name, {"hosts": {}})["hosts"][h.name] = {"ansible_host": h.address}
+        profile = profiles[i] if profiles else None
+        name = (profile.group if profile and profile.group
+                else "servers" if i % 3 == 2 else "workstations")
+        entry: dict[str, Any] = {"ansible_host": h.address}
+        if profile and profile.replacement:
+            entry["avmigrate_replacement"] = profile.replacement
+        groups.setdefault(name, {"hosts": {}})["hosts"][h.name] = entry
     return groups

@@ -8,6 +8,7 @@ trust, and serves it with a signature database over HTTP on the lab bridge only.
 from __future__ import annotations
 
 import base64
+import filecmp
 import hashlib
 import os
 import re
@@ -113,7 +114,8 @@ def build_repository(repo: Path, debs: list[Path]) -> Path:
     repo.mkdir(parents=True, exist_ok=True)
     for deb in debs:
         dest = repo / deb.name
-        if not dest.exists():
+        # A rebuilt stand-in keeps its file name: compared, not only looked for.
+        if not dest.exists() or not filecmp.cmp(deb, dest, shallow=False):
             shutil.copy2(deb, dest)
     packages = run(["sh", "-c", 'cd "$1" && dpkg-scanpackages --multiversion . /dev/null',
                     "sh", repo]).stdout

@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.core.errors import ScenarioError
 from orchestrator.inputs.yamlfile import load_yaml
 from orchestrator.lab.packages import STAND_INS
+from orchestrator.lab.vendors import FAULTS
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class Profile:
     # A third-party package source that no longer answers (a vendor repository gone),
     # as real fleets carry in sources.list.d.
     dead_apt_source: bool = False
+    # What the replacements' stand-ins meet here (lab/vendors.py FAULTS).
+    faults: tuple[str, ...] = ()
+    # The host's own choice of replacement (the inventory variable avmigrate_replacement).
+    replacement: str | None = None
+    # The inventory group it is in (None: every third host a server, the others workstations).
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class Scenario:
 def _profile(name: str, raw: Any, source: str) -> Profile:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: profile {name!r} must be a mapping")
-    unknown = set(raw) - {"packages", "small_fs", "sshd", "dpkg", "apt_source"}
+    unknown = set(raw) - {"packages", "small_fs", "sshd", "dpkg", "apt_source", "faults",
+                          "replacement", "group"}
     if unknown:
         raise ScenarioError(f"{source}: profile {name!r} has unknown keys {sorted(unknown)}")
     packages = tuple(raw.get("packages") or ())
@@ -71,6 +79,7 @@ def _profile(name: str, raw: Any, source: str) -> Profile:
     if apt_source not in ("ok", "dead"):
         raise ScenarioError(f"{source}: profile {name!r}: apt_source must be ok or dead")
     return Profile(
+        **_replacement_side(name, raw, source),
         name=name,
         packages=packages,
         small_fs_path=str(small["path"]) if small else None,
@@ -79,6 +88,22 @@ def _profile(name: str, raw: Any, source: str) -> Profile:
         dpkg_interrupted=dpkg == "interrupted",
         dead_apt_source=apt_source == "dead",
     )
+
+
+def _replacement_side(name: str, raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A profile's faults for the replacements' stand-ins, its replacement and its group."""
+    faults = tuple(raw.get("faults") or ())
+    for fault in faults:
+        if fault not in FAULTS:
+            raise ScenarioError(f"{source}: profile {name!r}: unknown fault {fault!r}; known: "
+                                f"{', '.join(FAULTS)}")
+    replacement = raw.get("replacement")
+    if replacement is not None and not isinstance(replacement, str):
+        raise ScenarioError(f"{source}: profile {name!r}: replacement must be a catalogue id")
+    group = raw.get("group")
+    if group is not None and not (isinstance(group, str) and group.isidentifier()):
+        raise ScenarioError(f"{source}: profile {name!r}: group must be a group name")
+    return {"faults": faults, "replacement": replacement, "group": group}
 
 
 def load(path: Path | None) -> Scenario:

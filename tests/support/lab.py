@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,9 +31,17 @@ from orchestrator.lab.records import LabHost, LabInfo
 
 AVMIGRATE = [sys.executable, "-m", "orchestrator.cli.cli"]
 # Asked of a host: does KESL's protection run, and does clamd detect EICAR right now?
+# A host's protection as its products say it: KESL's service running; clamd detecting the EICAR
+# test file; MDE's real-time protection on and healthy (the lab stand-in quarantines exactly
+# then); the Falcon sensor running, registered and not in reduced functionality mode.
 TRUTH = ("systemctl is-active kesl.service; "
          f"echo {EICAR_B64} | base64 -d | timeout 5 clamdscan --no-summary - 2>&1; "
-         "echo rc=$?")
+         "echo rc=$?; "
+         "[ -x /usr/bin/mdatp ] && echo mde=$(mdatp health --field "
+         "real_time_protection_enabled 2>/dev/null)/$(mdatp health --field healthy 2>/dev/null); "
+         "[ -x /opt/CrowdStrike/falconctl ] && systemctl is-active --quiet falcon-sensor.service "
+         "&& echo falcon: $(/opt/CrowdStrike/falconctl -g --aid --rfm-state); true")
+FALCON_OK = re.compile(r'^falcon: aid="[0-9a-f]{32}", rfm-state=false\.$', re.M)
 PERIOD_S = 0.5
 
 
@@ -135,7 +144,8 @@ class Sampler:
     def judge(said: str) -> bool:
         lines = said.split("\n")
         kesl = bool(lines) and lines[0].strip() == "active"
-        return kesl or ("FOUND" in said and "rc=1" in said)
+        return (kesl or ("FOUND" in said and "rc=1" in said) or "mde=true/true" in said
+                or FALCON_OK.search(said) is not None)
 
     def _connect(self, host: LabHost) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
