@@ -9,22 +9,26 @@ STATE ?= demo/avmigrate.db
 LAB_ROOT ?= /var/lib/avmigrate/labs
 DEB_PACKAGES := debootstrap systemd-container dpkg-dev apt-utils gnupg iproute2 clamav \
                 openssh-client python3-venv util-linux chromium tzdata postgresql
-POLICY ?= inventory/policy.demo.yml
+POLICY ?= inventory/policy.mixed.yml
+SCENARIO ?= orchestrator/lab/scenarios/mixed.yml
+CREDS = --credentials $(LAB_ROOT)/$(LAB)/credentials.yml
 
 .PHONY: demo test deps venv lint unit lab-test lab-up lab-down clean stress fuzz pg-up pg-down bench
 
-## make demo: install what is needed, build a 12-host lab, plan it (HTML for managers, with a
+## make demo: install what is needed, build a 12-host mixed lab (workstations to Defender for
+## Endpoint, servers to ClamAV, the DMZ to Falcon), plan it (HTML for managers, with a
 ## check-mode pass), run the plan, and write the evidence report.
 demo: deps venv
-	$(BIN)/avmigrate lab up --lab $(LAB) --hosts $(HOSTS)
+	$(BIN)/avmigrate lab up --lab $(LAB) --hosts $(HOSTS) --scenario $(SCENARIO)
 	mkdir -p demo
 	rm -f $(STATE) $(STATE)-wal $(STATE)-shm
-	$(BIN)/avmigrate --state $(STATE) discover -i $(LAB_ROOT)/$(LAB)/inventory.yml
-	$(BIN)/avmigrate --state $(STATE) plan -i $(LAB_ROOT)/$(LAB)/inventory.yml --no-discover --check --policy $(POLICY) --out demo/plan
+	$(BIN)/avmigrate --state $(STATE) discover -i $(LAB_ROOT)/$(LAB)/inventory.yml --policy $(POLICY)
+	$(BIN)/avmigrate --state $(STATE) $(CREDS) plan -i $(LAB_ROOT)/$(LAB)/inventory.yml --no-discover --check --policy $(POLICY) --out demo/plan
 	$(PY) -m tests.browser demo/plan/plan.html demo/plan/plan.png
-	# exit 3 means some hosts were left as they were on purpose (unreachable, low disk, broken)
-	$(BIN)/avmigrate --state $(STATE) run -i $(LAB_ROOT)/$(LAB)/inventory.yml --plan demo/plan/plan.json --yes || [ $$? -eq 3 ]
-	$(BIN)/avmigrate --state $(STATE) status || [ $$? -eq 3 ]
+	# exit 4: the lab's offline MDE host and its Falcon host in reduced functionality mode fail
+	# on purpose and stay protected by KESL; exit 3: hosts left as they were (unreachable)
+	$(BIN)/avmigrate --state $(STATE) $(CREDS) run -i $(LAB_ROOT)/$(LAB)/inventory.yml --plan demo/plan/plan.json --yes || { rc=$$?; [ $$rc -eq 3 ] || [ $$rc -eq 4 ]; }
+	$(BIN)/avmigrate --state $(STATE) status || { rc=$$?; [ $$rc -eq 3 ] || [ $$rc -eq 4 ]; }
 	$(BIN)/avmigrate --state $(STATE) report --format html --out demo/report.html
 	$(BIN)/avmigrate --state $(STATE) report --format md --out demo/report.md
 	$(BIN)/avmigrate --state $(STATE) report --format csv --out demo/report.csv

@@ -83,6 +83,8 @@ def _plan_and_policy(opts: RunOptions, inv: inventory.Inventory, cat: Catalogue
             raise UsageError("--require-approval needs --plan: approvals are given for a "
                              "plan file; make one with `avmigrate plan`")
         return None, choose(inv, cat, opts.target, pol), pol
+    if opts.target.replacement is not None:
+        given = given | {"replacement": opts.target.replacement}
     if opts.policy is not None or given:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--policy"
         raise UsageError(f"{names} cannot be used with --plan: a plan runs with the policy "

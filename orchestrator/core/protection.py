@@ -55,6 +55,22 @@ def passive_proof(replacement: str, units: list[str]) -> str:
             "(not yet protecting)")
 
 
+def evidence_source(proof: str | None) -> str:
+    """Which product the evidence text of a record names as protecting the host (the texts
+    above, read back): a replacement id, "<banned unit> (banned product)", or "none"."""
+    text = proof or ""
+    head = text.split(" ", 1)[0]
+    if " verified: " in text and head:
+        return head
+    if " healthy in passive mode" in text:
+        units = text.split(" running; ", 1)[0]
+        return f"{units} (banned product; {text.split(' running; ', 1)[1].split(' ', 1)[0]} " \
+               "passive beside it)"
+    if text.endswith(" running"):
+        return f"{text.removesuffix(' running')} (banned product)"
+    return "none proven"
+
+
 def proof_of(facts: HostFacts, catalogue: Catalogue, replacement: str,
              verified: bool) -> str | None:
     """The evidence that the host is protected now, or None: unprotected (or unknown)."""

@@ -84,8 +84,8 @@ class MakeBeforeBreak:
                             proof=proof)
                 verified.append(n)
             else:
-                stage = "its health in passive mode" if n in passive else "verification"
-                not_installed(engine, n, f"{stage} failed: {problem}")
+                not_installed(engine, n, f"its health in passive mode: {problem}" if n in passive
+                              else f"verification failed: {problem}")
         return verified
 
     def _done_where_nothing_is_banned(self, verified: list[str]) -> list[str]:
@@ -165,7 +165,11 @@ class MakeBeforeBreak:
             engine.move(n, HostState.REMOVE_FAILED,
                         f"removal {removal.outcome.value}: {removal.message}; replacement "
                         "verified after it and protecting", proof=replacement_proof(rid))
+        elif activation is not None:
+            # Passive until now: its protection begins with this proof (the gap ends here).
+            engine.move(n, HostState.MIGRATED, "banned product removed; replacement "
+                        "activated and verified", proof=replacement_proof(rid),
+                        replacement_verified_at=time.time())
         else:
-            done = "activated and verified" if activation is not None else "verified"
-            engine.move(n, HostState.MIGRATED, f"banned product removed; replacement {done}",
+            engine.move(n, HostState.MIGRATED, "banned product removed; replacement verified",
                         proof=replacement_proof(rid))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.models import HostFacts, HostRecord, HostState, Transition
+from orchestrator.core.protection import evidence_source
 from orchestrator.store.audit import Verdict
 
 
@@ -92,6 +93,17 @@ def _hosts_and_bod(records: list[HostRecord], before: dict[str, HostFacts],
                    "remaining": identified - removed}
 
 
+def _by_protection(records: list[HostRecord]) -> list[tuple[str, int]]:
+    """Hosts per product whose evidence protects them now (a replacement verified, or the
+    banned product still running), most first; an unknown protection counts as none."""
+    counts: dict[str, int] = {}
+    for r in records:
+        source = ("none proven" if r.state.holds_slot
+                  else evidence_source(r.protected_by))
+        counts[source] = counts.get(source, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def _audit(verdict: Verdict | None) -> dict[str, Any]:
     if verdict is None:
         return {"entries": 0, "head": "", "ok": None, "problems": []}
@@ -118,5 +130,10 @@ def report_data(records: list[HostRecord], history: list[Transition],  # noqa: P
         "approvals": approvals or [],
         "max_gap_seconds": max(gaps) if gaps else None,
         "unprotected": [r.name for r in records if r.state == HostState.UNPROTECTED],
+        # Hosts on which no antivirus was ever found or proven: the directive's aim is a
+        # protected fleet, not only one without the banned product.
+        "no_protection": [r.name for r in records
+                          if r.state == HostState.CLEAN and not r.protected_by],
+        "by_protection": _by_protection(records),
         "audit": _audit(audit_verdict),
     }

@@ -254,6 +254,24 @@ def test_run_of_a_plan_refuses_options_that_would_change_it(tmp_path: Path) -> N
                                       "--max-unprotected", "5"])
     assert result.exit_code == 2
     assert "--max-unprotected cannot be used with --plan" in one_line_error(result)
+    for extra in (["--replacement", "mde"], ["--protect-unprotected"]):
+        result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i",
+                                          str(inv), "--plan", str(out / "plan.json"), "--yes",
+                                          *extra])
+        assert result.exit_code == 2
+        assert f"{extra[0]} cannot be used with --plan" in one_line_error(result)
+
+
+def test_a_replacement_that_needs_a_missing_credential_stops_the_run_first(
+        tmp_path: Path) -> None:
+    inv = tmp_path / "inv.ini"
+    inv.write_text("h1 ansible_host=192.0.2.1 avmigrate_replacement=falcon\n")
+    result = CliRunner().invoke(cli, ["--state", str(tmp_path / "s.db"), "run", "-i", str(inv),
+                                      "--yes"])
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "CrowdStrike Falcon sensor needs the credential falcon_cid" in line
+    assert "--credentials" in line
 
 
 def test_an_invalid_policy_is_one_line_naming_file_line_and_key(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ def test_mde_is_installed_passive_proved_then_activated_only_after_the_removal(
     assert record is not None and "activated and verified" in record.reason
     history = [t.to_state for t in store.history("w1")]
     assert history.index(HostState.VERIFIED) < history.index(HostState.REMOVING)
+    # Passive is not protection: the gap runs from the removal to the active proof.
+    assert record.gap_seconds is not None and record.gap_seconds > 0
+    s1 = store.get("s1")
+    assert s1 is not None and s1.gap_seconds == 0  # ClamAV protected throughout
 
 
 def test_the_passive_stage_proves_the_banned_product_still_protects(tmp_path: Path) -> None:
@@ -82,7 +86,7 @@ def test_an_mde_that_is_not_healthy_stops_the_host_with_kesl_untouched(tmp_path:
     run(engine, store)
     record = store.get("w1")
     assert record is not None and record.state == HostState.INSTALL_FAILED
-    assert "health in passive mode failed" in record.reason
+    assert "its health in passive mode: failed" in record.reason
     assert fleet.hosts["w1"].kesl_running and fleet.hosts["w1"].kesl
     assert "remove" not in steps_on(fleet, "w1")
     other = store.get("w2")
@@ -174,3 +178,32 @@ def test_a_plan_names_a_host_whose_platform_its_replacement_does_not_support(
     assert view["rows"]["s1"].risks == ""
     assert {r["id"]: (r["hosts"], r["at_risk"]) for r in view["by_replacement"]} == {
         "clamav": (1, 0), "mde": (1, 1)}
+
+
+def test_the_plan_file_carries_each_hosts_replacement_and_approvals_cover_it(
+        tmp_path: Path) -> None:
+    from orchestrator.plan import planfile  # noqa: PLC0415
+
+    engine, _fleet, store = mixed(tmp_path, {"w1": SimHost(product="mde"), "s1": SimHost()})
+    records = {r.name: r for r in store.all()}
+    plan = planner.make_plan(engine.inventory, engine.catalogue, "clamav", records,
+                             choice={"w1": "mde", "elsewhere": "falcon"})
+    assert plan.replacements == {"w1": "mde"}  # hosts of this inventory only
+    read = planfile.plan_from_json(planfile.plan_to_json(plan), "plan.json")
+    assert read.replacements == {"w1": "mde"}
+    other = dataclasses.replace(plan, replacements={"w1": "falcon"})
+    assert planner.plan_key(other) != planner.plan_key(plan)
+
+
+@pytest.mark.parametrize(("policy", "message"), [
+    ({"replacement": 3}, "replacement: must be a mapping"),
+    ({"replacement": {"default": "Not An Id"}}, "replacement.default: must be a replacement id"),
+    ({"replacement": {"groups": ["mde"]}}, "replacement.groups: must map inventory groups"),
+    ({"protect_unprotected": "yes"}, "protect_unprotected: must be true or false"),
+])
+def test_the_policy_replacement_section_is_checked(policy: dict[str, object],
+                                                   message: str) -> None:
+    from orchestrator.core.errors import PolicyError  # noqa: PLC0415
+
+    with pytest.raises(PolicyError, match=message):
+        policy_mod.parse({"version": 1, **policy}, "policy.yml")

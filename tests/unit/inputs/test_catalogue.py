@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,12 @@ def test_builtin_catalogue_loads() -> None:
     assert cat.coexists("clamav", ["kesl", "klnagent64"])
     assert not cat.coexists("clamav", ["something-else"])
     assert len(cat.digest) == 64
+    # MDE coexists with KESL only passive; the Network Agent is no on-access product.
+    assert cat.coexists("mde", ["kesl", "klnagent64"]) and cat.passive("mde")
+    assert cat.passive_beside("mde", ["kesl"]) and not cat.passive_beside("mde", ["klnagent64"])
+    assert not cat.passive("falcon") and not cat.passive("clamav")
+    assert cat.secret_names() == {"kesl_uninstall_password", "mde_onboarding", "falcon_cid"}
+    assert cat.supports("clamav", "swap") and not cat.supports("mde", "swap")
 
 
 def _mutated(fn: Any) -> dict[str, Any]:
@@ -46,11 +53,31 @@ def _mutated(fn: Any) -> dict[str, Any]:
         (lambda d: d["replacements"]["clamav"].update(coexists_with=["ghost"]),
          "'ghost' is not a banned product"),
         (lambda d: d["replacements"]["clamav"].update(colour="red"), "unknown keys ['colour']"),
+        (lambda d: d["replacements"]["mde"].pop("verify_passive"),
+         "replacements.mde.verify_passive: a product that runs passive beside a banned product "
+         "needs verify_passive"),
+        (lambda d: d["replacements"]["mde"].update(coexists_with=["kesl"]),
+         "['kesl'] cannot be in coexists_with too"),
+        (lambda d: d["replacements"]["mde"]["verify"]["health"][0].update(expect="(unclosed"),
+         "replacements.mde.verify.health.0.expect: is not a regular expression"),
+        (lambda d: d["replacements"]["clamav"]["verify"]["signatures"].update(pattern="(.+)"),
+         "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) group"),
+        (lambda d: d["replacements"]["clamav"]["verify"]["detection"].update(method="sniff"),
+         "must be scan or on_access"),
+        (lambda d: d["replacements"]["clamav"]["verify"]["detection"].pop("detected_rc"),
+         "a scan needs command, detected_rc and detected_text"),
+        (lambda d: d["replacements"]["falcon"]["verify"].pop("detection"),
+         "replacements.falcon.verify: missing keys ['detection']"),
+        (lambda d: d["replacements"]["falcon"]["enrol"].update(secret="CID!"),
+         "replacements.falcon.enrol.secret: must name a credential"),
+        (lambda d: d["replacements"]["mde"].update(strategies=["teleport"]),
+         "replacements.mde.strategies: must list some of make-before-break, swap"),
+        (lambda d: d["replacements"]["falcon"]["verify"].update(max_signature_age_days=7),
+         "with `signatures` to read the age from"),
     ],
 )
 def test_bad_catalogue_entries_are_refused(mutate: Any, message: str) -> None:
-    with pytest.raises(CatalogueError, match=message.replace("[", r"\[").replace("]", r"\]")
-                       .replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(CatalogueError, match=re.escape(message)):
         catalogue.parse(_mutated(mutate), "test")
 
 

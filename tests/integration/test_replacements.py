@@ -1,0 +1,168 @@
+"""The replacements agencies buy (issue 15), end to end on real lab hosts: workstations to
+Microsoft Defender for Endpoint (passive beside KESL, activated after its removal), a server
+to ClamAV, a DMZ host to the CrowdStrike Falcon sensor (the policy's replacement.groups), a
+host with no antivirus at all protected on request; and the failure modes that must leave the
+host with KESL protecting it: an onboarding that never completes, an expired MDE build, a
+Falcon sensor in reduced functionality mode. Judged by logging in to each host. MDE and Falcon
+are the lab's stand-ins (orchestrator/lab/vendors.py); ClamAV is real."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.core.protection import EICAR_B64
+from orchestrator.execute import ssh
+from orchestrator.lab.lab import Lab
+from orchestrator.lab.records import LabHost, LabInfo
+from tests.support.lab import TRUTH, Sampler
+
+pytestmark = pytest.mark.lab
+
+LAB = "rep"
+SCENARIO = Path(__file__).parent / "replacements.yml"
+POLICY = {
+    "version": 1,
+    "replacement": {"default": "clamav", "groups": {"workstations": "mde",
+                                                    "servers": "clamav", "dmz": "falcon"}},
+    "waves": {"canary": 1, "growth": 10},
+    "protection": {"max_unprotected": 2},
+    "gates": {"max_failed_percent": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabInfo]:
+    the_lab = Lab(LAB)
+    log: list[str] = []
+    info = the_lab.up(7, SCENARIO, log)
+    yield info
+    the_lab.down(log)
+
+
+def by_profile(info: LabInfo) -> dict[str, LabHost]:
+    return {h.profile: h for h in info.hosts}
+
+
+def sh(info: LabInfo, host: LabHost, command: str) -> str:
+    _, out, err = ssh.run(info.target(host), f"sudo -n sh -c {shlex.quote(command)} 2>&1",
+                          timeout=120)
+    return out + err
+
+
+def avmigrate(info: LabInfo, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli.cli", "--state", str(tmp_path / "s.db"),
+         "--credentials", str(Path(info.directory) / "credentials.yml"), *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=1800, check=False)
+
+
+def quarantines_eicar(info: LabInfo, host: LabHost) -> bool:
+    """Write the EICAR test file as a user would; protected means it is gone at once."""
+    path = f"/tmp/eicar-{time.monotonic_ns()}.com"
+    sh(info, host, f"echo {EICAR_B64} | base64 -d > {path}")
+    for _ in range(20):
+        if "gone" in sh(info, host, f"test -e {path} || echo gone"):
+            return True
+        time.sleep(0.5)
+    sh(info, host, f"rm -f {path}")
+    return False
+
+
+def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
+        lab: LabInfo, tmp_path: Path) -> None:
+    hosts = by_profile(lab)
+    (tmp_path / "policy.yml").write_text(yaml.safe_dump(POLICY))
+    planned = avmigrate(lab, tmp_path, "plan", "-i", lab.inventory, "--policy",
+                        str(tmp_path / "policy.yml"), "--protect-unprotected",
+                        "--out", str(tmp_path / "plan"))
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    page = (tmp_path / "plan" / "plan.md").read_text()
+    assert "| Microsoft Defender for Endpoint (`mde`) | 4 | 4 |" in page, page
+    assert "| ClamAV (`clamav`) | 1 | 1 |" in page and "(`falcon`) | 2 | 2 |" in page, page
+    assert "**1 host(s) have no antivirus at all**" in page and hosts["bare"].name in page
+
+    with Sampler(Lab(LAB), lab) as sampler:
+        ran = avmigrate(lab, tmp_path, "run", "-i", lab.inventory, "--plan",
+                        str(tmp_path / "plan" / "plan.json"), "--yes")
+    assert ran.returncode == 4, ran.stdout + ran.stderr  # install failures, on purpose
+    states = {r["host"]: r for r in yaml.safe_load(avmigrate(
+        lab, tmp_path, "status", "--json").stdout)}
+
+    # Migrated: the banned product gone, the replacement proving protection by its own means.
+    for profile in ("workstation", "bare"):
+        host = hosts[profile]
+        assert states[host.name]["state"] == "migrated", states[host.name]
+        said = sh(lab, host, "dpkg-query -W kesl klnagent64 2>&1; for f in healthy licensed "
+                  "real_time_protection_enabled passive_mode_enabled conflicting_applications; "
+                  "do echo $f=$(mdatp health --field $f); done")
+        assert "no packages found matching kesl" in said or profile == "bare", said
+        for field in ("healthy=true", "licensed=true", "real_time_protection_enabled=true",
+                      "passive_mode_enabled=false", "conflicting_applications=[]"):
+            assert field in said, (host.name, said)
+        assert quarantines_eicar(lab, host), host.name
+        assert "EICAR" in sh(lab, host, "mdatp threat list"), host.name
+    server = hosts["server"]
+    assert states[server.name]["state"] == "migrated"
+    out = sh(lab, server, TRUTH + "; dpkg-query -W kesl 2>&1")
+    assert "FOUND" in out and "rc=1" in out and "no packages found matching kesl" in out, out
+    dmz = hosts["dmz"]
+    assert states[dmz.name]["state"] == "migrated"
+    out = sh(lab, dmz, "systemctl is-active falcon-sensor.service; "
+             "/opt/CrowdStrike/falconctl -g --aid --rfm-state; dpkg-query -W kesl 2>&1")
+    assert "active" in out and 'aid="' in out and "rfm-state=false." in out, out
+    assert "no packages found matching kesl" in out, out
+    assert quarantines_eicar(lab, dmz)
+
+    # Failure modes: stopped before the removal, KESL installed and protecting.
+    for profile, why in (("workstation_offline", "enrolment failed"),
+                         ("workstation_expired", "its health in passive mode: failed"),
+                         ("dmz_rfm", "reduced functionality mode")):
+        host = hosts[profile]
+        assert states[host.name]["state"] == "install_failed", states[host.name]
+        assert why in states[host.name]["reason"], states[host.name]
+        assert "kesl.service running" in states[host.name]["protected_by"]
+        out = sh(lab, host, "systemctl is-active kesl.service; dpkg-query -W kesl")
+        assert out.startswith("active") and "12.1.0.1297" in out, (host.name, out)
+    assert "healthy is false" in states[hosts["workstation_expired"].name]["reason"]
+    assert "product expired" in sh(lab, hosts["workstation_expired"],
+                                   "mdatp health --field health_issues")
+    assert "licensed=false" in sh(lab, hosts["workstation_offline"],
+                                  "echo licensed=$(mdatp health --field licensed)")
+
+    # No host the run touched was ever without protection beyond the budget (2); MDE hosts
+    # are bare from their removal to their activated proof, ClamAV and Falcon hosts never.
+    assert sampler.samples > 0 and sampler.max_unprotected <= 2, sampler.seen
+    report = avmigrate(lab, tmp_path, "report", "--format", "md", "--out",
+                       str(tmp_path / "report.md"))
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert "| mde | 2 |" in text and "| clamav | 1 |" in text and "| falcon | 1 |" in text, text
+    assert "| kesl.service (banned product) | 3 |" in text, text
+
+
+def test_the_mdatp_stand_in_reports_kesl_as_conflicting_when_active(lab: LabInfo) -> None:
+    """What the passive mode avoids, shown by the stand-in: MDE active beside a running KESL
+    lists it in conflicting_applications and reports unhealthy."""
+    host = by_profile(lab)["workstation_offline"]
+    managed = "/etc/opt/microsoft/mdatp/managed/mdatp_managed.json"
+    if "mdatp" not in sh(lab, host, "dpkg-query -W mdatp"):
+        pytest.skip("runs after the mixed-fleet test installed mdatp there")
+    saved = sh(lab, host, f"cat {managed}")
+    try:
+        sh(lab, host, f"cp {managed} {managed}.saved; echo "
+                      + shlex.quote('{"antivirusEngine": {"enforcementLevel": "real_time"}}')
+                      + f" > {managed}; sleep 2")
+        out = sh(lab, host, "mdatp health --field conflicting_applications; "
+                 "mdatp health --field health_issues")
+        assert "name:kesl" in out and "conflicting applications" in out, out
+    finally:
+        sh(lab, host, f"mv {managed}.saved {managed}")
+    assert "passive" in saved, saved
