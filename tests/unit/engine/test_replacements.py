@@ -207,3 +207,15 @@ def test_the_policy_replacement_section_is_checked(policy: dict[str, object],
 
     with pytest.raises(PolicyError, match=message):
         policy_mod.parse({"version": 1, **policy}, "policy.yml")
+
+
+def test_a_forced_swap_leaves_a_host_whose_replacement_cannot_be_staged(tmp_path: Path) -> None:
+    engine, fleet, store = mixed(tmp_path, {"w1": SimHost(product="mde"), "s1": SimHost()},
+                                 policy=RunPolicy(strategy="swap", max_failed_percent=100))
+    run(engine, store)
+    record = store.get("w1")
+    assert record is not None and record.state == HostState.BLOCKED, record
+    assert "mde cannot be swapped in" in record.reason
+    assert fleet.hosts["w1"].kesl_running and not fleet.hosts["w1"].clamav
+    s1 = store.get("s1")
+    assert s1 is not None and s1.state == HostState.MIGRATED  # ClamAV swaps
