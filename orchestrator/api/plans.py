@@ -149,7 +149,7 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
             pol = dataclasses.replace(pol, protect_unprotected=opts.protect_unprotected,
                                       raw=pol.raw | {"protect_unprotected":
                                                      opts.protect_unprotected})
-        default = choice_mod.default_of(pol, t.replacement)
+        default = choice_mod.default_of(pol, t.replacement, cat)
         cat.replacement(default)
         store = ws.store()
         checks: dict[str, Any] = {}

@@ -20,6 +20,7 @@ class Catalogue:
     banned: dict[str, dict[str, Any]]
     replacements: dict[str, dict[str, Any]]
     digest: str
+    default: str = ""  # the replacement no choice names (default_replacement)
 
     def replacement(self, rid: str) -> dict[str, Any]:
         try:
@@ -56,12 +57,17 @@ class Catalogue:
         """Must `rid` run passive on a host where banned products `running` run?"""
         return bool(set(self.replacements[rid].get("passive_beside", ())) & set(running))
 
-    def verify_spec(self, rid: str, passive: bool = False) -> dict[str, Any]:
-        """How `rid` proves protection (`passive`: its health in passive mode beside the
-        banned product, which alone protects then)."""
+    def verify_spec(self, rid: str, beside: bool = False) -> dict[str, Any]:
+        """How `rid` proves protection (`beside`: its proof while a banned product that
+        protects still runs beside it, which alone is known to protect then)."""
         entry = self.replacements[rid]
-        return dict(entry["verify_passive" if passive and "verify_passive" in entry
+        return dict(entry["verify_beside" if beside and "verify_beside" in entry
                           else "verify"])
+
+    def proven_beside(self, rid: str) -> bool:
+        """Is `rid` proven by `verify_beside` (health only) while a protecting banned
+        product runs beside it, its detection after that product is gone?"""
+        return "verify_beside" in self.replacements[rid]
 
     def supports(self, rid: str, strategy: str) -> bool:
         return strategy in self.replacements[rid].get("strategies",

@@ -53,6 +53,11 @@ def settle(  # noqa: PLR0913, PLR0917 - a probe's findings, as the engine and te
     """
     if outcome != StepOutcome.OK or facts is None:
         return _unanswered(prior.state, outcome, message)
+    if (prior.state == HostState.INSTALL_FAILED and not prior.protected_by and not facts.banned
+            and not verified):
+        # Never protected by evidence (it had no antivirus at all, protect_unprotected tried
+        # and failed): not in doubt because of this migration, and no budget slot to take.
+        return Settled(HostState.INSTALL_FAILED, prior.reason, proof or "")
     if in_doubt(prior.state, banned_protects=bool(proof) and not verified):
         return _reprobed(prior.state, facts, proof, verified)
     if prior.state in UNTOUCHED:

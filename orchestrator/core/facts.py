@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable
@@ -143,24 +144,25 @@ def _text(value: Any) -> str:
 
 
 def verification_problem(report: dict[str, Any], catalogue: Catalogue, replacement: str,
-                         now: datetime, passive: bool = False) -> str | None:
+                         now: datetime, beside: bool = False) -> str | None:
     """None when the verify playbook's report proves protection by the product's own
-    evidence (catalogue `verify`, or `verify_passive` for its passive stage), else what is
-    missing. The playbook reports what it read; this judges it."""
-    verify = catalogue.verify_spec(replacement, passive)
+    evidence (catalogue `verify`; `beside`: `verify_beside`, its health while the banned
+    product, seen protecting in the same report, still runs), else what is missing. The
+    playbook reports what it read; this judges it."""
+    verify = catalogue.verify_spec(replacement, beside)
     service = _text(report.get("service"))
     if service != "active":
         return f"{verify['service']} is not running ({service or 'no answer'})"
-    if passive:
+    if beside:
         units = report.get("banned_running")
         if not isinstance(units, list) or not units or any(u != "active" for u in units):
-            return ("the banned product's protection does not run: nothing would protect the "
-                    "host while the replacement is passive")
-    health = _mapping(report.get("health"))
-    for field in verify.get("health", ()):
-        value = _text(health.get(field["name"]))
-        if re.fullmatch(field["expect"], value) is None:
-            return f"{field['name']} is {value!r} (must be {field['expect']!r})"
+            return ("the banned product's protection does not run: nothing is known to protect "
+                    "the host until the replacement's detection is proven")
+    if (problem := _health_problem(verify, report)) is not None:
+        return problem
+    if (expires := verify.get("expires")) is not None and (
+            problem := _expiry_problem(expires, _text(report.get("expires")), now)):
+        return problem
     limit = verify.get("max_signature_age_days")
     if limit is not None:
         age = signature_age_days(verify["signatures"], _text(report.get("signatures")), now)
@@ -172,8 +174,39 @@ def verification_problem(report: dict[str, Any], catalogue: Catalogue, replaceme
     return None if det is None else detection_problem(det, _mapping(report.get("detection")))
 
 
+def _health_problem(verify: dict[str, Any], report: dict[str, Any]) -> str | None:
+    """The first health field that could not be read or does not hold, or None."""
+    health, codes = _mapping(report.get("health")), _mapping(report.get("health_rc"))
+    for field in verify.get("health", ()):
+        value, code = _text(health.get(field["name"])), _text(codes.get(field["name"], "0"))
+        if code != "0":
+            command = " ".join(field["command"])
+            return f"{field['name']} could not be read (`{command}` exit {code})"
+        if re.fullmatch(field["expect"], value) is None:
+            return f"{field['name']} is {value!r} (must be {field['expect']!r})"
+    return None
+
+
+def _expiry_problem(spec: dict[str, Any], output: str, now: datetime) -> str | None:
+    m = re.search(spec["pattern"], output, re.M)
+    ends = None
+    if m is not None:
+        with contextlib.suppress(ValueError):
+            ends = datetime.strptime(m.group("date").strip(), spec["format"]).replace(
+                tzinfo=UTC)
+    if ends is None:
+        return f"cannot read when the build expires from {output!r}"
+    left = (ends - now).total_seconds() / 86400
+    if left < spec["min_days"]:
+        return (f"the build expires in {left:.0f} days (on {ends:%Y-%m-%d}; at least "
+                f"{spec['min_days']} needed): install a current build")
+    return None
+
+
 def detection_problem(det: dict[str, Any], seen: dict[str, Any]) -> str | None:
-    """Why the EICAR test did not prove detection by the product's own mechanism, or None."""
+    """Why the EICAR test did not prove detection by the product's own mechanism, or None.
+    The product's own record (`evidence_command`) must name this very test file: an old
+    detection in its history proves nothing now."""
     if det["method"] == "scan":
         if str(seen.get("rc")) != str(det["detected_rc"]) or (
                 det["detected_text"] not in _text(seen.get("output"))):
@@ -181,9 +214,11 @@ def detection_problem(det: dict[str, Any], seen: dict[str, Any]) -> str | None:
     elif _text(seen.get("gone")).lower() != "true":
         return (f"the EICAR test file was still on disk {det['wait_s']} s after it was "
                 "written: no on-access detection")
-    if "evidence_command" in det and det["evidence_text"] not in _text(seen.get("evidence")):
-        return (f"`{' '.join(det['evidence_command'])}` does not show the detection "
-                f"({det['evidence_text']!r})")
+    if "evidence_command" in det:
+        evidence, path = _text(seen.get("evidence")), _text(seen.get("path"))
+        if det["evidence_text"] not in evidence or not path or path not in evidence:
+            return (f"`{' '.join(det['evidence_command'])}` does not show this test's "
+                    f"detection ({det['evidence_text']!r} at {path or 'the test file'})")
     return None
 
 

@@ -253,6 +253,8 @@ class HostRecord:
     # ..."), and when; None while its protection is not proven (SLOT_STATES) or none was found.
     protected_by: str | None = None
     protected_at: float | None = None
+    # The replacement it is being (or was) migrated to, recorded from its install on.
+    replacement: str | None = None
 
     @property
     def gap_seconds(self) -> float | None:

@@ -48,11 +48,14 @@ def replacement_proof(replacement: str) -> str:
     return f"{replacement} verified: its own health evidence held and it detected EICAR"
 
 
-def passive_proof(replacement: str, units: list[str]) -> str:
-    """The evidence text for a replacement healthy in passive mode beside a banned product
-    that was seen protecting in the same probe (it alone protects the host then)."""
-    return (f"{', '.join(units)} running; {replacement} healthy in passive mode "
-            "(not yet protecting)")
+def beside_proof(replacement: str, units: list[str], passive: bool) -> str:
+    """The evidence text for a replacement proven healthy beside a banned product that was
+    seen protecting in the same probe (it alone is known to protect the host then: the
+    replacement is passive, or its detection is proven only once the banned product is
+    gone)."""
+    how = ("in passive mode (not yet protecting)" if passive
+           else "beside it (detection not yet proven)")
+    return f"{', '.join(units)} running; {replacement} healthy {how}"
 
 
 def evidence_source(proof: str | None) -> str:
@@ -62,10 +65,9 @@ def evidence_source(proof: str | None) -> str:
     head = text.split(" ", 1)[0]
     if " verified: " in text and head:
         return head
-    if " healthy in passive mode" in text:
-        units = text.split(" running; ", 1)[0]
-        return f"{units} (banned product; {text.split(' running; ', 1)[1].split(' ', 1)[0]} " \
-               "passive beside it)"
+    if " running; " in text and " healthy " in text:
+        units, rest = text.split(" running; ", 1)
+        return f"{units} (banned product; {rest.split(' ', 1)[0]} installed beside it)"
     if text.endswith(" running"):
         return f"{text.removesuffix(' running')} (banned product)"
     return "none proven"

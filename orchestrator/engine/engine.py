@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +44,7 @@ from orchestrator.core.models import (
     StepResult,
     Strategy,
 )
-from orchestrator.core.protection import EICAR_B64
+from orchestrator.core.protection import EICAR_B64, protecting_products
 from orchestrator.engine import checkmode, remediation
 from orchestrator.engine.discovery import Discovery
 from orchestrator.engine.policy import (
@@ -82,6 +82,9 @@ class Engine:
         self.replacement = replacement  # the default replacement
         # Hosts whose replacement is not the default (policy by group, inventory variable).
         self.choice: Mapping[str, str] = choice or {}
+        # Hosts whose migration began: the replacement recorded then (read once, kept here as
+        # this run records more; a host is held by one run at a time).
+        self._pinned: dict[str, str] | None = None
         self.log = log
         self.policy = policy or RunPolicy()
         self.store.run_budget = self.policy.budget_spec
@@ -126,8 +129,25 @@ class Engine:
         remediation.remediate(self, names)
 
     def replacement_of(self, name: str) -> str:
-        """The replacement host `name` is migrated to."""
-        return self.choice.get(name, self.replacement)
+        """The replacement host `name` is migrated to: the one recorded when its migration
+        began (a resumed run, remediate and a re-probe verify and repair that product), else
+        the choice (inventory variable, policy group, default)."""
+        if self._pinned is None:
+            self._pinned = {r.name: r.replacement for r in self.store.all() if r.replacement}
+            mine = set(self.inventory.names())
+            for name_, rid in sorted(self._pinned.items()):
+                chosen = self.choice.get(name_, self.replacement)
+                if rid != chosen and name_ in mine:
+                    self.log(f"  {name_}: its migration to {rid} began before; it keeps {rid} "
+                             f"(now chosen: {chosen})")
+        return self._pinned.get(name) or self.choice.get(name, self.replacement)
+
+    def pin(self, name: str) -> str:
+        """The replacement to record as `name`'s when its migration begins."""
+        rid = self.replacement_of(name)
+        assert self._pinned is not None  # noqa: S101 - read by replacement_of
+        self._pinned[name] = rid
+        return rid
 
     def passive_beside(self, name: str) -> bool:
         """Must the host's replacement run passive: it may run beside a banned product found
@@ -138,8 +158,21 @@ class Engine:
         facts = self.record(name).facts
         if facts is None:
             return True
-        running = [b.product for b in facts.banned if b.services_active or b.processes]
-        return self.catalogue.passive_beside(rid, running)
+        # Installed is enough: a stopped KESL may start again (at the next boot), and the
+        # replacement must not be active beside it then.
+        return self.catalogue.passive_beside(rid, [b.product for b in facts.banned])
+
+    def proven_beside(self, name: str) -> bool:
+        """Is the host's replacement proven only by its health for now (`verify_beside`),
+        beside a protecting banned product: MDE passive beside KESL, or a product whose
+        on-access detection could be KESL's own while KESL runs? Its detection is then
+        proven once the banned product is gone."""
+        rid = self.replacement_of(name)
+        if not self.catalogue.proven_beside(rid):
+            return False
+        facts = self.record(name).facts
+        return (facts is None or self.passive_beside(name)
+                or bool(protecting_products(facts, self.catalogue)))
 
     def protecting_units(self, name: str) -> list[str]:
         """The services of the banned products on the host whose running is protection."""
@@ -283,11 +316,16 @@ class Engine:
             return [b.product for b in record.facts.banned]
         return list(self.catalogue.banned)
 
-    def proof_problem(self, result: StepResult, passive: bool = False) -> str | None:
-        """Why a verification result does not prove the replacement protects (`passive`:
-        that it is healthy in passive mode), or None."""
+    def proof_problem(self, result: StepResult, beside: bool = False) -> str | None:
+        """Why a verification result does not prove the replacement protects (`beside`:
+        that it is healthy beside the banned product seen protecting), or None."""
         if result.outcome != StepOutcome.OK:
             return f"{result.outcome.value}: {result.message}"
         return factlib.verification_problem(result.data, self.catalogue,
                                             self.replacement_of(result.host),
-                                            datetime.now(UTC), passive)
+                                            datetime.now(UTC), beside)
+
+    def beside_vars(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The host vars of a verification beside the banned product."""
+        return {n: {"avmigrate_verify_phase": "beside",
+                    "avmigrate_protecting_units": self.protecting_units(n)} for n in names}

@@ -17,7 +17,11 @@ def not_installed(engine: Engine, name: str, why: str) -> None:
     probe (its KESL stopped earlier, or it only had the Network Agent), it has no
     protection at all: an alarm, not a failed install."""
     record = engine.record(name)
-    if record.facts is not None and not protecting_products(record.facts, engine.catalogue):
+    if record.facts is not None and not record.facts.banned:
+        # A host that had no antivirus at all (protect_unprotected): no worse than before,
+        # and nothing this run did took protection from it.
+        engine.move(name, HostState.INSTALL_FAILED, f"{why}; it still has no antivirus at all")
+    elif record.facts is not None and not protecting_products(record.facts, engine.catalogue):
         engine.move(name, HostState.UNPROTECTED,
                     f"UNPROTECTED: {why}; no protecting product ran at its last probe and "
                     "its replacement is not verified")

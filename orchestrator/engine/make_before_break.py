@@ -1,12 +1,14 @@
 """make-before-break, for products that coexist: install and verify the replacement, then, in
 batches the protection budget allows, remove the banned product and verify once more.
 
-A replacement that may run beside a banned product only in passive mode (catalogue
-`passive_beside`) is installed passive and proved healthy by its `verify_passive` evidence
-while the banned product, still running, protects; after the removal it is activated and must
-then prove protection by its own evidence. From the removal to that proof the host holds a
-slot of the protection budget like any other. A host with no banned product at all (policy
-`protect_unprotected`) is installed, verified and done."""
+A replacement proven beside the banned product by its health alone (catalogue
+`verify_beside`: MDE, passive beside KESL; Falcon, whose on-access detection could be KESL's
+own while KESL runs) is verified that way while the banned product, seen running in the same
+step, protects; after the removal it is activated (passive products) and must then prove
+protection, detection included, by its own evidence. From the removal to that proof the host
+holds a slot of the protection budget like any other, and its gap runs to that proof. A
+host with no banned product at all (policy `protect_unprotected`) is installed, verified and
+done."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, ClassVar
 
 from orchestrator.core.models import HostState, StepOutcome, StepResult, Strategy
-from orchestrator.core.protection import passive_proof, replacement_proof
+from orchestrator.core.protection import beside_proof, replacement_proof
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.failures import not_installed, unreachable_in_window
 
@@ -44,8 +46,9 @@ class MakeBeforeBreak:
         passive = {n for n in names if engine.passive_beside(n)}
         for n in names:
             how = " in passive mode beside the banned product" if n in passive else ""
-            engine.move(n, HostState.INSTALLING, f"installing {engine.replacement_of(n)}{how}",
-                        wave=wave, strategy=Strategy.MAKE_BEFORE_BREAK)
+            rid = engine.pin(n)
+            engine.move(n, HostState.INSTALLING, f"installing {rid}{how}", wave=wave,
+                        strategy=Strategy.MAKE_BEFORE_BREAK, replacement=rid)
         inst = engine.step("install", "install.yml", names,
                            {n: {"avmigrate_passive": n in passive} for n in names})
         installed = []
@@ -63,29 +66,27 @@ class MakeBeforeBreak:
             lambda n: f"removing {', '.join(engine.banned_ids(n)) or 'leftovers'}")
 
     def _verify_installed(self, step: str, names: list[str]) -> list[str]:
-        """Verify the installed replacement: its protection, or, where it runs passive, its
-        health in passive mode while the banned product still protects."""
+        """Verify the installed replacement: its protection, or, beside the banned product
+        (`verify_beside`), its health while the banned product is seen protecting."""
         engine = self.engine
         todo = [n for n in names if n not in engine.settled]
-        passive = {n for n in todo if engine.passive_beside(n)}
-        results = engine.step(step, "verify.yml", todo, {
-            n: {"avmigrate_verify_phase": "passive",
-                "avmigrate_protecting_units": engine.protecting_units(n)} for n in passive})
+        beside = {n for n in todo if engine.proven_beside(n)}
+        results = engine.step(step, "verify.yml", todo, engine.beside_vars(beside))
         verified = []
         for n in names:
             if n in engine.settled:
                 continue
-            problem = engine.proof_problem(results[n], passive=n in passive)
+            problem = engine.proof_problem(results[n], beside=n in beside)
             if problem is None:
                 rid = engine.replacement_of(n)
-                proof = (passive_proof(rid, engine.protecting_units(n)) if n in passive
-                         else replacement_proof(rid))
+                proof = (beside_proof(rid, engine.protecting_units(n), engine.passive_beside(n))
+                         if n in beside else replacement_proof(rid))
                 engine.move(n, HostState.VERIFIED, proof, replacement_verified_at=time.time(),
                             proof=proof)
                 verified.append(n)
             else:
-                not_installed(engine, n, f"its health in passive mode: {problem}" if n in passive
-                              else f"verification failed: {problem}")
+                not_installed(engine, n, f"its health beside the banned product: {problem}"
+                              if n in beside else f"verification failed: {problem}")
         return verified
 
     def _done_where_nothing_is_banned(self, verified: list[str]) -> list[str]:
@@ -116,8 +117,9 @@ class MakeBeforeBreak:
 
     def _batch(self, batch: list[str]) -> None:
         engine = self.engine
-        # Decided before the removal, from what discovery saw running.
+        # Decided before the removal, from what discovery saw.
         passive = {n for n in batch if engine.passive_beside(n)}
+        beside = {n for n in batch if engine.proven_beside(n)}
         host_vars = {n: {"avmigrate_remove_ids": engine.banned_ids(n)} for n in batch}
         # From here the removal and its proof run to the end, even if a stop is requested.
         rem = engine.reach("remove", "remove.yml", batch, host_vars)
@@ -128,12 +130,13 @@ class MakeBeforeBreak:
                        and n not in engine.settled and rem[n].outcome == StepOutcome.OK]
         act = engine.reach("activate", "activate.yml", to_activate)
         lost |= {n for n in to_activate if act[n].outcome == StepOutcome.UNREACHABLE}
-        still_passive = {n for n in passive if n not in to_activate}
+        # Where the removal failed, the banned product may still run: only its protection and
+        # the replacement's health beside it can be proven.
+        still_beside = {n for n in beside
+                        if n not in to_activate and rem[n].outcome != StepOutcome.OK}
         final = engine.reach("final-verify", "verify.yml",
                              [n for n in batch if n not in lost and n not in engine.settled],
-                             {n: {"avmigrate_verify_phase": "passive",
-                                  "avmigrate_protecting_units": engine.protecting_units(n)}
-                              for n in still_passive})
+                             engine.beside_vars(still_beside))
         for n in batch:
             if n in engine.settled:
                 continue
@@ -141,14 +144,14 @@ class MakeBeforeBreak:
             if n in lost or final[n].outcome == StepOutcome.UNREACHABLE:
                 unreachable_in_window(engine, n, final.get(n, act.get(n, removal)))
                 continue
-            self._conclude(n, removal, act.get(n), final[n], n in still_passive)
+            self._conclude(n, removal, act.get(n), final[n], n in still_beside, n in beside)
 
-    def _conclude(self, n: str, removal: StepResult, activation: StepResult | None,
-                  final: StepResult, still_passive: bool) -> None:
+    def _conclude(self, n: str, removal: StepResult, activation: StepResult | None,  # noqa: PLR0913, PLR0917 - a host's results, in step order
+                  final: StepResult, still_beside: bool, was_beside: bool) -> None:
         """A host's state after its removal, from the final verification's evidence."""
         engine = self.engine
         rid = engine.replacement_of(n)
-        problem = engine.proof_problem(final, passive=still_passive)
+        problem = engine.proof_problem(final, beside=still_beside)
         if problem is not None:
             why = (f"activation {activation.outcome.value}: {activation.message}; "
                    if activation is not None and activation.outcome != StepOutcome.OK else "")
@@ -156,20 +159,21 @@ class MakeBeforeBreak:
                         f"UNPROTECTED: {why}replacement failed its final check ({problem}) "
                         f"after removal {removal.outcome.value}")
             engine.log(f"!!! {n} is UNPROTECTED: {why}{problem}")
-        elif still_passive:
-            proof = passive_proof(rid, engine.protecting_units(n))
+        elif still_beside:
+            proof = beside_proof(rid, engine.protecting_units(n), engine.passive_beside(n))
             engine.move(n, HostState.REMOVE_FAILED,
                         f"removal {removal.outcome.value}: {removal.message}; the banned "
-                        f"product still protects, {rid} stays passive beside it", proof=proof)
+                        f"product still protects, {rid} stays beside it", proof=proof)
         elif removal.outcome != StepOutcome.OK:
             engine.move(n, HostState.REMOVE_FAILED,
                         f"removal {removal.outcome.value}: {removal.message}; replacement "
                         "verified after it and protecting", proof=replacement_proof(rid))
-        elif activation is not None:
-            # Passive until now: its protection begins with this proof (the gap ends here).
-            engine.move(n, HostState.MIGRATED, "banned product removed; replacement "
-                        "activated and verified", proof=replacement_proof(rid),
-                        replacement_verified_at=time.time())
+        elif was_beside:
+            # Proven only beside the banned product until now: its protection is proven by
+            # this proof (the gap ends here).
+            done = "activated and verified" if activation is not None else "verified"
+            engine.move(n, HostState.MIGRATED, f"banned product removed; replacement {done}",
+                        proof=replacement_proof(rid), replacement_verified_at=time.time())
         else:
             engine.move(n, HostState.MIGRATED, "banned product removed; replacement verified",
                         proof=replacement_proof(rid))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.core import facts as factlib
 from orchestrator.core.models import HostState, StepOutcome
-from orchestrator.core.protection import passive_proof, replacement_proof
+from orchestrator.core.protection import beside_proof, replacement_proof
 
 if TYPE_CHECKING:
     from orchestrator.engine.engine import Engine
@@ -18,27 +18,29 @@ def remediate(engine: Engine, names: list[str]) -> None:
     read whether a banned product is still there: migrated only if none is; else verified,
     and its removal continues under the budget. They keep their slot until verified."""
     for n in names:
-        engine.move(n, HostState.UNPROTECTED, "remediating: installing the replacement")
-    # Where a banned product still runs, a passive-only replacement stays passive beside it
-    # (then it is the banned product that must be seen protecting); elsewhere it is active.
+        rid = engine.pin(n)
+        engine.move(n, HostState.UNPROTECTED, f"remediating: installing {rid}",
+                    replacement=rid)
+    # Where a banned product is still there, a passive-only replacement stays passive beside
+    # it, and a replacement proven beside it is proven by its health while the banned product
+    # is seen protecting; elsewhere the replacement is active and proves its detection too.
     passive = {n for n in names if engine.passive_beside(n)}
+    beside = {n for n in names if engine.proven_beside(n)}
     inst = engine.reach("remediate-install", "install.yml", names,
                         {n: {"avmigrate_passive": n in passive} for n in names})
     ok = [n for n in names if inst[n].outcome == StepOutcome.OK and n not in engine.settled]
-    proof = engine.reach("remediate-verify", "verify.yml", ok, {
-        n: {"avmigrate_verify_phase": "passive",
-            "avmigrate_protecting_units": engine.protecting_units(n)} for n in passive})
+    proof = engine.reach("remediate-verify", "verify.yml", ok, engine.beside_vars(beside & set(ok)))
     verified = [n for n in ok if n not in engine.settled
-                and engine.proof_problem(proof[n], passive=n in passive) is None]
+                and engine.proof_problem(proof[n], beside=n in beside) is None]
     probe = engine.step("remediate-probe", "discover.yml", verified)
     for n in names:
         if n in engine.settled:
             continue
         rid = engine.replacement_of(n)
-        evidence = (passive_proof(rid, engine.protecting_units(n)) if n in passive
+        evidence = (beside_proof(rid, engine.protecting_units(n), n in passive) if n in beside
                     else replacement_proof(rid))
         if n not in verified:
-            problem = (engine.proof_problem(proof[n], passive=n in passive) if n in proof
+            problem = (engine.proof_problem(proof[n], beside=n in beside) if n in proof
                        else f"{inst[n].outcome.value}: {inst[n].message}")
             engine.move(n, HostState.UNPROTECTED, f"UNPROTECTED: remediation failed "
                         f"({problem})")
@@ -46,7 +48,7 @@ def remediate(engine: Engine, names: list[str]) -> None:
         r = probe.get(n)
         facts = (factlib.parse_discovery(r.data, engine.catalogue, engine.replacement_of(n))
                  if r is not None and r.outcome == StepOutcome.OK else None)
-        if facts is not None and not facts.banned and n not in passive:
+        if facts is not None and not facts.banned and n not in beside:
             engine.move(n, HostState.MIGRATED, f"remediated: no banned product left; "
                         f"{evidence}", replacement_verified_at=time.time(), proof=evidence,
                         facts=facts)

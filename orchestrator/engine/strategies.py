@@ -33,7 +33,10 @@ def by_strategy(engine: Engine, names: list[str]) -> dict[Strategy, list[str]]:
     """`names` grouped by the strategy each host is migrated with, in their order."""
     groups: dict[Strategy, list[str]] = {strategy: [] for strategy in STRATEGIES}
     for n in names:
-        # Every host not made before broken is swapped.
-        mbb = engine.strategy_of(engine.record(n)) == Strategy.MAKE_BEFORE_BREAK
+        # Every host not made before broken is swapped; a host with no banned product at all
+        # (protect_unprotected) has nothing to swap out: its replacement is simply installed.
+        record = engine.record(n)
+        bare = record.facts is not None and not record.facts.banned
+        mbb = bare or engine.strategy_of(record) == Strategy.MAKE_BEFORE_BREAK
         groups[Strategy.MAKE_BEFORE_BREAK if mbb else Strategy.SWAP].append(n)
     return groups

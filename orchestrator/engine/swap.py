@@ -33,8 +33,9 @@ class Swap:
         engine.check_stop()
         names = self._swappable(names)
         for n in names:
-            engine.move(n, HostState.STAGING, f"staging {engine.replacement_of(n)}", wave=wave,
-                        strategy=Strategy.SWAP)
+            rid = engine.pin(n)
+            engine.move(n, HostState.STAGING, f"staging {rid}", wave=wave,
+                        strategy=Strategy.SWAP, replacement=rid)
         stage = engine.step("stage", "stage.yml", names)
         queue = []
         for n in names:

@@ -17,9 +17,10 @@ _DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_comman
 _REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file"}
 _REPL_KEYS = {"name", "vendor", "platforms", "role", "coexists_with", "passive_beside",
               "strategies", "enrol", "packages", "services", "requirements", "verify",
-              "verify_passive", "sha256"}
-_VERIFY_KEYS = {"service", "health", "signatures", "max_signature_age_days", "detection"}
-_DETECTION_KEYS = {"method", "command", "detected_rc", "detected_text", "wait_s",
+              "verify_beside", "sha256"}
+_VERIFY_KEYS = {"service", "health", "signatures", "max_signature_age_days", "expires",
+                "detection"}
+_DETECTION_KEYS = {"method", "input", "command", "detected_rc", "detected_text", "wait_s",
                    "evidence_command", "evidence_text"}
 _STRATEGIES = ("make-before-break", "swap")
 
@@ -53,6 +54,8 @@ def _str_list(value: Any, source: str, where: str) -> None:
 
 def parse(data: Any, source: str) -> Catalogue:
     _require(isinstance(data, dict), source, "top level", "must be a mapping")
+    unknown = set(data) - {"version", "banned", "replacements", "default_replacement"}
+    _require(not unknown, source, "top level", f"unknown keys {sorted(unknown)}")
     _require(data.get("version") == 1, source, "version", "must be 1")
     banned, repl = data.get("banned"), data.get("replacements")
     _require(isinstance(banned, dict) and bool(banned), source, "banned", "needs one product")
@@ -62,8 +65,12 @@ def parse(data: Any, source: str) -> Catalogue:
         _check_banned(entry, source, f"banned.{bid}")
     for rid, entry in repl.items():
         _check_replacement(entry, banned, source, f"replacements.{rid}")
+    default = data.get("default_replacement", next(iter(repl)))
+    _require(default in repl, source, "default_replacement",
+             f"{default!r} is not a replacement of this catalogue")
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    return Catalogue(source=source, banned=banned, replacements=repl, digest=digest)
+    return Catalogue(source=source, banned=banned, replacements=repl, digest=digest,
+                     default=str(default))
 
 
 def load(path: Path | None = None) -> Catalogue:
@@ -143,13 +150,16 @@ def _check_replacement(entry: Any, banned: dict[str, Any], source: str, where: s
                  source, where + ".enrol.secret",
                  "must name a credential (lower case letters, digits, '_')")
     _check_verify(entry["verify"], source, where + ".verify", detection=True)
-    passive = entry.get("verify_passive")
-    _require((passive is not None) == bool(entry["passive_beside"]), source,
-             where + ".verify_passive",
-             "a product that runs passive beside a banned product needs verify_passive "
-             "(and only such a product)")
-    if passive is not None:
-        _check_verify(passive, source, where + ".verify_passive", detection=False)
+    beside = entry.get("verify_beside")
+    _require(beside is not None or not entry["passive_beside"], source,
+             where + ".verify_beside",
+             "a product that runs passive beside a banned product needs verify_beside")
+    _require(beside is not None or entry["verify"]["detection"]["method"] != "on_access",
+             source, where + ".verify_beside",
+             "an on-access detection cannot be told from the banned product's own while that "
+             "runs: give verify_beside, the proof beside it (detection is proven after)")
+    if beside is not None:
+        _check_verify(beside, source, where + ".verify_beside", detection=False)
     pins = entry.get("sha256", {})
     _require(isinstance(pins, dict) and all(
         isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
@@ -190,6 +200,16 @@ def _check_verify(verify: Any, source: str, where: str, *, detection: bool) -> N
         _require(("date" in groups and "format" in sigs) or "minutes" in groups, source,
                  where + ".signatures.pattern",
                  "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) group")
+    expires = verify.get("expires")
+    if expires is not None:
+        _check_keys(expires, {"command", "pattern", "format", "min_days"},
+                    {"command", "pattern", "format", "min_days"}, source, where + ".expires")
+        _str_list(expires["command"], source, where + ".expires.command")
+        _regex(expires["pattern"], source, where + ".expires.pattern")
+        _require("date" in re.compile(expires["pattern"]).groupindex, source,
+                 where + ".expires.pattern", "needs a (?P<date>...) group")
+        _require(isinstance(expires["min_days"], int) and expires["min_days"] >= 0, source,
+                 where + ".expires.min_days", "must be a number of days, 0 or more")
     age = verify.get("max_signature_age_days")
     _require(age is None or (isinstance(age, int | float) and age > 0 and sigs is not None),
              source, where + ".max_signature_age_days",
@@ -204,6 +224,8 @@ def _check_detection(det: Any, source: str, where: str) -> None:
         _require({"command", "detected_rc", "detected_text"} <= set(det), source, where,
                  "a scan needs command, detected_rc and detected_text")
         _str_list(det["command"], source, where + ".command")
+        _require(det.setdefault("input", "file") in ("file", "stdin"), source,
+                 where + ".input", "must be file or stdin")
     else:
         _require(det["method"] == "on_access", source, where + ".method",
                  "must be scan or on_access")

@@ -3,7 +3,7 @@
 In this order, the first that says wins: the host's inventory variable `avmigrate_replacement`
 (as Ansible resolves it: host_vars over group_vars), the policy's `replacement.groups` (the
 first group listed that the host is in), the default (the command line's --replacement, else
-the policy's `replacement.default`, else clamav).
+the policy's `replacement.default`, else the catalogue's `default_replacement`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from orchestrator.inputs.inventory import Inventory
 from orchestrator.inputs.policy import Policy
 
 VARIABLE = "avmigrate_replacement"
-DEFAULT = "clamav"
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,14 @@ class Choice:
         return +counts
 
 
-def default_of(policy: Policy, given: str | None) -> str:
-    return given or policy.replacement or DEFAULT
+def default_of(policy: Policy, given: str | None, catalogue: Catalogue) -> str:
+    return given or policy.replacement or catalogue.default
 
 
 def choose(inventory: Inventory, policy: Policy, catalogue: Catalogue,
            given: str | None = None) -> Choice:
     """Each host's replacement; an id the catalogue lacks is refused, naming where it is."""
-    default = default_of(policy, given)
+    default = default_of(policy, given, catalogue)
     known = catalogue.replacements
     if default not in known:
         where = "--replacement" if given else f"{policy.source}: replacement.default"

@@ -159,7 +159,7 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,  # n
         inventory_digest=inventory.digest,
         catalogue_digest=catalogue.digest,
         replacement=replacement,
-        replacements={n: r for n, r in (choice or {}).items() if n in set(inventory.names())},
+        replacements=_replacements(inventory, records, replacement, choice or {}),
         strategy=policy.strategy,
         waves=tuple(waves),
         skipped=skipped,
@@ -168,6 +168,20 @@ def make_plan(inventory: Inventory, catalogue: Catalogue, replacement: str,  # n
         catalogue_digests=catalogue.part_digests(),
         estimate=estimate,
     )
+
+
+def _replacements(inventory: Inventory, records: dict[str, HostRecord], default: str,
+                  choice: Mapping[str, str]) -> dict[str, str]:
+    """The inventory's hosts whose replacement is not the default: the one recorded when a
+    host's migration began (the engine keeps to it), else the choice."""
+    out = {}
+    for name in inventory.names():
+        record = records.get(name)
+        rid = (record.replacement if record is not None and record.replacement
+               else choice.get(name, default))
+        if rid != default:
+            out[name] = rid
+    return out
 
 
 def strategy_for(facts: HostFacts, catalogue: Catalogue, replacement: str) -> str:

@@ -61,8 +61,23 @@ def _steps(catalogue: Catalogue, replacement: str, policy: Policy) -> dict[str, 
              f"{repl['enrol'].get('what', 'from --credentials')}; never logged)"
              if repl.get("enrol") else "")
     steps: dict[str, list[str]] = {}
-    if catalogue.passive(replacement):
-        passive = repl["verify_passive"]
+    if catalogue.proven_beside(replacement) and not catalogue.passive(replacement):
+        steps[Strategy.MAKE_BEFORE_BREAK] = [
+            preflight,
+            f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
+            f"from the internal repository{enrol}, beside the banned product.",
+            f"Prove its health beside the banned product ({proof_text(repl['verify_beside'])})"
+            " while the banned product is seen running: its own on-access scanning could be "
+            "what takes a test file, so detection is proven after it is gone. Recorded as "
+            "verified (beside). A failing enrolment or health stops the host here, banned "
+            "product untouched.",
+            budgeted_removal,
+            f"{proof} Recorded as migrated; the slot is given back. The gap is the time from "
+            "removal to that proof; if it fails the host is UNPROTECTED and `avmigrate "
+            "remediate` restores it.",
+        ]
+    elif catalogue.passive(replacement):
+        passive = repl["verify_beside"]
         steps[Strategy.MAKE_BEFORE_BREAK] = [
             preflight,
             f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "

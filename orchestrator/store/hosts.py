@@ -36,13 +36,13 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _STATES = {s.value: s for s in HostState}
 
 _COLS = ("name, state, reason, strategy, wave, facts, updated_at, protection_stopped_at, "
-         "replacement_verified_at, free_mb, protected_by, protected_at")
+         "replacement_verified_at, free_mb, protected_by, protected_at, replacement")
 
 
 def _record(row: Sequence[Any], parsed: dict[str, HostFacts] | None = None) -> HostRecord:
     """A row as a record; `parsed` shares one HostFacts among hosts with the same facts."""
     (name, state, reason, strategy, wave, facts, updated, stopped, verified, free, by,
-     at) = row
+     at, replacement) = row
     host_facts = None
     if facts:
         blob = str(facts)
@@ -62,6 +62,7 @@ def _record(row: Sequence[Any], parsed: dict[str, HostFacts] | None = None) -> H
         None if stopped is None else float(stopped),
         None if verified is None else float(verified),
         None if by is None else str(by), None if at is None else float(at),
+        None if replacement is None else str(replacement),
     )
 
 
@@ -77,7 +78,8 @@ def _assignments(move: Move, now: float) -> tuple[list[str], list[object]]:
         blob = _dumps(full)
         sets += ["facts = ?", "free_mb = ?", "facts_before = COALESCE(facts_before, ?)"]
         args += [blob, _dumps(free), blob]
-    for column in ("strategy", "wave", "protection_stopped_at", "replacement_verified_at"):
+    for column in ("strategy", "wave", "protection_stopped_at", "replacement_verified_at",
+                   "replacement"):
         value = getattr(move, column)
         if value is not None:
             sets.append(f"{column} = ?")

@@ -33,6 +33,7 @@ class StateStore(Protocol):
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,
         replacement_verified_at: float | None = None, proof: str | None = None,
+        replacement: str | None = None,
     ) -> HostRecord: ...
     def apply(self, moves: Sequence[Move], run_id: int | None) -> None: ...
     @property

@@ -25,6 +25,7 @@ class Move:
     wave: int | None = None
     protection_stopped_at: float | None = None
     replacement_verified_at: float | None = None
+    replacement: str | None = None  # the replacement id it is migrated to (None: keep)
     # The evidence of protection the move rests on ("kesl.service running", "clamav verified:
     # ..."): required to leave a slot of the budget; "" records that a probe found none;
     # None keeps what was recorded before.

@@ -169,6 +169,11 @@ _MIGRATIONS: tuple[Migration, ...] = (
         );
         INSERT INTO fleet (id) VALUES (1);
     """),
+    # The replacement a host is being migrated to (issue 15): kept from its install on, so a
+    # resumed run, remediate or a re-probe verify and repair that product, whatever is chosen.
+    Migration("0008_host_replacement", """
+        ALTER TABLE hosts ADD COLUMN replacement TEXT;
+    """),
 )
 
 

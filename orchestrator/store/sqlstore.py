@@ -126,11 +126,13 @@ class SqlStore:
         facts: HostFacts | None = None, strategy: str | None = None, wave: int | None = None,
         protection_stopped_at: float | None = None,
         replacement_verified_at: float | None = None, proof: str | None = None,
+        replacement: str | None = None,
     ) -> HostRecord:
         return self._hosts.transition(
             Move(name, to, reason, facts=facts, strategy=strategy, wave=wave,
                  protection_stopped_at=protection_stopped_at,
-                 replacement_verified_at=replacement_verified_at, proof=proof), run_id)
+                 replacement_verified_at=replacement_verified_at, proof=proof,
+                 replacement=replacement), run_id)
 
     def apply(self, moves: Sequence[Move], run_id: int | None) -> None:
         self._hosts.apply(moves, run_id)

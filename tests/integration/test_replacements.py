@@ -123,7 +123,7 @@ def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
 
     # Failure modes: stopped before the removal, KESL installed and protecting.
     for profile, why in (("workstation_offline", "enrolment failed"),
-                         ("workstation_expired", "its health in passive mode: failed"),
+                         ("workstation_expired", "its health beside the banned product: failed"),
                          ("dmz_rfm", "reduced functionality mode")):
         host = hosts[profile]
         assert states[host.name]["state"] == "install_failed", states[host.name]

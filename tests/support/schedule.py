@@ -204,8 +204,11 @@ class Schedule:
                             log=self.log.append, policy=op.policy, run_id=run_id,
                             sleep=lambda s: self._sleep(op, s), monotonic=lambda: op.clock,
                             on_change=self._committed,
-                            choice={n: h.product for n, h in self.fleet.hosts.items()
-                                    if h.product != "clamav"})
+                            # An operator's remediate names no policy: the replacement
+                            # each host's migration began with must still be the one used.
+                            choice={} if op.command == "remediate" else {
+                                n: h.product for n, h in self.fleet.hosts.items()
+                                if h.product != "clamav"})
             op.engine = engine
             names = list(inv.names())
             engine.discover(names)
@@ -343,6 +346,8 @@ class Schedule:
                 problems.append(f"{name} is unprotected but recorded {state.value}")
             if state == HostState.MIGRATED and (host.banned_present or not host.protected):
                 problems.append(f"{name} recorded migrated but {host}")
+            if host.wrong_product:
+                problems.append(f"{name}: a step installed another replacement than its own")
             if host.conflicted:
                 problems.append(f"{name}: its passive-only replacement ran active beside a "
                                 "running KESL")

@@ -18,7 +18,7 @@ import collections
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.core.models import StepOutcome, StepResult
@@ -73,6 +73,8 @@ class SimHost:
     # A passive-only replacement was active beside a running KESL (unsupported: the vendor
     # says it can hang the host): the engine must never cause it.
     conflicted: bool = False
+    # A step installed another replacement than the host's (a wrong choice on resume).
+    wrong_product: bool = False
 
     @property
     def protected(self) -> bool:
@@ -257,6 +259,9 @@ class SimFleet:
         if host.dpkg_broken:
             raise _StepFailed("apt: dpkg was interrupted")
         host.touched = True
+        asked = request.host_vars.get(name, {}).get("avmigrate_replacement_id", host.product)
+        if asked != host.product:
+            host.wrong_product = True
         host.clamav = host.clamav_running = True
         if host.product == "mde":  # the role writes the enforcement level before it starts
             host.passive = bool(request.host_vars.get(name, {}).get("avmigrate_passive"))
@@ -301,7 +306,7 @@ class SimFleet:
         asserts judge it (a failed assert fails the step)."""
         self._looked_at(name)  # whatever it finds, the engine will know
         host_vars = request.host_vars.get(name, {})
-        phase_passive = host_vars.get("avmigrate_verify_phase") == "passive"
+        phase_passive = host_vars.get("avmigrate_verify_phase") == "beside"
         if not host.clamav_running:
             raise _StepFailed(f"{SERVICES[host.product]} is not running")
         if phase_passive and not host.kesl_running:
@@ -329,10 +334,12 @@ class SimFleet:
         detected = works and not passive
         if not phase_passive and not detected:
             raise _StepFailed("the EICAR test file was not detected")
-        return {"service": "active", "health": health, "signatures": "5",
+        path = f"/tmp/ansible.{len(self.calls)}.avmigrate-eicar"
+        expires = (self.now() + timedelta(days=200)).strftime('"%b %d, %Y at %I:%M:%S %p"')
+        return {"service": "active", "health": health, "signatures": "5", "expires": expires,
                 "banned_running": ["active" if host.kesl_running else "inactive"],
-                "detection": {"gone": str(detected),
-                              "evidence": "Virus:DOS/EICAR_Test_File" if detected else ""}}
+                "detection": {"gone": str(detected), "path": path, "evidence": (
+                    f'Name: Virus:DOS/EICAR_Test_File\nPath: "{path}"' if detected else "")}}
 
     @staticmethod
     def _stop_banned(host: SimHost, host_vars: dict[str, Any]) -> None:

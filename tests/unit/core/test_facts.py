@@ -117,6 +117,8 @@ def test_signature_age_from_what_each_product_prints(cat: catalogue.Catalogue) -
 
 
 def _clamd(daemon: str, output: str, rc: str = "1") -> dict[str, object]:
+    """verify.yml's report of ClamAV (`clamdscan --no-summary -`, the EICAR string on its
+    standard input)."""
     return {"service": "active", "health": {}, "signatures": daemon,
             "detection": {"rc": rc, "output": output}}
 
@@ -152,10 +154,16 @@ MDE_ACTIVE = {"healthy": "true", "licensed": "true", "health_issues": "[]",
               "passive_mode_enabled": "false", "real_time_protection_enabled": "true"}
 
 
-def _mde(health: dict[str, str], gone: str = "True", evidence: str = "EICAR") -> dict[str, Any]:
-    return {"service": "active", "health": health, "signatures": "42",
+TEST_FILE = "/tmp/ansible.x1y2.avmigrate-eicar"
+EXPIRES = '"Jun 13, 2027 at 12:00:00 AM"'  # mdatp health --field product_expiration
+
+
+def _mde(health: dict[str, str], gone: str = "True", evidence: str = "EICAR",
+         path: str = TEST_FILE) -> dict[str, Any]:
+    return {"service": "active", "health": health, "signatures": "42", "expires": EXPIRES,
             "banned_running": ["active"],
-            "detection": {"gone": gone, "evidence": f"Threat: Virus:DOS/{evidence}_Test_File"}}
+            "detection": {"gone": gone, "path": TEST_FILE, "evidence":
+                          f'Name: Virus:DOS/{evidence}_Test_File\nPath: "{path}"'}}
 
 
 @pytest.mark.parametrize(
@@ -177,15 +185,28 @@ def _mde(health: dict[str, str], gone: str = "True", evidence: str = "EICAR") ->
          False, "healthy"),
         (_mde(MDE_ACTIVE, gone="False"), False, "the EICAR test file was still on disk"),
         (_mde(MDE_ACTIVE, evidence="Nothing"), False, "`mdatp threat list` does not show"),
+        # an old detection in the threat history proves nothing about this test
+        (_mde(MDE_ACTIVE, path="/tmp/eicar-of-last-week.com"), False,
+         "`mdatp threat list` does not show this test's detection"),
         ({**_mde(MDE_ACTIVE | {"passive_mode_enabled": "true"}), "banned_running":
           ["inactive"]}, True, "the banned product's protection does not run"),
         ({**_mde(MDE_ACTIVE), "signatures": "20160"}, False, "signatures are 14 days old"),
+        # a field that cannot be read is not an empty list
+        (_mde(MDE_ACTIVE | {"conflicting_applications": ""}), False,
+         "conflicting_applications is ''"),
+        ({**_mde(MDE_ACTIVE), "health_rc": {"conflicting_applications": 1}}, False,
+         "conflicting_applications could not be read (`mdatp health --field "
+         "conflicting_applications` exit 1)"),
+        ({**_mde(MDE_ACTIVE), "expires": '"Dec 10, 2026 at 12:00:00 AM"'}, False,
+         "the build expires in 12 days (on 2026-12-10; at least 14 needed)"),
+        ({**_mde(MDE_ACTIVE), "expires": "unavailable"}, False,
+         "cannot read when the build expires"),
     ],
 )
 def test_mde_is_judged_by_its_own_health_fields(
         cat: catalogue.Catalogue, report: dict[str, Any], passive: bool,
         problem: str | None) -> None:
-    got = facts.verification_problem(report, cat, "mde", NOW, passive=passive)
+    got = facts.verification_problem(report, cat, "mde", NOW, beside=passive)
     if problem is None:
         assert got is None
     else:
@@ -205,9 +226,16 @@ AID = 'aid="1a2b3c4d5e6f70819a2b3c4d5e6f7081".'
         (AID, "rfm-state=false.", "False", "the EICAR test file was still on disk"),
     ],
 )
+# Beside a running KESL its detection cannot be told from KESL's: health is all that is
+# proven there (with KESL seen running); detection is proven after the removal.
 def test_falcon_is_judged_by_aid_rfm_and_detection(
         cat: catalogue.Catalogue, aid: str, rfm: str, gone: str, problem: str | None) -> None:
     report = {"service": "active", "health": {"aid": aid, "rfm-state": rfm},
               "detection": {"gone": gone}}
     got = facts.verification_problem(report, cat, "falcon", NOW)
     assert got == problem if problem is None else (got or "").startswith(problem), got
+    beside = {**report, "banned_running": ["active"], "detection": {}}
+    health_problem = None if aid == AID and rfm == "rfm-state=false." else problem
+    assert facts.verification_problem(beside, cat, "falcon", NOW, beside=True) == (
+        health_problem) or (facts.verification_problem(beside, cat, "falcon", NOW, beside=True)
+                            or "").startswith(str(health_problem))

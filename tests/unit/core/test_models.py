@@ -23,7 +23,7 @@ def test_bulk_constructors_make_equal_frozen_records() -> None:
     assert facts == HostFacts(*args)
     assert facts.free_mb == {"/var/lib": 10} and facts.banned == banned
     record_args = ("h1", HostState.PENDING, "why", None, 3, facts, 1.5, None, 2.0,
-                   "kesl.service running", 1.0)
+                   "kesl.service running", 1.0, "mde")
     record = new_record(*record_args)
     assert record == HostRecord(*record_args)
     assert hash(record) == hash(HostRecord(*record_args))

@@ -86,7 +86,7 @@ def test_an_mde_that_is_not_healthy_stops_the_host_with_kesl_untouched(tmp_path:
     run(engine, store)
     record = store.get("w1")
     assert record is not None and record.state == HostState.INSTALL_FAILED
-    assert "its health in passive mode: failed" in record.reason
+    assert "its health beside the banned product: failed" in record.reason
     assert fleet.hosts["w1"].kesl_running and fleet.hosts["w1"].kesl
     assert "remove" not in steps_on(fleet, "w1")
     other = store.get("w2")
@@ -105,10 +105,16 @@ def test_a_failed_activation_after_removal_holds_the_slot_and_remediate_restores
     assert not fleet.hosts["w1"].protected  # truly bare: passive, KESL gone
     # No further removal starts while a host is unprotected: w2 waits with KESL running.
     assert fleet.hosts["w2"].kesl_running
-    engine.remediate(["w1"])
+    # `avmigrate remediate` without the policy: the engine's choice says clamav, but w1's
+    # migration to mde began and is recorded: it is mde that is repaired.
+    blind = Engine(store, fleet, engine.catalogue, engine.inventory, "clamav",
+                   log=lambda _m: None, policy=RunPolicy())
+    assert record.replacement == "mde" and blind.replacement_of("w1") == "mde"
+    blind.remediate(["w1"])
     record = store.get("w1")
     assert record is not None and record.state == HostState.MIGRATED
     assert fleet.hosts["w1"].protected and not fleet.hosts["w1"].passive
+    assert not fleet.hosts["w1"].wrong_product
 
 
 def test_a_host_with_no_antivirus_is_a_risk_until_protect_unprotected(tmp_path: Path) -> None:
@@ -219,3 +225,32 @@ def test_a_forced_swap_leaves_a_host_whose_replacement_cannot_be_staged(tmp_path
     assert fleet.hosts["w1"].kesl_running and not fleet.hosts["w1"].clamav
     s1 = store.get("s1")
     assert s1 is not None and s1.state == HostState.MIGRATED  # ClamAV swaps
+
+
+def test_a_bare_host_whose_install_fails_stays_as_it_was_and_halts_nothing(
+        tmp_path: Path) -> None:
+    bare = SimHost(kesl=False, kesl_running=False)
+    engine, _fleet, store = mixed(tmp_path, {"c1": bare, "k1": SimHost(), "k2": SimHost()},
+                                 fail={"install": {"c1"}})
+    run(engine, store, protect=True)
+    record = store.get("c1")
+    assert record is not None and record.state == HostState.INSTALL_FAILED, record
+    assert "still has no antivirus at all" in record.reason
+    for name in ("k1", "k2"):  # the fleet went on: no slot, no halt
+        other = store.get(name)
+        assert other is not None and other.state == HostState.MIGRATED, other
+    engine.discover(["c1"])  # the next run's probe keeps it so
+    record = store.get("c1")
+    assert record is not None and record.state == HostState.INSTALL_FAILED
+
+
+def test_protect_unprotected_under_a_forced_swap_installs_bare_hosts_directly(
+        tmp_path: Path) -> None:
+    bare = SimHost(kesl=False, kesl_running=False)
+    engine, fleet, store = mixed(tmp_path, {"c1": bare, "k1": SimHost()},
+                                 policy=RunPolicy(strategy="swap", max_failed_percent=100))
+    run(engine, store, protect=True)
+    for name in ("c1", "k1"):
+        record = store.get(name)
+        assert record is not None and record.state == HostState.MIGRATED, record
+    assert "stage" not in steps_on(fleet, "c1") and "stage" in steps_on(fleet, "k1")

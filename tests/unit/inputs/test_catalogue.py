@@ -53,9 +53,13 @@ def _mutated(fn: Any) -> dict[str, Any]:
         (lambda d: d["replacements"]["clamav"].update(coexists_with=["ghost"]),
          "'ghost' is not a banned product"),
         (lambda d: d["replacements"]["clamav"].update(colour="red"), "unknown keys ['colour']"),
-        (lambda d: d["replacements"]["mde"].pop("verify_passive"),
-         "replacements.mde.verify_passive: a product that runs passive beside a banned product "
-         "needs verify_passive"),
+        (lambda d: d["replacements"]["mde"].pop("verify_beside"),
+         "replacements.mde.verify_beside: a product that runs passive beside a banned product "
+         "needs verify_beside"),
+        (lambda d: d["replacements"]["falcon"].pop("verify_beside"),
+         "an on-access detection cannot be told from the banned product's own"),
+        (lambda d: d["replacements"]["mde"]["verify"]["expires"].update(min_days=-1),
+         "replacements.mde.verify.expires.min_days: must be a number of days"),
         (lambda d: d["replacements"]["mde"].update(coexists_with=["kesl"]),
          "['kesl'] cannot be in coexists_with too"),
         (lambda d: d["replacements"]["mde"]["verify"]["health"][0].update(expect="(unclosed"),
