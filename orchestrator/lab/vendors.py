@@ -228,6 +228,10 @@ def main():
                                 "detected": now.isoformat(), "status": "quarantined",
                                 "quarantined_as": moved}})
                 write_json(STATE + "/threats.json", threats)
+        if state["conflicting_applications"]:
+            # For the lab's tests: every moment it ran active beside a running KESL.
+            with open(STATE + "/conflicts.log", "a") as f:
+                f.write("%s %s\n" % (now.isoformat(), state["conflicting_applications"]))
         write_json(STATE + "/health.json", state)
         time.sleep(0.5)
 

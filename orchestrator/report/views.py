@@ -283,6 +283,15 @@ def _summary(rows: dict[str, PlanRow], inventory: Inventory) -> dict[str, Any]:
     }
 
 
+def _how_it_goes_in(catalogue: Catalogue, rid: str) -> str:
+    if catalogue.passive(rid):
+        return "passive beside the banned product, activated after its removal"
+    if catalogue.proven_beside(rid):
+        return ("beside the banned product, its health proven there, its detection after the "
+                "removal")
+    return "beside the banned product, protecting at once"
+
+
 def _by_replacement(plan: Plan, rows: dict[str, PlanRow], catalogue: Catalogue
                     ) -> list[dict[str, Any]]:
     """Per replacement: its name, the hosts that get it (in waves), and those of them whose
@@ -298,7 +307,7 @@ def _by_replacement(plan: Plan, rows: dict[str, PlanRow], catalogue: Catalogue
                 c[2] += 1
     return [{"id": rid, "name": catalogue.replacements[rid]["name"], "hosts": c[0],
              "planned": c[1], "at_risk": c[2],
-             "passive": catalogue.passive(rid)}
+             "how": _how_it_goes_in(catalogue, rid)}
             for rid, c in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))]
 
 

@@ -64,16 +64,17 @@ def avmigrate(info: LabInfo, tmp_path: Path, *args: str) -> subprocess.Completed
         capture_output=True, text=True, cwd=tmp_path, timeout=1800, check=False)
 
 
-def quarantines_eicar(info: LabInfo, host: LabHost) -> bool:
-    """Write the EICAR test file as a user would; protected means it is gone at once."""
+def quarantines_eicar(info: LabInfo, host: LabHost) -> str | None:
+    """Write the EICAR test file as a user would; protected means it is gone at once. The
+    file's path if it was taken, else None."""
     path = f"/tmp/eicar-{time.monotonic_ns()}.com"
     sh(info, host, f"echo {EICAR_B64} | base64 -d > {path}")
     for _ in range(20):
         if "gone" in sh(info, host, f"test -e {path} || echo gone"):
-            return True
+            return path
         time.sleep(0.5)
     sh(info, host, f"rm -f {path}")
-    return False
+    return None
 
 
 def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
@@ -107,8 +108,9 @@ def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
         for field in ("healthy=true", "licensed=true", "real_time_protection_enabled=true",
                       "passive_mode_enabled=false", "conflicting_applications=[]"):
             assert field in said, (host.name, said)
-        assert quarantines_eicar(lab, host), host.name
-        assert "EICAR" in sh(lab, host, "mdatp threat list"), host.name
+        taken = quarantines_eicar(lab, host)
+        assert taken, host.name
+        assert f'Path: "{taken}"' in sh(lab, host, "mdatp threat list"), host.name
     server = hosts["server"]
     assert states[server.name]["state"] == "migrated"
     out = sh(lab, server, TRUTH + "; dpkg-query -W kesl 2>&1")
@@ -137,6 +139,10 @@ def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
     assert "licensed=false" in sh(lab, hosts["workstation_offline"],
                                   "echo licensed=$(mdatp health --field licensed)")
 
+    # MDE never ran active beside a running KESL (its stand-in logs every moment it did).
+    for profile in ("workstation", "bare", "workstation_offline", "workstation_expired"):
+        said = sh(lab, hosts[profile], "cat /var/opt/microsoft/mdatp/conflicts.log 2>&1")
+        assert "No such file" in said, (profile, said)
     # No host the run touched was ever without protection beyond the budget (2); MDE hosts
     # are bare from their removal to their activated proof, ClamAV and Falcon hosts never.
     assert sampler.samples > 0 and sampler.max_unprotected <= 2, sampler.seen
@@ -161,8 +167,9 @@ def test_the_mdatp_stand_in_reports_kesl_as_conflicting_when_active(lab: LabInfo
                       + shlex.quote('{"antivirusEngine": {"enforcementLevel": "real_time"}}')
                       + f" > {managed}; sleep 2")
         out = sh(lab, host, "mdatp health --field conflicting_applications; "
-                 "mdatp health --field health_issues")
+                 "mdatp health --field health_issues; cat /var/opt/microsoft/mdatp/conflicts.log")
         assert "name:kesl" in out and "conflicting applications" in out, out
+        assert out.count("name:kesl") >= 2, out  # and its log recorded it
     finally:
         sh(lab, host, f"mv {managed}.saved {managed}")
     assert "passive" in saved, saved
