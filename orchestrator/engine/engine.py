@@ -158,9 +158,11 @@ class Engine:
         facts = self.record(name).facts
         if facts is None:
             return True
-        # Installed is enough: a stopped KESL may start again (at the next boot), and the
-        # replacement must not be active beside it then.
-        return self.catalogue.passive_beside(rid, [b.product for b in facts.banned])
+        # Running, not merely installed: passive beside a stopped KESL would leave the host
+        # with nothing protecting it (and an active, verified replacement must not be turned
+        # passive by a later run). A KESL stopped by avmigrate's removal is also disabled.
+        running = [b.product for b in facts.banned if b.services_active or b.processes]
+        return self.catalogue.passive_beside(rid, running)
 
     def proven_beside(self, name: str) -> bool:
         """Is the host's replacement proven only by its health for now (`verify_beside`),

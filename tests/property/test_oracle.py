@@ -263,6 +263,15 @@ SEEN: collections.Counter[str] = collections.Counter()
                "sessions": [Session(op=0, hosts=(0, 1, 2, 3), command="run", strategy="auto",
                                     starts_at=0, kill_at=1, window_event=None, ctrl_c=None)],
                "turns": [0], "outages": [], "mishaps": []})
+# Found by `make test` (2026-12-02): the orchestrator dies inside MDE's removal window; the
+# next run finds KESL stopped but installed and must install MDE active to restore the host
+# (KESL's services were stopped and disabled by that removal), not passive beside nothing.
+@example(plan={"kinds": ["agent only", "kesl"], "traits": ["", ""], "k": 1,
+               "products": ["clamav", "mde"],
+               "sessions": [Session(op=0, hosts=(0, 1), command="run", strategy="auto",
+                                    starts_at=0, kill_at=None, window_event=("crash", 1),
+                                    ctrl_c=None)],
+               "turns": [0], "outages": [], "mishaps": []})
 # The passive path: MDE on KESL hosts, its activation failing once right after a removal, K=1.
 @example(plan={"kinds": ["kesl+agent", "kesl"], "traits": ["", ""], "k": 1,
                "products": ["mde", "mde"],
