@@ -231,7 +231,7 @@ def main():
         if state["conflicting_applications"]:
             # For the lab's tests: every moment it ran active beside a running KESL.
             with open(STATE + "/conflicts.log", "a") as f:
-                f.write("%s %s\n" % (now.isoformat(), state["conflicting_applications"]))
+                f.write("%s %s\\n" % (now.isoformat(), state["conflicting_applications"]))
         write_json(STATE + "/health.json", state)
         time.sleep(0.5)
 
