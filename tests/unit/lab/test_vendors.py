@@ -8,13 +8,13 @@ from orchestrator.lab import vendors
 
 
 def test_every_stand_in_program_parses() -> None:
-    onaccess = vendors._onaccess()  # noqa: SLF001 - the text the lab builds the debs from
+    onaccess = vendors._onaccess()
     programs = {
-        "wdavdaemon": vendors._WDAVDAEMON.format(  # noqa: SLF001
+        "wdavdaemon": vendors._WDAVDAEMON.format(
             onaccess=onaccess, released=vendors.MDATP_RELEASED, version=vendors.MDATP.version),
-        "mdatp": vendors._MDATP.replace("{version}", vendors.MDATP.version),  # noqa: SLF001
-        "falcond": vendors._FALCOND.format(onaccess=onaccess),  # noqa: SLF001
-        "falconctl": vendors._FALCONCTL.replace("{version}", "7.18.17106.0"),  # noqa: SLF001
+        "mdatp": vendors._MDATP.replace("{version}", vendors.MDATP.version),
+        "falcond": vendors._FALCOND.format(onaccess=onaccess),
+        "falconctl": vendors._FALCONCTL.replace("{version}", "7.18.17106.0"),
     }
     for name, source in programs.items():
         ast.parse(source, filename=name)
