@@ -64,7 +64,7 @@ def run_policy(pol: policy_mod.Policy, the_plan: Plan | None) -> RunPolicy:
         strategy=pol.strategy, max_unprotected=pol.max_unprotected,
         reconnect_seconds=pol.reconnect_seconds, max_failed_percent=pol.max_failed_percent,
         soak_seconds=pol.soak_seconds, require_approval=pol.require_approval,
-        protect_unprotected=pol.protect_unprotected,
+        protect_unprotected=pol.protect_unprotected, reboot=pol.reboot,
         plan_key=planner.plan_key(the_plan) if the_plan is not None else "", windows=pol)
 
 

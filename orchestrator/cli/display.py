@@ -49,7 +49,8 @@ out = cast("Console", _LazyConsole(stderr=False))
 
 STATE_COLOURS = {
     "migrated": "green", "clean": "green", "verified": "cyan", "pending": "white",
-    "installing": "yellow", "removing": "yellow", "unreachable": "magenta",
+    "installing": "yellow", "removing": "yellow", "reboot_pending": "yellow",
+    "unreachable": "magenta",
     "blocked": "magenta", "install_failed": "red", "remove_failed": "red",
     "unprotected": "bold red",
 }

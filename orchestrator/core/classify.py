@@ -53,6 +53,14 @@ def settle(  # noqa: PLR0913, PLR0917 - a probe's findings, as the engine and te
     """
     if outcome != StepOutcome.OK or facts is None:
         return _unanswered(prior.state, outcome, message)
+    if prior.state in SLOT_STATES and facts.reboot_pending and not (proof and not verified):
+        return Settled(HostState.REBOOT_PENDING,
+                       "its banned product's removal completes at the next reboot; it keeps "
+                       "its slot until it has rebooted and its replacement is proven", None)
+    if prior.state == HostState.REBOOT_PENDING and not rebooted_since(prior, facts):
+        return Settled(HostState.REBOOT_PENDING,
+                       f"{prior.reason} (re-probed: not rebooted since; it keeps its slot "
+                       "until it has rebooted and its replacement is proven)", None)
     if (prior.state == HostState.INSTALL_FAILED and not prior.protected_by and not facts.banned
             and not verified):
         # Never protected by evidence (it had no antivirus at all, protect_unprotected tried
@@ -65,9 +73,18 @@ def settle(  # noqa: PLR0913, PLR0917 - a probe's findings, as the engine and te
     return _touched(prior, facts, problems, proof)
 
 
+def rebooted_since(prior: HostRecord, facts: HostFacts) -> bool:
+    """Has the host booted since its record last changed (its removal's reboot is done)?
+    The host's boot time against the controller's clock: both kept by NTP; unknown: no."""
+    return facts.booted_at is not None and facts.booted_at > prior.updated_at
+
+
 def _unanswered(state: HostState, outcome: StepOutcome, message: str) -> Settled:
     """The probe got no facts: a host that held a slot or was mid-step stays in doubt."""
     what = _WHAT.get(outcome, outcome.value)
+    if state == HostState.REBOOT_PENDING:  # perhaps rebooting now: the next run looks again
+        return Settled(state, f"reboot pending; protection unknown ({what}: {message}); it "
+                       "keeps its slot of the protection budget", None)
     if state in SLOT_STATES:
         return Settled(HostState.UNPROTECTED,
                        f"protection unknown ({what}: {message}); it keeps its slot of the "

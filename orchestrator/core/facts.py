@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.catalogue import Catalogue, platform_of
 from orchestrator.core.models import BannedFinding, HostFacts
 
 
@@ -23,8 +24,30 @@ def _mapping(value: Any) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def _like(pattern: str, text: str) -> bool:
+    """PowerShell's -like: * and ? wildcards, case-insensitive, the whole text."""
+    return fnmatch.fnmatchcase(text.lower(), pattern.lower().replace("[", "[[]"))
+
+
+def uninstall_entries(report: dict[str, Any], patterns: list[str]) -> list[dict[str, str]]:
+    """The Windows Uninstall keys a probe read whose DisplayName matches one of `patterns`
+    (as Get-ItemProperty gives them: DisplayName, DisplayVersion, PSChildName = the product
+    code of an MSI product)."""
+    found = []
+    for raw in report.get("uninstall") or ():
+        if not isinstance(raw, dict):
+            continue
+        name = str(raw.get("DisplayName") or "")
+        if name and any(_like(p, name) for p in patterns):
+            found.append({"name": name, "version": str(raw.get("DisplayVersion") or ""),
+                          "code": str(raw.get("PSChildName") or "")})
+    return found
+
+
 def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: str) -> HostFacts:
-    """HostFacts from the `avmigrate.migration.probe` module's report."""
+    """HostFacts from the `avmigrate.migration.probe` module's report (probe.py on Linux,
+    probe.ps1 on Windows: the same shape, plus the Uninstall keys on Windows)."""
+    platform = platform_of(str(report.get("os_family", "")))
     packages = set(_mapping(report.get("packages")))
     running = {k for k, v in _mapping(report.get("services")).items() if v == "active"}
     paths = {k for k, v in _mapping(report.get("paths")).items() if v is True}
@@ -32,9 +55,11 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
                  if isinstance(v, int)}
     info = _mapping(report.get("info"))
     found = []
-    for bid, entry in catalogue.banned.items():
+    for bid, entry in catalogue.banned_on(platform).items():
         detect = entry["detect"]
-        pkgs = tuple(p for p in detect["packages"] if p in packages)
+        keys = uninstall_entries(report, detect["registry"]) if "registry" in detect else []
+        pkgs = (tuple(p for p in detect["packages"] if p in packages)
+                + tuple(k["name"] for k in keys))
         svcs = tuple(s for s in detect["services"] if s in running)
         has_path = any(p in paths for p in detect["paths"])
         nproc = processes.get(bid, 0)
@@ -43,24 +68,15 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
         text = str(info.get(bid, ""))
         fields = detect.get("info_fields", {})
         version = info_field(text, fields["version"]) if "version" in fields else None
+        if version is None and keys:
+            version = keys[0]["version"] or None
         sig = (info_field(text, fields["signatures_date"])
                if "signatures_date" in fields else None)
         found.append(BannedFinding(product=bid, version=version, signatures_date=sig,
                                    packages=pkgs, services_active=svcs, processes=nproc))
-    repl = catalogue.replacements[replacement]
+    repl = catalogue.entry("replacements", replacement, platform)
     free = {k: int(v) for k, v in _mapping(report.get("free_mb")).items() if isinstance(v, int)}
-    problems = []
-    if report.get("dpkg_journal"):
-        problems.append("dpkg was interrupted")
-    if str(report.get("dpkg_audit", "")).strip():
-        problems.append("dpkg --audit reports problems")
-    # A lock held now (unattended-upgrades) is waited for by the steps: not a problem.
-    ours = set(repl["packages"]).union(*(entry["remove"].get("packages", ())
-                                        for entry in catalogue.banned.values()))
-    held = sorted(ours.intersection(report.get("apt_holds") or ()))
-    if held:
-        problems.append(f"held packages {', '.join(held)} (apt-mark hold): apt would refuse "
-                        f"to change them; run `apt-mark unhold {' '.join(held)}`")
+    problems = _package_manager_problems(report, catalogue, repl, platform)
     return HostFacts(
         os_family=str(report.get("os_family", "")),
         distribution=str(report.get("distribution", "")),
@@ -71,21 +87,45 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
         free_mb=free,
         package_manager_ok=not problems,
         package_manager_problem="; ".join(problems),
+        booted_at=(float(report["booted_at"])
+                   if isinstance(report.get("booted_at"), int | float) else None),
+        reboot_pending=report.get("removal_pending_reboot") is True,
     )
 
 
-_NEEDS: dict[int, tuple[dict[str, Any], str, frozenset[str], tuple[tuple[str, int], ...]]] = {}
+def _package_manager_problems(report: dict[str, Any], catalogue: Catalogue,
+                              repl: dict[str, Any], platform: str) -> list[str]:
+    """What would make the package manager refuse or break a change now."""
+    problems = []
+    if report.get("dpkg_journal"):
+        problems.append("dpkg was interrupted")
+    if str(report.get("dpkg_audit", "")).strip():
+        problems.append("dpkg --audit reports problems")
+    if str(report.get("rpmdb_problem", "")).strip():
+        problems.append(f"the rpm database is damaged ({str(report['rpmdb_problem']).strip()}):"
+                        " run `rpm --rebuilddb`")
+    if report.get("msi_in_progress"):
+        problems.append("Windows Installer is busy with another installation")
+    # A lock held now (unattended-upgrades) is waited for by the steps: not a problem.
+    ours = set(repl["packages"]).union(*(entry["remove"].get("packages", ())
+                                        for entry in catalogue.banned_on(platform).values()))
+    held = sorted(ours.intersection(report.get("apt_holds") or ()))
+    if held:
+        problems.append(f"held packages {', '.join(held)} (apt-mark hold): apt would refuse "
+                        f"to change them; run `apt-mark unhold {' '.join(held)}`")
+    locked = sorted(ours.intersection(report.get("dnf_versionlocks") or ()))
+    if locked:
+        problems.append(f"version-locked packages {', '.join(locked)}: dnf would refuse to "
+                        f"remove them; run `dnf versionlock delete {' '.join(locked)}`")
+    return problems
 
 
 def _needs(repl: dict[str, Any]) -> tuple[str, frozenset[str], tuple[tuple[str, int], ...]]:
-    """A replacement's name, platforms and free-space needs, read once per catalogue entry."""
-    known = _NEEDS.get(id(repl))
-    if known is None or known[0] is not repl:
-        platforms = frozenset(p.lower() for p in repl.get("platforms", []))
-        free = tuple((str(path), int(need)) for path, need in
-                     repl.get("requirements", {}).get("free_mb", {}).items())
-        known = _NEEDS[id(repl)] = (repl, str(repl["name"]), platforms, free)
-    return known[1], known[2], known[3]
+    """A replacement's name, platforms and free-space needs on one platform."""
+    platforms = frozenset(p.lower() for p in repl.get("platforms", []))
+    free = tuple((str(path), int(need)) for path, need in
+                 repl.get("requirements", {}).get("free_mb", {}).items())
+    return str(repl["name"]), platforms, free
 
 
 def preflight_problems(facts: HostFacts, catalogue: Catalogue, replacement: str) -> list[str]:
@@ -95,17 +135,18 @@ def preflight_problems(facts: HostFacts, catalogue: Catalogue, replacement: str)
 
 def preflight_checker(catalogue: Catalogue, replacement: str
                       ) -> Callable[[HostFacts], list[str]]:
-    """`preflight_problems` for one replacement, its needs read once: for 100,000 hosts."""
-    name, platforms, free_needs = _needs(catalogue.replacements[replacement])
-    platform_ok: dict[str, bool] = {}
+    """`preflight_problems` for one replacement, its needs read once per platform: for
+    100,000 hosts."""
+    needs: dict[str, tuple[str, frozenset[str], tuple[tuple[str, int], ...]]] = {}
 
     def problems_of(facts: HostFacts) -> list[str]:
         problems = []
-        ok = platform_ok.get(facts.os_family)
-        if ok is None:
-            ok = platform_ok[facts.os_family] = (not platforms
-                                                 or facts.os_family.lower() in platforms)
-        if not ok:
+        known = needs.get(facts.os_family)
+        if known is None:
+            known = needs[facts.os_family] = _needs(catalogue.entry(
+                "replacements", replacement, platform_of(facts.os_family)))
+        name, platforms, free_needs = known
+        if platforms and facts.os_family.lower() not in platforms:
             problems.append(f"no {name} for platform {facts.os_family or 'unknown'}")
         free = facts.free_mb
         for path, need in free_needs:
@@ -113,10 +154,9 @@ def preflight_checker(catalogue: Catalogue, replacement: str
             if have is not None and have < need:
                 problems.append(f"low disk: {have} MiB free at {path}, {name} needs {need} MiB")
         if not facts.package_manager_ok:
-            fix = ("" if "apt-mark unhold" in facts.package_manager_problem
-                   else "; run `dpkg --configure -a` on the host")
-            problems.append(f"broken package state: {facts.package_manager_problem}{fix} "
-                            "and re-run")
+            problem = facts.package_manager_problem
+            fix = ("; run `dpkg --configure -a` on the host" if "dpkg" in problem else "")
+            problems.append(f"broken package state: {problem}{fix} and re-run")
         return problems
 
     return problems_of
@@ -124,14 +164,17 @@ def preflight_checker(catalogue: Catalogue, replacement: str
 
 def signature_age_days(spec: dict[str, Any], output: str, now: datetime) -> float | None:
     """Age of the signatures a product reports, read as its catalogue `signatures` says: a
-    `date` group parsed with `format` (clamd: `ClamAV 1.4.6/27000/<date>`) or a `minutes`
-    group (mdatp: definitions_updated_minutes_ago). None when the output does not say."""
+    `date` group parsed with `format` (clamd: `ClamAV 1.4.6/27000/<date>`), a `minutes`
+    group (mdatp: definitions_updated_minutes_ago) or a `days` group (Get-MpComputerStatus:
+    AntivirusSignatureAge). None when the output does not say."""
     m = re.search(spec["pattern"], (output or "").strip(), re.M)
     if not m:
         return None
     groups = m.groupdict()
     if groups.get("minutes") is not None:
         return int(groups["minutes"]) / 1440
+    if groups.get("days") is not None:
+        return float(groups["days"])
     try:
         built = datetime.strptime(groups["date"].strip(), spec["format"]).replace(tzinfo=UTC)
     except (KeyError, ValueError):
@@ -143,13 +186,17 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def verification_problem(report: dict[str, Any], catalogue: Catalogue, replacement: str,
-                         now: datetime, beside: bool = False) -> str | None:
+def verification_problem(report: dict[str, Any], catalogue: Catalogue, replacement: str,  # noqa: PLR0913, PLR0917 - the proof's parts
+                         now: datetime, beside: bool = False, platform: str = "") -> str | None:
     """None when the verify playbook's report proves protection by the product's own
     evidence (catalogue `verify`; `beside`: `verify_beside`, its health while the banned
     product, seen protecting in the same report, still runs), else what is missing. The
     playbook reports what it read; this judges it."""
-    verify = catalogue.verify_spec(replacement, beside)
+    verify = catalogue.verify_spec(replacement, beside,
+                                   platform or platform_of(str(report.get("platform", ""))))
+    if not beside and report.get("removal_pending_reboot") is True:
+        return ("the banned product's removal completes only at the next reboot: nothing is "
+                "proven before it")
     service = _text(report.get("service"))
     if service != "active":
         return f"{verify['service']} is not running ({service or 'no answer'})"

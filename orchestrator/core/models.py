@@ -38,6 +38,9 @@ class HostState(StrEnum):
     REMOVING = "removing"  # intent: banned product being stopped and purged
     SWAPPING = "swapping"  # intent (swap): banned removed, replacement installing from stage
     REMOVE_FAILED = "remove_failed"  # removal failed; the replacement was verified and protects
+    # The removal succeeded but completes only at the next reboot (msiexec 3010/1641): the
+    # host holds its budget slot until it has rebooted and its replacement is proven again.
+    REBOOT_PENDING = "reboot_pending"
     INTERRUPTED = "interrupted"  # a run stopped or died mid-migration; re-probed, will resume
     MIGRATED = "migrated"  # banned product gone, replacement verified after removal
     UNPROTECTED = "unprotected"  # neither product verified protecting: an alarm
@@ -67,7 +70,8 @@ INTENTS = frozenset({HostState.INSTALLING, HostState.STAGING, HostState.REMOVING
 # States in which a host holds one slot of the fleet's protection budget: from the commit of
 # the intent to stop its banned product until a probe proves protection again (a protecting
 # product runs, or the replacement was verified). A host leaves them only with such proof.
-SLOT_STATES = frozenset({HostState.REMOVING, HostState.SWAPPING, HostState.UNPROTECTED})
+SLOT_STATES = frozenset({HostState.REMOVING, HostState.SWAPPING, HostState.REBOOT_PENDING,
+                         HostState.UNPROTECTED})
 
 # States that say nothing was ever done to the host (in this migration). A host that a step
 # has changed never returns to them: only MIGRATED -> PENDING, when a banned product is back.
@@ -97,8 +101,14 @@ _STEPS: dict[HostState, frozenset[HostState]] = {
     # A staged host whose stage no longer proves the install is stopped there, untouched.
     HostState.STAGED: frozenset({HostState.REMOVING, HostState.INSTALL_FAILED}),
     HostState.REMOVING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED,
-                                   HostState.SWAPPING}),
-    HostState.SWAPPING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED}),
+                                   HostState.SWAPPING, HostState.REBOOT_PENDING}),
+    # Rebooted (in its window) and proven again, or still waiting for its reboot.
+    HostState.REBOOT_PENDING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED,
+                                         HostState.REBOOT_PENDING}),
+    HostState.SWAPPING: frozenset({HostState.MIGRATED, HostState.REMOVE_FAILED,
+                                   HostState.REBOOT_PENDING}),
+    # Found with its removal waiting for a reboot: the reboot, then the proof.
+    HostState.UNPROTECTED: frozenset({HostState.REBOOT_PENDING}),
     HostState.MIGRATED: frozenset({HostState.PENDING, HostState.UNPROTECTED}),
 }
 
@@ -188,6 +198,11 @@ class HostFacts:
     free_mb: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
     package_manager_ok: bool = True
     package_manager_problem: str = ""
+    # When the host last booted (epoch seconds, its own clock), if the probe said.
+    booted_at: float | None = None
+    # A banned product's removal completes only at the next boot (Windows: its files in the
+    # pending renames): nothing is proven about the host until it has rebooted.
+    reboot_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,13 +218,16 @@ class HostFacts:
             "free_mb": dict(self.free_mb),
             "package_manager_ok": self.package_manager_ok,
             "package_manager_problem": self.package_manager_problem,
+            "booted_at": self.booted_at,
+            "reboot_pending": self.reboot_pending,
         }
 
     def with_free_mb(self, free_mb: dict[str, int]) -> HostFacts:
         """These facts with other free-space figures (`dataclasses.replace`, 10x cheaper)."""
         return new_facts(self.os_family, self.distribution, self.distribution_version,
                          self.banned, self.replacement_installed, self.replacement_active,
-                         free_mb, self.package_manager_ok, self.package_manager_problem)
+                         free_mb, self.package_manager_ok, self.package_manager_problem,
+                         self.booted_at, self.reboot_pending)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostFacts:
@@ -233,6 +251,9 @@ class HostFacts:
             free_mb={str(k): int(v) for k, v in dict(data.get("free_mb", {})).items()},
             package_manager_ok=bool(data.get("package_manager_ok", True)),
             package_manager_problem=str(data.get("package_manager_problem", "")),
+            booted_at=(float(data["booted_at"]) if isinstance(data.get("booted_at"), int | float)
+                       else None),
+            reboot_pending=bool(data.get("reboot_pending", False)),
         )
 
 

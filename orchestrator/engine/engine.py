@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core import facts as factlib
-from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.catalogue import PLATFORMS, Catalogue, inventory_platform, platform_of
 from orchestrator.core.errors import Aborted, UsageError
 from orchestrator.core.models import (
     UNTOUCHED,
@@ -85,6 +85,7 @@ class Engine:
         # Hosts whose migration began: the replacement recorded then (read once, kept here as
         # this run records more; a host is held by one run at a time).
         self._pinned: dict[str, str] | None = None
+        self._catalogue_vars: dict[str, Any] | None = None
         self.log = log
         self.policy = policy or RunPolicy()
         self.store.run_budget = self.policy.budget_spec
@@ -170,7 +171,7 @@ class Engine:
         on-access detection could be KESL's own while KESL runs? Its detection is then
         proven once the banned product is gone."""
         rid = self.replacement_of(name)
-        if not self.catalogue.proven_beside(rid):
+        if not self.catalogue.proven_beside(rid, self.platform(name)):
             return False
         facts = self.record(name).facts
         return (facts is None or self.passive_beside(name)
@@ -217,13 +218,21 @@ class Engine:
 
     # ---- step plumbing ---------------------------------------------------------------------
     def _extravars(self) -> dict[str, Any]:
-        return {
-            "avmigrate_banned": self.catalogue.banned,
-            # Every replacement; each host's is picked by its avmigrate_replacement_id.
-            "avmigrate_replacements": {rid: self.catalogue.replacement(rid)
-                                       for rid in self.catalogue.replacements},
-            "avmigrate_eicar_b64": EICAR_B64,
-        }
+        if self._catalogue_vars is None:
+            # Per platform, its banned products and every replacement as they apply there;
+            # each host's are picked by its avmigrate_platform and avmigrate_replacement_id.
+            self._catalogue_vars = {p: self.catalogue.for_platform(p) for p in PLATFORMS}
+        return {"avmigrate_catalogue": self._catalogue_vars, "avmigrate_eicar_b64": EICAR_B64}
+
+    def platform(self, name: str) -> str:
+        """The catalogue platform of host `name`: what its probe read, else what its inventory
+        says (Windows), else Debian's (a Linux probe reads its own family whatever it is
+        told)."""
+        record = self.store.get(name)
+        if record is not None and record.facts is not None and (
+                found := platform_of(record.facts.os_family)):
+            return found
+        return inventory_platform(self.inventory.get(name).vars) or "debian"
 
     def step(self, step: str, playbook: str, names: list[str],  # noqa: PLR0913, PLR0917 - a StepRequest's parts
              host_vars: dict[str, dict[str, Any]] | None = None,
@@ -239,6 +248,7 @@ class Engine:
             hosts=tuple(self.inventory.get(n) for n in names),
             extravars=self._extravars(), check=check,
             host_vars={n: {"avmigrate_replacement_id": self.replacement_of(n),
+                           "avmigrate_platform": self.platform(n),
                            **(host_vars or {}).get(n, {})} for n in names},
         )
 
@@ -325,7 +335,30 @@ class Engine:
             return f"{result.outcome.value}: {result.message}"
         return factlib.verification_problem(result.data, self.catalogue,
                                             self.replacement_of(result.host),
-                                            datetime.now(UTC), beside)
+                                            datetime.now(UTC), beside,
+                                            self.platform(result.host))
+
+    def waits_for_reboot(self, name: str, result: StepResult) -> bool:
+        """If a verification found the banned product's removal waiting for the next boot:
+        commit REBOOT_PENDING (the slot stays the host's; the reboot, then the proof)."""
+        if (result.outcome != StepOutcome.OK
+                or result.data.get("removal_pending_reboot") is not True):
+            return False
+        self.move(name, HostState.REBOOT_PENDING,
+                  "its banned product's removal completes at the next reboot; it keeps its "
+                  "slot until it has rebooted and its replacement is proven")
+        return True
+
+    def reboot_blocked(self, name: str) -> str | None:
+        """Why host `name` may not be rebooted now (the policy's `reboot`, its maintenance
+        window, a blackout date), or None."""
+        if self.policy.reboot == "never":
+            return "the policy leaves reboots to the administrator (reboot: never)"
+        windows = self.policy.windows
+        if windows is None:
+            return None
+        return windows.closed_reason(windows.window_for(self.inventory.get(name).groups),
+                                     datetime.fromtimestamp(self.clock(), UTC))
 
     def beside_vars(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The host vars of a verification beside the banned product."""

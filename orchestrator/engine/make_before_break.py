@@ -8,7 +8,9 @@ step, protects; after the removal it is activated (passive products) and must th
 protection, detection included, by its own evidence. From the removal to that proof the host
 holds a slot of the protection budget like any other, and its gap runs to that proof. A
 host with no banned product at all (policy `protect_unprotected`) is installed, verified and
-done."""
+done. A removal that completes only at the next reboot (msiexec 3010 on Windows) leaves the
+host REBOOT_PENDING, holding its slot: it is rebooted in its maintenance window, then
+activated and proven like the others (a later run finishes it when the window was closed)."""
 
 from __future__ import annotations
 
@@ -124,6 +126,66 @@ class MakeBeforeBreak:
         # From here the removal and its proof run to the end, even if a stop is requested.
         rem = engine.reach("remove", "remove.yml", batch, host_vars)
         lost = {n for n in batch if rem[n].outcome == StepOutcome.UNREACHABLE}
+        waiting = self._reboot_pending([n for n in batch if n not in lost
+                                        and n not in engine.settled], rem)
+        self._after_removal([n for n in batch if n not in waiting], rem, passive, beside, lost)
+
+    def _reboot_pending(self, names: list[str], rem: dict[str, StepResult]) -> set[str]:
+        """Hosts whose removal completes only at the next reboot (msiexec 3010): committed
+        REBOOT_PENDING (the slot stays theirs), rebooted now where their window allows; the
+        hosts still waiting for their reboot."""
+        engine = self.engine
+        pending = [n for n in names if rem[n].outcome == StepOutcome.OK
+                   and rem[n].data.get("reboot_required") is True]
+        for n in pending:
+            engine.move(n, HostState.REBOOT_PENDING,
+                        "banned product removed; the removal completes at the next reboot, "
+                        "and the host keeps its slot until its replacement is proven after it")
+        return set(pending) - set(self.reboot(pending))
+
+    def reboot(self, names: list[str]) -> list[str]:
+        """Reboot REBOOT_PENDING hosts whose maintenance window is open now (policy); the
+        hosts rebooted. The others wait, holding their slot, for a later run."""
+        engine = self.engine
+        now = []
+        for n in names:
+            if (why := engine.reboot_blocked(n)) is None:
+                now.append(n)
+            else:
+                engine.move(n, HostState.REBOOT_PENDING,
+                            f"reboot pending, not done now: {why}; it keeps its slot")
+        done = engine.reach("reboot", "reboot.yml", now)
+        rebooted = []
+        for n in now:
+            if n in engine.settled:
+                continue
+            if done[n].outcome == StepOutcome.OK:
+                rebooted.append(n)
+            else:
+                engine.move(n, HostState.REBOOT_PENDING,
+                            f"reboot {done[n].outcome.value}: {done[n].message}; it keeps its "
+                            "slot until a run sees it rebooted and its replacement proven")
+                engine.log(f"!!! {n}: reboot {done[n].outcome.value}: {done[n].message}")
+        return rebooted
+
+    def finish_reboots(self, names: list[str]) -> None:
+        """Hosts a previous run left REBOOT_PENDING: rebooted where their window is open now,
+        then activated and proven like any host after its removal."""
+        engine = self.engine
+        rebooted = self.reboot(names)
+        rem = {n: StepResult(host=n, step="remove", outcome=StepOutcome.OK,
+                             message="removed by an earlier run") for n in rebooted}
+        # The banned product is gone: a replacement that was passive beside it is activated.
+        passive = {n for n in rebooted
+                   if engine.catalogue.passive(engine.replacement_of(n))}
+        beside = {n for n in rebooted if engine.proven_beside(n)}
+        self._after_removal(rebooted, rem, passive, beside, set())
+
+    def _after_removal(self, batch: list[str], rem: dict[str, StepResult], passive: set[str],
+                       beside: set[str], lost: set[str]) -> None:
+        """Activation where the replacement was passive, the final verification, and each
+        host's state from its evidence."""
+        engine = self.engine
         # A passive replacement is switched to active protection only where the banned
         # product is gone: active beside it is what the vendor forbids.
         to_activate = [n for n in batch if n in passive and n not in lost
@@ -152,6 +214,8 @@ class MakeBeforeBreak:
         engine = self.engine
         rid = engine.replacement_of(n)
         problem = engine.proof_problem(final, beside=still_beside)
+        if problem is not None and not still_beside and engine.waits_for_reboot(n, final):
+            return
         if problem is not None:
             why = (f"activation {activation.outcome.value}: {activation.message}; "
                    if activation is not None and activation.outcome != StepOutcome.OK else "")

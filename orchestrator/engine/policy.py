@@ -30,6 +30,8 @@ class RunPolicy:
     reconnect_seconds: float = DEFAULT_RECONNECT_S
     # Clean hosts (no banned product, no protection proven) get the replacement too.
     protect_unprotected: bool = False
+    # Reboots a removal needs: in the host's maintenance window ("window"), or "never".
+    reboot: str = "window"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:

@@ -39,6 +39,8 @@ def remediate(engine: Engine, names: list[str]) -> None:
         rid = engine.replacement_of(n)
         evidence = (beside_proof(rid, engine.protecting_units(n), n in passive) if n in beside
                     else replacement_proof(rid))
+        if n not in verified and n in proof and engine.waits_for_reboot(n, proof[n]):
+            continue
         if n not in verified:
             problem = (engine.proof_problem(proof[n], beside=n in beside) if n in proof
                        else f"{inst[n].outcome.value}: {inst[n].message}")

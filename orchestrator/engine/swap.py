@@ -59,15 +59,16 @@ class Swap:
         engine = self.engine
         ok = []
         for n in names:
-            rid = engine.replacement_of(n)
-            if engine.catalogue.supports(rid, Strategy.SWAP):
+            rid, platform = engine.replacement_of(n), engine.platform(n)
+            if engine.catalogue.supports(rid, Strategy.SWAP, platform):
                 ok.append(n)
                 continue
             prior = engine.record(n)
             to = HostState.BLOCKED if prior.state in UNTOUCHED else prior.state
+            offers = engine.catalogue.entry("replacements", rid, platform)["strategies"]
             engine.move(n, to, f"{rid} cannot be swapped in (the catalogue offers "
-                        f"{', '.join(engine.catalogue.replacements[rid]['strategies'])} "
-                        "only); plan it with --strategy auto or make-before-break")
+                        f"{', '.join(offers)} only on {platform}); plan it with --strategy "
+                        "auto or make-before-break")
         return ok
 
     def _stage_proven(self, candidates: list[str], _free: int) -> list[str]:
@@ -147,6 +148,8 @@ class Swap:
             result = proof.get(n, inst[n])
             if result.outcome == StepOutcome.UNREACHABLE:
                 unreachable_in_window(engine, n, result)
+                continue
+            if n in proof and engine.waits_for_reboot(n, proof[n]):
                 continue
             problem = (engine.proof_problem(proof[n]) if n in proof
                        else f"{inst[n].outcome.value}: {inst[n].message}")

@@ -18,6 +18,7 @@ from orchestrator.core.models import (
     Wave,
 )
 from orchestrator.engine.budget import Budget
+from orchestrator.engine.make_before_break import MakeBeforeBreak
 from orchestrator.engine.policy import RunSummary, Stopped, exit_code_for
 from orchestrator.engine.strategies import STRATEGIES, by_strategy
 
@@ -39,6 +40,7 @@ class Waves:
         Budget(engine).say()
         try:
             self._restore_protection()
+            self._finish_reboots()
             stopped = self._waves(plan, approvals)
         except Stopped:
             stopped = self._stopped_by_operator()
@@ -152,6 +154,17 @@ class Waves:
         if names:
             engine.log(f"restoring protection first: {', '.join(names)}")
             engine.remediate(names)
+
+    def _finish_reboots(self) -> None:
+        """Hosts an earlier run left waiting for their reboot (REBOOT_PENDING, discovery has
+        just seen them not rebooted since): rebooted now where their window is open, then
+        proven; they hold their budget slots until then."""
+        engine = self.engine
+        names = [n for n in engine.inventory.names()
+                 if engine.record(n).state == HostState.REBOOT_PENDING]
+        if names:
+            engine.log(f"finishing removals that wait for a reboot: {', '.join(names)}")
+            MakeBeforeBreak(engine).finish_reboots(names)
 
     def _window_closed(self, wave: Wave) -> str | None:
         policy = self.engine.policy.windows

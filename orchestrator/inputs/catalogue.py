@@ -8,16 +8,24 @@ import re
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.catalogue import PLATFORMS, Catalogue, resolve
 from orchestrator.core.errors import CatalogueError
 from orchestrator.inputs.yamlfile import key_lines, load_yaml
 
-_BANNED_KEYS = {"name", "vendor", "platforms", "detect", "protection", "remove"}
-_DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields"}
-_REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file"}
+_BANNED_KEYS = {"name", "vendor", "platforms", "detect", "protection", "remove", "on_platform"}
+_DETECT_KEYS = {"packages", "services", "paths", "process_pattern", "info_command", "info_fields",
+                "registry"}
+_REMOVE_KEYS = {"services", "packages", "leftovers", "shared_parents", "secret", "secret_file",
+                "msi", "reboot"}
 _REPL_KEYS = {"name", "vendor", "platforms", "role", "coexists_with", "passive_beside",
               "strategies", "enrol", "packages", "services", "requirements", "verify",
-              "verify_beside", "sha256"}
+              "verify_beside", "sha256", "on_platform"}
+# What `on_platform.<platform>` may replace. Which banned products a replacement coexists with
+# and what protects stay one list for all platforms (a platform's products have their own ids).
+_BANNED_PLATFORM_KEYS = {"name", "detect", "remove"}
+_REPL_PLATFORM_KEYS = {"name", "role", "strategies", "enrol", "packages", "services",
+                       "requirements", "verify", "verify_beside", "sha256"}
+_REBOOT = ("never", "may", "always")
 _VERIFY_KEYS = {"service", "health", "signatures", "max_signature_age_days", "expires",
                 "detection"}
 _DETECTION_KEYS = {"method", "input", "command", "detected_rc", "detected_text", "wait_s",
@@ -62,9 +70,12 @@ def parse(data: Any, source: str) -> Catalogue:
     _require(isinstance(repl, dict) and bool(repl), source, "replacements",
              "needs one product")
     for bid, entry in banned.items():
-        _check_banned(entry, source, f"banned.{bid}")
+        for platform in _platforms(entry, _BANNED_PLATFORM_KEYS, source, f"banned.{bid}"):
+            _check_banned(resolve(entry, platform), source, f"banned.{bid}", platform)
     for rid, entry in repl.items():
-        _check_replacement(entry, banned, source, f"replacements.{rid}")
+        for platform in _platforms(entry, _REPL_PLATFORM_KEYS, source, f"replacements.{rid}"):
+            _check_replacement(resolve(entry, platform), banned, source,
+                               f"replacements.{rid}")
     default = data.get("default_replacement", next(iter(repl)))
     _require(default in repl, source, "default_replacement",
              f"{default!r} is not a replacement of this catalogue")
@@ -89,8 +100,36 @@ def load(path: Path | None = None) -> Catalogue:
         raise CatalogueError(f"{exc.source}:{line}: {exc.where}: {exc.what}") from None
 
 
-def _check_banned(entry: Any, source: str, where: str) -> None:
-    """A banned product: how it is detected, what protects, how it is removed."""
+def _platforms(entry: Any, overridable: set[str], source: str, where: str) -> list[str]:
+    """The platforms an entry names (each is checked as it resolves there), after checking
+    that its `on_platform` overrides only keys that may differ per platform."""
+    _require(isinstance(entry, dict), source, where, "must be a mapping")
+    platforms = entry.get("platforms")
+    _require(isinstance(platforms, list) and bool(platforms)
+             and all(p in PLATFORMS for p in platforms), source, where + ".platforms",
+             f"must list some of {', '.join(PLATFORMS)}")
+    overrides = entry.get("on_platform", {})
+    _require(isinstance(overrides, dict), source, where + ".on_platform", "must be a mapping")
+    for platform, keys in overrides.items():
+        at = f"{where}.on_platform.{platform}"
+        _require(platform in platforms, source, at, "is not one of the entry's platforms")
+        _check_keys(keys, overridable, set(), source, at)
+    return list(platforms)
+
+
+def _safe_path(path: Any, windows: bool) -> bool:
+    """An absolute path two levels deep at least, that avmigrate may delete."""
+    if not isinstance(path, str) or ".." in path:
+        return False
+    if windows:
+        return re.fullmatch(r"[A-Za-z]:\\[^\\]+\\.+", path) is not None
+    return path.startswith("/") and path.count("/") >= 2
+
+
+def _check_banned(entry: Any, source: str, where: str, platform: str) -> None:
+    """A banned product on one platform: how it is detected, what protects, how it is
+    removed."""
+    windows = platform == "windows"
     _check_keys(entry, _BANNED_KEYS, {"name", "detect", "protection", "remove"}, source,
                 where)
     _check_keys(entry["detect"], _DETECT_KEYS, {"packages", "services", "paths",
@@ -112,14 +151,40 @@ def _check_banned(entry: Any, source: str, where: str) -> None:
     _require(not missing, source, f"{where}.protection.services",
              f"{missing} must also be in detect.services (discovery reads them there)")
     for path in entry["remove"]["leftovers"] + entry["remove"].get("shared_parents", []):
-        _require(path.startswith("/") and path.count("/") >= 2 and ".." not in path,
-                 source, f"{where}.remove", f"{path!r} is not a safe absolute path to delete")
+        _require(_safe_path(path, windows), source, f"{where}.remove",
+                 f"{path!r} is not a safe absolute path to delete")
     entry["remove"].setdefault("shared_parents", [])
+    _require(entry["remove"].setdefault("reboot", "never") in _REBOOT, source,
+             f"{where}.remove.reboot", f"must be one of {', '.join(_REBOOT)}")
+    _require(not windows or bool(entry["detect"].get("registry")), source,
+             f"{where}.detect.registry", "a Windows product is found by its Uninstall "
+             "DisplayName patterns: list them")
+    if "registry" in entry["detect"]:
+        _str_list(entry["detect"]["registry"], source, f"{where}.detect.registry")
+    msi = entry["remove"].get("msi")
+    _require(msi is None or windows, source, f"{where}.remove.msi", "is for Windows only")
+    _require(not windows or msi is not None, source, f"{where}.remove.msi",
+             "a Windows product is removed with msiexec: give its properties")
+    if msi is not None:
+        _check_keys(msi, {"properties", "secret_encoding"}, {"properties"}, source,
+                    f"{where}.remove.msi")
+        props = msi["properties"]
+        _require(isinstance(props, dict) and all(
+            isinstance(k, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", k) and isinstance(v, str)
+            for k, v in props.items()), source, f"{where}.remove.msi.properties",
+            "must map public MSI property names (upper case) to values; '{secret}' stands "
+            "for the uninstall password")
+        _require(msi.setdefault("secret_encoding", "plain") in ("plain", "utf16le_hex"),
+                 source, f"{where}.remove.msi.secret_encoding", "must be plain or utf16le_hex")
+        uses = any("{secret}" in v for v in props.values())
+        _require(uses == ("secret" in entry["remove"]), source, f"{where}.remove.msi",
+                 "'{secret}' in a property needs remove.secret, and remove.secret needs it")
     secret = entry["remove"].get("secret")
     if secret is not None or "secret_file" in entry["remove"]:
         _require(isinstance(secret, str) and re.fullmatch(r"[a-z][a-z0-9_]*", secret)
                  is not None, source, f"{where}.remove.secret",
                  "must name a credential (lower case letters, digits, '_')")
+    if not windows and (secret is not None or "secret_file" in entry["remove"]):
         file = entry["remove"].get("secret_file")
         _require(isinstance(file, str) and file.startswith("/") and ".." not in file,
                  source, f"{where}.remove.secret_file",
@@ -197,9 +262,10 @@ def _check_verify(verify: Any, source: str, where: str, *, detection: bool) -> N
         _str_list(sigs["command"], source, where + ".signatures.command")
         _regex(sigs["pattern"], source, where + ".signatures.pattern")
         groups = re.compile(sigs["pattern"]).groupindex
-        _require(("date" in groups and "format" in sigs) or "minutes" in groups, source,
-                 where + ".signatures.pattern",
-                 "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) group")
+        _require(("date" in groups and "format" in sigs) or "minutes" in groups
+                 or "days" in groups, source, where + ".signatures.pattern",
+                 "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) or "
+                 "(?P<days>...) group")
     expires = verify.get("expires")
     if expires is not None:
         _check_keys(expires, {"command", "pattern", "format", "min_days"},

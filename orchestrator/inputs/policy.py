@@ -51,6 +51,10 @@ class Policy:
     replacement_groups: tuple[tuple[str, str], ...] = ()
     # Hosts with no protection at all (no banned product, no replacement): protect them too.
     protect_unprotected: bool = False
+    # A removal that completes at the next reboot (Windows): `window` reboots the host in its
+    # maintenance window (at once where no window is set), `never` leaves it to its
+    # administrator (the host waits, holding its budget slot, until a run sees it rebooted).
+    reboot: str = "window"
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     # ---- waves -----------------------------------------------------------------------------
@@ -138,7 +142,7 @@ class Policy:
 
 # ---- parsing --------------------------------------------------------------------------------
 _TOP = {"version", "timezone", "deadline", "waves", "order", "windows", "blackout",
-        "protection", "gates", "approvals", "replacement", "protect_unprotected"}
+        "protection", "gates", "approvals", "replacement", "protect_unprotected", "reboot"}
 
 
 def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> Policy:
@@ -157,6 +161,7 @@ def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> Po
     kw |= _protection(c, top)
     kw |= _gates(c, top)
     kw |= _replacement(c, top)
+    kw |= _reboot(c, top)
     appr = c.mapping(top.get("approvals"), ("approvals",), {"required"})
     if "required" in appr:
         if not isinstance(appr["required"], bool):
@@ -252,6 +257,17 @@ def _blackouts(c: Checker, top: dict[str, Any]) -> tuple[tuple[date, date], ...]
 
 
 _ID = re.compile(r"[a-z][a-z0-9_-]*")
+REBOOTS = ("window", "never")
+
+
+def _reboot(c: Checker, top: dict[str, Any]) -> dict[str, Any]:
+    """`reboot: window | never`: when a removal that completes at the next reboot gets it."""
+    if "reboot" not in top:
+        return {}
+    if top["reboot"] not in REBOOTS:
+        raise c.fail(("reboot",), f"must be one of {', '.join(REBOOTS)} (window: reboot in "
+                     "the host's maintenance window; never: its administrator does)")
+    return {"reboot": top["reboot"]}
 
 
 def _replacement(c: Checker, top: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,10 @@ inside windows; hosts that stop answering for a while or for good; Ctrl-C once o
 failing once on a host; a replacement breaking on its own on a host whose migration is under
 way (held against nobody until a verification has looked at it); hosts whose replacement may
 run beside KESL only in passive mode (MDE), installed passive and activated after the removal,
-whose activation may fail (a host where it ran active beside a running KESL is a violation). At
+whose activation may fail (a host where it ran active beside a running KESL is a violation);
+hosts whose removal completes only at the next reboot (KES on Windows), left reboot_pending
+(unprotected until rebooted and proven) and rebooted by the run (policy `reboot: window`),
+by their administrator (`reboot: never`) or not at all, the reboot failing once. At
 every yield point it checks, from the simulated hosts themselves, that no more than K hosts that
 were protected are without a running protecting product or a working replacement, and that
 every record says what is true. Then the outages end and one operator runs to the end: every
@@ -25,6 +28,7 @@ from __future__ import annotations
 import collections
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +105,10 @@ mishaps = st.builds(Mishap, turn=st.integers(0, 300), host=st.integers(0, 3),
                         "install", "verify", "stage", "stage_check", "install_staged"])
                    ) | st.builds(  # early: a passive replacement's activation is soon reached
                        Mishap, turn=st.integers(0, 30), host=st.integers(0, 3),
-                       what=st.just("activate"))
+                       what=st.just("activate")
+                   ) | st.builds(  # a reboot failing once; an administrator rebooting
+                       Mishap, turn=st.integers(0, 60), host=st.integers(0, 3),
+                       what=st.sampled_from(["reboot", "administrator reboots"]))
 outages = st.builds(Outage, turn=st.integers(0, 300), host=st.integers(0, 3),
                     attempts=st.none() | st.integers(1, 8),
                     back_at=st.none() | st.integers(1, 400))
@@ -118,6 +125,10 @@ def schedules(draw: st.DrawFn) -> dict[str, object]:
         # may run beside a running KESL only passive (MDE): activated after the removal.
         "products": draw(st.lists(st.sampled_from(["clamav", "clamav", "mde"]),
                                   min_size=n, max_size=n)),
+        # Hosts whose removal completes at the next reboot; who reboots them.
+        "reboots": draw(st.lists(st.sampled_from([False, False, True]), min_size=n,
+                                 max_size=n)),
+        "reboot": draw(st.sampled_from(["window", "window", "never"])),
         "k": draw(st.integers(1, 2)),
         # The first session starts at once, on every host: most schedules migrate something.
         "sessions": [Session(0, tuple(range(n)), "run", draw(sessions).strategy, 0,
@@ -160,6 +171,17 @@ def mishaps_befall(sched: Schedule, names: list[str], pending: list[Mishap], tur
         if m.what == "activate":  # only a passive-mode replacement is activated
             name = next((n for n in [name, *names] if sched.fleet.hosts[n].product == "mde"),
                         name)
+        if m.what == "reboot":  # only a removal that waits for a reboot is rebooted
+            name = next((n for n in [name, *names] if sched.fleet.hosts[n].reboot_removal),
+                        name)
+        if m.what == "administrator reboots":
+            pending = [n for n in [name, *names] if sched.fleet.hosts[n].reboot_pending]
+            if pending:  # the first turn a removal waits for its reboot
+                sched.fleet.hosts[pending[0]].reboot_pending = False
+                sched.fleet.hosts[pending[0]].booted_at = time.time() + 1.0
+                sched.seen["rebooted by the administrator"] += 1
+                waiting.remove(m)
+            continue
         if m.what != "replacement breaks":
             sched.fleet.fail_next.setdefault(name, set()).add(m.what)
             waiting.remove(m)
@@ -180,9 +202,10 @@ def play(directory: Path, plan: dict[str, object]) -> Schedule:
     kinds, traits = plan["kinds"], plan["traits"]
     assert isinstance(kinds, list) and isinstance(traits, list)
     products = plan.get("products") or ["clamav"] * len(kinds)
-    assert isinstance(products, list)
+    reboots = plan.get("reboots") or [False] * len(kinds)
+    assert isinstance(products, list) and isinstance(reboots, list)
     hosts = {f"h{i}": SimHost(**(KINDS[kind] | TRAITS[traits[i]]),  # type: ignore[arg-type]
-                              product=products[i])
+                              product=products[i], reboot_removal=reboots[i])
              for i, kind in enumerate(kinds)}
     names = sorted(hosts)
     k = int(plan["k"])  # type: ignore[call-overload]
@@ -192,7 +215,7 @@ def play(directory: Path, plan: dict[str, object]) -> Schedule:
     def policy(strategy: str) -> RunPolicy:
         # Wave gates are not what is tested here: they would stop most schedules early.
         return RunPolicy(strategy=strategy, max_unprotected=k, reconnect_seconds=30,
-                         max_failed_percent=100)
+                         max_failed_percent=100, reboot=str(plan.get("reboot", "window")))
 
     todo: list[Session] = list(plan["sessions"])  # type: ignore[call-overload]
     turns: list[int] = list(plan["turns"])  # type: ignore[call-overload]
@@ -279,6 +302,21 @@ SEEN: collections.Counter[str] = collections.Counter()
                                     starts_at=0, kill_at=None, window_event=None, ctrl_c=None)],
                "turns": [0], "outages": [],
                "mishaps": [Mishap(turn=0, host=0, what="activate")]})
+# Removals that complete at the next reboot (issue 16), K=1: rebooted by the run, the reboot
+# failing once; and left to the administrator's reboot under `reboot: never`.
+@example(plan={"kinds": ["kesl", "kesl+agent", "kesl"], "traits": ["", "", ""], "k": 1,
+               "products": ["mde", "clamav", "clamav"], "reboots": [True, True, False],
+               "reboot": "window",
+               "sessions": [Session(op=0, hosts=(0, 1, 2), command="run", strategy="auto",
+                                    starts_at=0, kill_at=None, window_event=None, ctrl_c=None)],
+               "turns": [0], "outages": [],
+               "mishaps": [Mishap(turn=0, host=1, what="reboot")]})
+@example(plan={"kinds": ["kesl", "kesl"], "traits": ["", ""], "k": 1,
+               "products": ["mde", "clamav"], "reboots": [True, False], "reboot": "never",
+               "sessions": [Session(op=0, hosts=(0, 1), command="run", strategy="auto",
+                                    starts_at=0, kill_at=None, window_event=None, ctrl_c=None)],
+               "turns": [0], "outages": [],
+               "mishaps": [Mishap(turn=40, host=0, what="administrator reboots")]})
 @settings(max_examples=SCHEDULES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
@@ -290,6 +328,8 @@ def check_schedule(plan: dict[str, object]) -> None:
         SEEN.update(sched.seen)
         SEEN["with a passive-mode replacement"] += "mde" in plan.get("products", [])  # type: ignore[operator]
         SEEN["activations failed once"] += sched.fleet.failed_once["activate"]
+        SEEN["reboots failed once"] += sched.fleet.failed_once["reboot"]
+        SEEN["with a removal waiting for a reboot"] += sched.reboot_pending_seen
         SEEN["with a host without protection"] += sched.peak > 0
         SEEN["with K hosts without protection"] += sched.peak == int(plan["k"])  # type: ignore[call-overload]
         SEEN["with several operators"] += len({s.op for s in plan["sessions"]}) > 1  # type: ignore[attr-defined]
@@ -322,3 +362,5 @@ def test_the_promise_holds_on_every_schedule() -> None:
     assert SEEN["schedules"] >= SCHEDULES
     assert SEEN["crash inside a window"] and SEEN["node lost inside a window"], SEEN
     assert SEEN["with a passive-mode replacement"] and SEEN["activations failed once"], SEEN
+    assert SEEN["with a removal waiting for a reboot"] and SEEN["reboots failed once"], SEEN
+    assert SEEN["rebooted by the administrator"], SEEN

@@ -131,6 +131,7 @@ class Schedule:
         self.seen: collections.Counter[str] = collections.Counter()  # what the schedule did
         # Judged at every yield point of every operator, not only between the test's events.
         self.peak = 0
+        self.reboot_pending_seen = False
         # While hosts broken on their own fill the budget: (removals begun then, who is bare)
         self._full_since: tuple[int, list[str]] | None = None
         self.violations: list[str] = []
@@ -304,6 +305,7 @@ class Schedule:
         fleet.broke_alone -= {n for n in fleet.broke_alone if fleet.hosts[n].protected}
         bare = self.unprotected()
         self.peak = max(self.peak, len(bare))
+        self.reboot_pending_seen |= any(h.reboot_pending for h in fleet.hosts.values())
         if len(bare) > self.budget:
             self.violations.append(f"{where}: {len(bare)} hosts without protection: {bare}")
         self.violations += [f"{where}: {p}" for p in self.untrue()]
@@ -318,10 +320,12 @@ class Schedule:
 
     def _removals_started(self) -> int:
         """Removals begun so far: a host entering a window (not a host found bare)."""
-        assert {s.value for s in SLOT_STATES} == {"removing", "swapping", "unprotected"}
+        assert {s.value for s in SLOT_STATES} == {"removing", "swapping", "reboot_pending",
+                                                  "unprotected"}
         row = self.reader.db.execute(
             "SELECT COUNT(*) FROM transitions WHERE to_state IN ('removing', 'swapping') "
-            "AND from_state NOT IN ('removing', 'swapping', 'unprotected')").fetchone()
+            "AND from_state NOT IN ('removing', 'swapping', 'reboot_pending', 'unprotected')"
+        ).fetchone()
         return int(row[0])
 
     def unprotected(self) -> list[str]:

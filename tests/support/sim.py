@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -75,13 +76,19 @@ class SimHost:
     conflicted: bool = False
     # A step installed another replacement than the host's (a wrong choice on resume).
     wrong_product: bool = False
+    # Its removal completes only at the next reboot (KES on Windows: msiexec 3010). Until
+    # that reboot nothing is known to protect it: half-removed drivers, a replacement whose
+    # switch to active is not proven.
+    reboot_removal: bool = False
+    reboot_pending: bool = False
+    booted_at: float = 1.0e9  # when it last booted (epoch seconds; long ago)
 
     @property
     def protected(self) -> bool:
         """The truth: a protecting product runs, or the replacement runs, detects and is
         active (a passive product protects nothing)."""
         return self.kesl_running or (self.clamav_running and self.clamav_works
-                                     and not self.passive)
+                                     and not self.passive and not self.reboot_pending)
 
     def check_conflict(self) -> None:
         if self.product == "mde" and self.clamav_running and not self.passive and (
@@ -234,7 +241,7 @@ class SimFleet:
             "stage": self._stage, "stage_check": self._stage_check,
             "install_staged": self._install_staged, "remove": self._remove,
             "verify": self._verify, "stage_digests": lambda *_: {},
-            "activate": self._activate,
+            "activate": self._activate, "reboot": self._reboot,
         }
         if book not in plays:
             raise AssertionError(f"the simulated fleet does not know playbook {book}")
@@ -318,7 +325,8 @@ class SimFleet:
                 raise _StepFailed("Scan it with the running daemon: the daemon did not "
                                   "report EICAR")
             return {"service": "active", "health": {}, "signatures": daemon_line(self.now()),
-                    "detection": {"rc": "1", "output": "/tmp/x: Eicar-Signature FOUND"}}
+                    "detection": {"rc": "1", "output": "/tmp/x: Eicar-Signature FOUND"},
+                    "removal_pending_reboot": host.reboot_pending}
         health = {
             "healthy": "true" if works else "false", "licensed": "true",
             "health_issues": "[]" if works else '["definitions out of date"]',
@@ -339,7 +347,8 @@ class SimFleet:
         return {"service": "active", "health": health, "signatures": "5", "expires": expires,
                 "banned_running": ["active" if host.kesl_running else "inactive"],
                 "detection": {"gone": str(detected), "path": path, "evidence": (
-                    f'Name: Virus:DOS/EICAR_Test_File\nPath: "{path}"' if detected else "")}}
+                    f'Name: Virus:DOS/EICAR_Test_File\nPath: "{path}"' if detected else "")},
+                "removal_pending_reboot": host.reboot_pending}
 
     @staticmethod
     def _stop_banned(host: SimHost, host_vars: dict[str, Any]) -> None:
@@ -365,6 +374,17 @@ class SimFleet:
             host.kesl_touched = True
         if "klnagent64" in ids:
             host.agent = False
+        if host.reboot_removal and "kesl" in ids:
+            host.reboot_pending = True
+            return {"reboot_required": True}
+        return {}
+
+    @staticmethod
+    def _reboot(_name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
+        """reboot.yml: the host reboots; a removal that waited for it completes."""
+        host.touched = True
+        host.reboot_pending = False
+        host.booted_at = time.time() + 1.0  # it takes a while to come back
         return {}
 
     @staticmethod
@@ -400,7 +420,8 @@ class SimFleet:
                      if host.kesl else {}),
             "free_mb": {"/var/cache/apt/archives": 5000, "/var/lib": 5000, "/usr": 5000},
             "dpkg_journal": ["0000"] if host.dpkg_broken else [],
-            "dpkg_audit": "", "dpkg_locks": [],
+            "dpkg_audit": "", "dpkg_locks": [], "booted_at": host.booted_at,
+            "removal_pending_reboot": host.reboot_pending,
         }
 
 

@@ -11,15 +11,24 @@ description:
   - Reads installed packages, unit states, paths, processes, product info commands,
     free space, and package manager health for the products named in the arguments.
   - Never changes the host; supports check mode.
+  - On Debian reads dpkg and apt; on the RHEL family (RHEL, Rocky, Alma, CentOS, Fedora,
+    Oracle Linux) rpm and dnf. probe.ps1 is its Windows twin (same report).
 options:
   banned:
     description: Catalogue entries of the banned products, by id (their C(detect) part is used).
     type: dict
-    required: true
   replacement:
     description: Catalogue entry of the replacement (packages, services, requirements).
     type: dict
-    required: true
+  catalogue:
+    description:
+      - The catalogue per platform (C(banned), C(replacements)); the probe reads the host's
+        platform itself and takes that platform's entries. Instead of C(banned) and
+        C(replacement), for a host whose platform is not known yet.
+    type: dict
+  replacement_id:
+    description: With C(catalogue), the id of the host's replacement.
+    type: str
 author: avmigrate
 """
 
@@ -57,19 +66,31 @@ def os_release():
     except OSError:
         pass
     ids = (data.get("ID", "") + " " + data.get("ID_LIKE", "")).split()
-    family = "Debian" if "debian" in ids else (data.get("ID", "") or "unknown").capitalize()
     version = data.get("VERSION_ID", "")
-    try:
-        with open("/etc/debian_version", encoding="utf-8") as fh:
-            version = fh.read().strip() or version
-    except OSError:
-        pass
+    if "debian" in ids:
+        family = "Debian"
+        try:
+            with open("/etc/debian_version", encoding="utf-8") as fh:
+                version = fh.read().strip() or version
+        except OSError:
+            pass
+    elif REDHAT & set(ids):
+        family = "RedHat"
+    else:
+        family = (data.get("ID", "") or "unknown").capitalize()
     return family, data.get("NAME", "").split(" ")[0] or "unknown", version
 
 
-def packages(names):
+REDHAT = {"rhel", "centos", "fedora", "rocky", "almalinux", "ol"}
+
+
+def packages(names, family):
     if not names:
         return {}
+    if family == "RedHat":
+        # One line per name: "name<TAB>version-release" or rpm's "package X is not installed".
+        _, out, _ = _run(["rpm", "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", *names])
+        return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
     _, out, _ = _run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Status}\n",
                       *names])
     found = {}
@@ -78,6 +99,20 @@ def packages(names):
         if len(parts) == 3 and parts[2] not in ("not-installed", "config-files"):
             found[parts[0]] = parts[1]
     return found
+
+
+def rpm_health():
+    """The rpm database's answer (empty when healthy) and the packages dnf has version-locked."""
+    rc, _, err = _run(["rpm", "-qa", "--quiet"])
+    problem = "" if rc == 0 else (err.strip().splitlines() or ["rpm -qa failed"])[-1]
+    rc, out, _ = _run(["dnf", "-q", "versionlock", "list"])
+    locked = set()
+    for line in out.splitlines() if rc == 0 else ():
+        # "name-epoch:version-release.*": the name is what precedes "-<epoch>:".
+        m = re.match(r"^(?:!)?(.+?)-(?:\d+):", line.strip())
+        if m:
+            locked.add(m.group(1))
+    return problem, sorted(locked)
 
 
 def services(names):
@@ -117,6 +152,18 @@ def free_mb(paths):
     return out
 
 
+def booted_at():
+    """When the host booted (epoch seconds): /proc/stat's btime."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def dpkg_health():
     updates = "/var/lib/dpkg/updates"
     try:
@@ -148,12 +195,23 @@ def apt_settings():
 
 def main():
     module = AnsibleModule(
-        argument_spec={"banned": {"type": "dict", "required": True},
-                       "replacement": {"type": "dict", "required": True}},
+        argument_spec={"banned": {"type": "dict"},
+                       "replacement": {"type": "dict"},
+                       "catalogue": {"type": "dict"},
+                       "replacement_id": {"type": "str"}},
+        required_one_of=[("banned", "catalogue")],
+        required_together=[("catalogue", "replacement_id"), ("banned", "replacement")],
         supports_check_mode=True,
     )
-    banned = module.params["banned"]
-    repl = module.params["replacement"]
+    family, distribution, version = os_release()
+    platform = family.lower() if family in ("Debian", "RedHat") else "debian"
+    if module.params["catalogue"] is not None:
+        mine = module.params["catalogue"].get(platform) or {}
+        banned = mine.get("banned", {})
+        repl = mine.get("replacements", {}).get(module.params["replacement_id"]) or {}
+    else:
+        banned = module.params["banned"]
+        repl = module.params["replacement"]
     want_pkgs, want_units, want_paths, patterns, info = [], [], [], {}, {}
     for bid, entry in banned.items():
         detect = entry["detect"]
@@ -168,14 +226,19 @@ def main():
         if cmd and os.path.exists(cmd[0]):
             _, out, _ = _run(cmd)
             info[bid] = out
-    family, distribution, version = os_release()
-    journal, audit, held = dpkg_health()
-    on_hold, proxies = apt_settings()
+    if family == "RedHat":
+        journal, audit, held, on_hold, proxies = [], "", [], [], []
+        rpmdb, locked = rpm_health()
+    else:
+        journal, audit, held = dpkg_health()
+        on_hold, proxies = apt_settings()
+        rpmdb, locked = "", []
     report = {
         "os_family": family,
+        "platform": platform,
         "distribution": distribution,
         "distribution_version": version,
-        "packages": packages(sorted(set(want_pkgs))),
+        "packages": packages(sorted(set(want_pkgs)), family),
         "services": services(sorted(set(want_units))),
         "paths": {p: os.path.exists(p) for p in sorted(set(want_paths))},
         "processes": process_counts(patterns),
@@ -186,6 +249,11 @@ def main():
         "dpkg_locks": held,
         "apt_holds": on_hold,
         "apt_proxies": proxies,
+        "booted_at": booted_at(),
+        # Linux removals never wait for a boot (probe.ps1 reads it on Windows).
+        "removal_pending_reboot": False,
+        "rpmdb_problem": rpmdb,
+        "dnf_versionlocks": locked,
     }
     module.exit_json(changed=False, avmigrate_report=report)
 

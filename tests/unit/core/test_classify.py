@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from orchestrator.core.classify import settle, wave_gate
@@ -160,3 +162,30 @@ def test_gate_counts_unreachable_but_not_blocked() -> None:
     assert wave_gate("w", states(1, 1, HostState.UNREACHABLE), 0.0) is not None
     assert wave_gate("w", states(1, 1, HostState.BLOCKED), 0.0) is None
     assert wave_gate("w", {}, 0.0) is None
+
+
+def test_a_removal_waiting_for_its_reboot_is_proven_only_after_the_boot() -> None:
+    """reboot_pending (issue 16): a host whose removal completes at the next boot keeps its
+    slot until it has booted since its record changed, whatever else the probe shows."""
+    prior = HostRecord("h", HostState.REBOOT_PENDING, "before", None, None, None, 1000.0,
+                       None, None)
+    verified = facts((), replacement=True)
+    proof = proof_of(verified, CAT, "clamav", True)
+    not_booted = dataclasses.replace(verified, booted_at=900.0)
+    assert settle(prior, OK, "", not_booted, [], proof, True).state == HostState.REBOOT_PENDING
+    unknown = dataclasses.replace(verified, booted_at=None)
+    assert settle(prior, OK, "", unknown, [], proof, True).state == HostState.REBOOT_PENDING
+    booted = dataclasses.replace(verified, booted_at=1100.0)
+    assert settle(prior, OK, "", booted, [], proof, True).state == HostState.MIGRATED
+    # Booted, but the replacement not proven: nothing is known to protect it.
+    bare = dataclasses.replace(facts(()), booted_at=1100.0)
+    assert settle(prior, OK, "", bare, [], "", False).state == HostState.UNPROTECTED
+    # Not answering: perhaps rebooting; it keeps its slot.
+    gone = settle(prior, StepOutcome.UNREACHABLE, "timed out", None, [], None)
+    assert gone.state == HostState.REBOOT_PENDING and "keeps its slot" in gone.reason
+    # A host in a slot state found with its removal waiting for the boot (a lost result).
+    pending = dataclasses.replace(verified, reboot_pending=True, booted_at=1100.0)
+    for state in (HostState.REMOVING, HostState.SWAPPING, HostState.UNPROTECTED):
+        assert settle(rec(state), OK, "", pending, [], proof, True).state == (
+            HostState.REBOOT_PENDING), state
+    assert HostState.REBOOT_PENDING in SLOT_STATES

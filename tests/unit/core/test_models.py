@@ -18,7 +18,8 @@ from orchestrator.core.models import (
 
 def test_bulk_constructors_make_equal_frozen_records() -> None:
     banned = (BannedFinding("kesl", "12.1", "2024-09-27", ("kesl",), ("kesl.service",), 2),)
-    args = ("Debian", "Debian", "12", banned, False, False, {"/var/lib": 10}, True, "")
+    args = ("Debian", "Debian", "12", banned, False, False, {"/var/lib": 10}, True, "",
+            1.7e9, False)
     facts = new_facts(*args)
     assert facts == HostFacts(*args)
     assert facts.free_mb == {"/var/lib": 10} and facts.banned == banned

@@ -20,7 +20,9 @@ def raw() -> dict[str, Any]:
 
 def test_builtin_catalogue_loads() -> None:
     cat = catalogue.load()
-    assert set(cat.banned) == {"kesl", "klnagent64"}
+    assert set(cat.banned) == {"kesl", "klnagent64", "kes", "klnagent"}
+    assert set(cat.banned_on("debian")) == set(cat.banned_on("redhat")) == {"kesl", "klnagent64"}
+    assert set(cat.banned_on("windows")) == {"kes", "klnagent"}
     assert cat.replacement("clamav")["id"] == "clamav"
     assert cat.coexists("clamav", ["kesl", "klnagent64"])
     assert not cat.coexists("clamav", ["something-else"])
@@ -29,8 +31,21 @@ def test_builtin_catalogue_loads() -> None:
     assert cat.coexists("mde", ["kesl", "klnagent64"]) and cat.passive("mde")
     assert cat.passive_beside("mde", ["kesl"]) and not cat.passive_beside("mde", ["klnagent64"])
     assert not cat.passive("falcon") and not cat.passive("clamav")
-    assert cat.secret_names() == {"kesl_uninstall_password", "mde_onboarding", "falcon_cid"}
+    assert cat.secret_names() == {"kesl_uninstall_password", "mde_onboarding", "falcon_cid",
+                                  "kes_uninstall_password", "klnagent_uninstall_password",
+                                  "mde_onboarding_windows"}
     assert cat.supports("clamav", "swap") and not cat.supports("mde", "swap")
+    # Per platform: each key of on_platform replaces the entry's own, whole.
+    assert not cat.supports("clamav", "swap", "redhat")
+    assert cat.verify_spec("clamav", platform="redhat")["service"] == "clamd@scan.service"
+    assert cat.verify_spec("clamav")["service"] == "clamav-daemon.service"
+    assert cat.replacement("mde", "windows")["role"].endswith(".replacement_mde_windows")
+    assert cat.enrol_secret("mde", "windows") == "mde_onboarding_windows"
+    assert cat.enrol_secret("mde", "debian") == "mde_onboarding"
+    assert cat.entry("banned", "kesl", "redhat")["remove"]["packages"] == ["kesl-gui", "kesl"]
+    assert cat.reboot_after_removal(["kes"], "windows")
+    assert not cat.reboot_after_removal(["kesl"], "debian")
+    assert cat.passive_beside("mde", ["kes"]) and cat.coexists("mde", ["kes", "klnagent"])
 
 
 def _mutated(fn: Any) -> dict[str, Any]:
@@ -65,7 +80,8 @@ def _mutated(fn: Any) -> dict[str, Any]:
         (lambda d: d["replacements"]["mde"]["verify"]["health"][0].update(expect="(unclosed"),
          "replacements.mde.verify.health.0.expect: is not a regular expression"),
         (lambda d: d["replacements"]["clamav"]["verify"]["signatures"].update(pattern="(.+)"),
-         "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) group"),
+         "needs a (?P<date>...) group with a `format`, or a (?P<minutes>...) or "
+         "(?P<days>...) group"),
         (lambda d: d["replacements"]["clamav"]["verify"]["detection"].update(method="sniff"),
          "must be scan or on_access"),
         (lambda d: d["replacements"]["clamav"]["verify"]["detection"].pop("detected_rc"),
@@ -78,6 +94,29 @@ def _mutated(fn: Any) -> dict[str, Any]:
          "replacements.mde.strategies: must list some of make-before-break, swap"),
         (lambda d: d["replacements"]["falcon"]["verify"].update(max_signature_age_days=7),
          "with `signatures` to read the age from"),
+        # Platforms: a known one, overrides only for the entry's platforms and only of keys
+        # that may differ per platform, Windows products found and removed as Windows does.
+        (lambda d: d["banned"]["kesl"].update(platforms=["solaris"]),
+         "banned.kesl.platforms: must list some of debian, redhat, windows"),
+        (lambda d: d["replacements"]["falcon"]["on_platform"].update(windows={}),
+         "replacements.falcon.on_platform.windows: is not one of the entry's platforms"),
+        (lambda d: d["replacements"]["mde"]["on_platform"]["windows"].update(
+            coexists_with=["kesl"]),
+         "replacements.mde.on_platform.windows: unknown keys ['coexists_with']"),
+        (lambda d: d["banned"]["kes"]["detect"].update(registry=[]),
+         "banned.kes.detect.registry: a Windows product is found by its Uninstall"),
+        (lambda d: d["banned"]["kes"]["remove"].pop("msi"),
+         "banned.kes.remove.msi: a Windows product is removed with msiexec"),
+        (lambda d: d["banned"]["kes"]["remove"]["msi"]["properties"].update(klpasswd="x"),
+         "banned.kes.remove.msi.properties: must map public MSI property names"),
+        (lambda d: d["banned"]["kes"]["remove"].pop("secret"),
+         "'{secret}' in a property needs remove.secret"),
+        (lambda d: d["banned"]["kes"]["remove"].update(reboot="sometimes"),
+         "banned.kes.remove.reboot: must be one of never, may, always"),
+        (lambda d: d["banned"]["kes"]["remove"].update(leftovers=["C:\\"]),
+         "is not a safe absolute path"),
+        (lambda d: d["banned"]["kesl"]["on_platform"]["redhat"]["remove"].update(
+            msi={"properties": {}}), "banned.kesl.remove.msi: is for Windows only"),
     ],
 )
 def test_bad_catalogue_entries_are_refused(mutate: Any, message: str) -> None:
