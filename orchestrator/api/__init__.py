@@ -23,6 +23,7 @@ from orchestrator.api.hosts import (
     status,
     sweep,
 )
+from orchestrator.api.ksc import KscImported, KscOptions, ksc_import
 from orchestrator.api.plans import (
     Approval,
     Planned,
@@ -44,9 +45,11 @@ from orchestrator.inputs.sources import Sources
 # api/runs.py (migrate, remediate) and api/evidence.py (report, audit).
 __all__ = [
     "ATTENTION", "REPORT_FORMATS", "STATUS_TABLE_MAX", "Approval", "BudgetView", "Discovered",
-    "Migrated", "Observer", "Overrides", "PlanOptions", "Planned", "Remediated", "Report",
+    "KscImported", "KscOptions", "Migrated", "Observer", "Overrides", "PlanOptions", "Planned",
+    "Remediated", "Report",
     "RunOptions", "Settings", "Silent", "Sources", "StatusView", "Swept", "Target", "Workspace",
-    "approve", "audit_entries", "audit_verify", "budget", "discover", "load_policy",
+    "approve", "audit_entries", "audit_verify", "budget", "discover", "ksc_import",
+    "load_policy",
     "make_plan", "migrate", "remediate", "report", "run_policy", "status", "sweep",
     "with_waves", "write_plan_files",
 ]

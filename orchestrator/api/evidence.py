@@ -40,7 +40,7 @@ def report(ws: Workspace, fmt: str) -> Report:
     store = ws.existing_store()
     data = evidence.report_data(store.all(), store.history(), store.runs(),
                                 store.all_approvals(), store.facts_before(),
-                                store.audit_verify())
+                                store.audit_verify(), store.ksc_hosts())
     return Report(fmt, render.render_report(data, fmt))
 
 

@@ -173,7 +173,8 @@ def make_plan(ws: Workspace, opts: PlanOptions, observer: Observer | None = None
                                          ws.forks(t.forks), now=now, choice=choice.others)
             if checks:
                 the_plan = dataclasses.replace(the_plan, checks=checks)
-            view = views.plan_view(the_plan, records, inv, cat, lines)
+            ksc = views.ksc_view(inv, store.ksc_hosts(), store.ksc_import())
+            view = views.plan_view(the_plan, records, inv, cat, lines, ksc)
             del records, lines  # the view has what the files need: free 100k records first
             written = write_plan_files(opts.out_dir, the_plan, view)
     finally:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from orchestrator import __version__
-from orchestrator.cli import evidence, hosts, migration
+from orchestrator.cli import evidence, hosts, ksc, migration
 from orchestrator.cli.base import Context
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def cli(  # noqa: PLR0913, PLR0917 - one parameter per click option
 
 for _command in (hosts.discover, hosts.sweep, migration.plan, migration.run,
                  migration.remediate, migration.approve, hosts.budget, hosts.status,
-                 evidence.report, evidence.audit):
+                 evidence.report, evidence.audit, ksc.ksc):
     cli.add_command(_command)
 
 

@@ -46,7 +46,7 @@ def uninstall_entries(report: dict[str, Any], patterns: list[str]) -> list[dict[
 
 def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: str) -> HostFacts:
     """HostFacts from the `avmigrate.migration.probe` module's report (probe.py on Linux,
-    probe.ps1 on Windows: the same shape, plus the Uninstall keys on Windows)."""
+    win_probe.ps1 on Windows: the same shape, plus the Uninstall keys on Windows)."""
     platform = platform_of(str(report.get("os_family", "")))
     packages = set(_mapping(report.get("packages")))
     running = {k for k, v in _mapping(report.get("services")).items() if v == "active"}

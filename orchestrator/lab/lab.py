@@ -28,6 +28,7 @@ from orchestrator.core.errors import LabError
 from orchestrator.core.procs import pid_alive
 from orchestrator.execute import ssh
 from orchestrator.lab import image, packages, repo, scenario, vendors
+from orchestrator.lab import ksc as ksc_report
 from orchestrator.lab.hosts import (
     BaseImage,
     container_init,
@@ -157,6 +158,11 @@ class Lab:
         )
         _atomic_write(self.dir / "lab.json", json.dumps(info.to_json(), indent=2) + "\n")
         _atomic_write(Path(info.inventory), self._inventory(info, key_file, plan))
+        # What a KSC managing these hosts would export (a stand-in report, `ksc import`).
+        groups = {h: g for g, spec in lab_groups(info.hosts, list(plan)).items()
+                  for h in spec["hosts"]}
+        _atomic_write(self.dir / "ksc-hosts.csv", ksc_report.report(
+            info.hosts, plan, [groups[h.name] for h in info.hosts]))
         # The enrolment secrets of the replacements' stand-ins: test values, good only here.
         fd = os.open(self.dir / "credentials.yml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.core.models import HostFacts, HostRecord, HostState, Transition
+from orchestrator.core.ksc import KscHost, reconcile
+from orchestrator.core.models import HostFacts, HostRecord, HostState, InventoryHost, Transition
 from orchestrator.core.protection import evidence_source
 from orchestrator.store.audit import Verdict
 
@@ -111,10 +112,23 @@ def _audit(verdict: Verdict | None) -> dict[str, Any]:
             "problems": list(verdict.problems)}
 
 
-def report_data(records: list[HostRecord], history: list[Transition],  # noqa: PLR0913, PLR0917 - the store's six readings, passed positionally by the CLI
+def to_retire(records: list[HostRecord], ksc: list[KscHost]) -> list[dict[str, Any]]:
+    """Migrated hosts that KSC still lists with a Kaspersky product: to delete from KSC's
+    managed devices (their agent is gone: KSC would show them lost, not removed). Matched by
+    name (KSC's display or DNS name, or short names): the state keeps no addresses."""
+    hosts = tuple(InventoryHost(r.name, ()) for r in records
+                  if r.state == HostState.MIGRATED)
+    found = reconcile(hosts, [h for h in ksc if h.kaspersky])
+    return [{"host": name, "ksc": entry.name, "group": entry.group,
+             "products": ", ".join(f"{p} {v}".strip() for p, v in entry.kaspersky)}
+            for name, entry in sorted(found.matched.items())]
+
+
+def report_data(records: list[HostRecord], history: list[Transition],  # noqa: PLR0913, PLR0917 - the store's readings, passed positionally by the CLI
                 runs: list[dict[str, object]], approvals: list[dict[str, object]] | None = None,
                 before: dict[str, HostFacts] | None = None,
-                audit_verdict: Verdict | None = None) -> dict[str, Any]:
+                audit_verdict: Verdict | None = None,
+                ksc: list[KscHost] | None = None) -> dict[str, Any]:
     """The evidence: per host before and after, transitions with operator, BOD 17-01 counts."""
     counts: dict[str, int] = {}
     for r in records:
@@ -135,5 +149,9 @@ def report_data(records: list[HostRecord], history: list[Transition],  # noqa: P
         "no_protection": [r.name for r in records
                           if r.state == HostState.CLEAN and not r.protected_by],
         "by_protection": _by_protection(records),
+        # Kaspersky Security Center: migrated hosts it still manages (when its list was
+        # imported: `avmigrate ksc import`).
+        "ksc_imported": ksc is not None and bool(ksc),
+        "ksc_retire": to_retire(records, ksc or []),
         "audit": _audit(audit_verdict),
     }

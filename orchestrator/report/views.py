@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from orchestrator.core.catalogue import Catalogue
+from orchestrator.core.catalogue import Catalogue, platform_of
 from orchestrator.core.facts import preflight_checker, signature_date
+from orchestrator.core.ksc import KscHost, reconcile
 from orchestrator.core.models import (
     BannedFinding,
     HostFacts,
@@ -131,6 +132,18 @@ def _no_protection(record: HostRecord, catalogue: Catalogue, replacement: str) -
 
 
 NO_PROTECTION = "no protection"
+REBOOT = "reboot"
+
+
+def _reboot_note(facts: HostFacts, catalogue: Catalogue) -> str | None:
+    """The note of a host whose banned products' removal may complete only at a reboot."""
+    products = [b.product for b in facts.banned]
+    if not catalogue.reboot_after_removal(products, platform_of(facts.os_family)):
+        return None
+    return (f"{REBOOT}: removing {', '.join(products)} may complete only at the next reboot "
+            "(msiexec 3010); the host holds a budget slot until it is proven after that "
+            "reboot, done in its maintenance window (or by its administrator, policy "
+            "reboot: never)")
 
 
 def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement: str,
@@ -141,6 +154,7 @@ def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement:
     fixed_strategy = strategy if strategy != Strategy.AUTO else None
     problems_of = preflight_checker(catalogue, replacement)
     state_text = {s: s.value for s in HostState}  # Enum's .value is a slow descriptor
+    reboots: dict[tuple[tuple[BannedFinding, ...], str], str | None] = {}
     # A line without risks is the same object for every host it fits: as cheap as a tuple
     # for 100,000 hosts (an object each would cost ten times the time).
     riskless: dict[tuple[_Derived, str, str], HostLine] = {}
@@ -150,6 +164,12 @@ def host_lines(records: Iterable[HostRecord], catalogue: Catalogue, replacement:
         if facts is not None:
             derived = findings_of(facts)
             risks = problems_of(facts) or _NO_RISKS
+            key_ = (facts.banned, facts.os_family)
+            if key_ not in reboots:
+                reboots[key_] = _reboot_note(facts, catalogue)
+            if (note := reboots[key_]) is not None and r.state not in (
+                    HostState.MIGRATED, HostState.CLEAN):
+                risks = [*risks, note]
         else:
             derived, risks = _UNKNOWN, _NO_RISKS
         if r.state == HostState.UNREACHABLE:
@@ -311,16 +331,57 @@ def _by_replacement(plan: Plan, rows: dict[str, PlanRow], catalogue: Catalogue
             for rid, c in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))]
 
 
+def _reboots(plan: Plan, rows: dict[str, PlanRow], mode: str) -> list[dict[str, Any]]:
+    """Per wave, its hosts whose removal may need a reboot, and when that reboot happens."""
+    schedule = {w["wave"]: w for w in plan.estimate.get("waves", [])}
+    found = []
+    for w in plan.waves:
+        hosts = [h for h in w.hosts if h in rows and f"{REBOOT}: " in rows[h].risks]
+        if not hosts:
+            continue
+        est = schedule.get(w.number, {})
+        when = ("by their administrators after the removal (policy reboot: never)"
+                if mode == "never" else
+                f"in the maintenance window ({est.get('window_text', 'any time')}) during "
+                "the wave, right after the removal")
+        found.append({"wave": "Canary wave" if w.is_canary else f"Wave {w.number}",
+                      "hosts": hosts, "start": est.get("start"), "when": when})
+    return found
+
+
 def _risk_counts(risks: list[dict[str, str]]) -> list[tuple[str, int]]:
     """Hosts per kind of risk (a host counted once per kind)."""
     kinds = collections.Counter(k for _, k in {(r["host"], r["kind"]) for r in risks})
     return sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
-              catalogue: Catalogue, known: HostLines | None = None) -> dict[str, Any]:
+def ksc_view(inventory: Inventory, ksc: list[KscHost],
+             imported: tuple[str, str, float, int] | None) -> dict[str, Any] | None:
+    """Kaspersky Security Center's list against the inventory, for the plan page: hosts KSC
+    manages with a Kaspersky product that the inventory lacks, inventory hosts KSC does not
+    know, and what KSC says of each host it shares with the inventory."""
+    if imported is None:
+        return None
+    found = reconcile(inventory.hosts, ksc)
+    source, operator, at, count = imported
+    return {
+        "source": source, "operator": operator, "at": at, "hosts": count,
+        "with_kaspersky": sum(1 for h in ksc if h.kaspersky),
+        "unknown": found.unknown, "unmanaged": found.unmanaged,
+        "matched": [{"host": name, "ksc": entry.name, "group": entry.group,
+                     "last_seen": entry.last_seen,
+                     "products": ", ".join(f"{p} {v}".strip() for p, v in entry.kaspersky)
+                     or "no Kaspersky product"}
+                    for name, entry in found.matched.items()],
+    }
+
+
+def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,  # noqa: PLR0913, PLR0917 - a plan's parts
+              catalogue: Catalogue, known: HostLines | None = None,
+              ksc: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the plan templates show, computed once (the templates only lay it out).
-    `known`: the host lines from `host_lines`, if already computed for this plan."""
+    `known`: the host lines from `host_lines`, if already computed for this plan; `ksc`:
+    KSC's list reconciled with the inventory (`ksc_view`)."""
     policy = policy_from_plan(plan)
     made = datetime.fromtimestamp(plan.created_at, UTC)
     if known is None or (known.made, known.replacement, known.strategy) != (
@@ -346,6 +407,8 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory,
         "risks": risks,
         "risk_counts": _risk_counts(risks),
         "no_protection": [r for r in risks if r["kind"] == NO_PROTECTION],
+        "reboots": _reboots(plan, rows, policy.reboot),
+        "ksc": ksc,
         "by_replacement": _by_replacement(plan, rows, catalogue),
         "deadline": plan.estimate.get("deadline", {}),
         "durations": plan.estimate.get("durations", {}),

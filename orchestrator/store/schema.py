@@ -174,6 +174,21 @@ _MIGRATIONS: tuple[Migration, ...] = (
     Migration("0008_host_replacement", """
         ALTER TABLE hosts ADD COLUMN replacement TEXT;
     """),
+    # Kaspersky Security Center's list of the hosts it manages (issue 16): the last import
+    # replaces the one before; the plan and the evidence reconcile it with the inventory.
+    Migration("0009_ksc_hosts", """
+        CREATE TABLE ksc_hosts (
+            name {name} PRIMARY KEY,
+            entry TEXT NOT NULL
+        );
+        CREATE TABLE ksc_import (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            source TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            at {real} NOT NULL,
+            hosts {bigint} NOT NULL
+        );
+    """),
 )
 
 

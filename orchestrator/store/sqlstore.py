@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from orchestrator.core import procs
+from orchestrator.core.ksc import KscHost
 from orchestrator.core.models import (
     HostFacts,
     HostRecord,
@@ -24,6 +25,7 @@ from orchestrator.store.approvals import Approvals
 from orchestrator.store.budget import Budgets
 from orchestrator.store.database import Database, Dialect
 from orchestrator.store.hosts import Hosts
+from orchestrator.store.ksc import KscList
 from orchestrator.store.operators import Fence, Leases
 from orchestrator.store.records import Budget, Lease, LeaseHolder, Move
 from orchestrator.store.runs import Runs
@@ -42,6 +44,7 @@ class SqlStore:
         self._hosts = Hosts(self._fence, self._budgets)
         self._runs = Runs(self._fence)
         self._approvals = Approvals(self._database)
+        self._ksc = KscList(self._database)
         self._leases = Leases(self._database, self._fence, alive)
         self._database.migrate()
 
@@ -180,6 +183,16 @@ class SqlStore:
 
     def all_approvals(self) -> list[dict[str, object]]:
         return self._approvals.all()
+
+    # ---- Kaspersky Security Center's list ----------------------------------------------------
+    def replace_ksc_hosts(self, hosts: list[KscHost], source: str, operator: str) -> None:
+        self._ksc.replace(hosts, source, operator)
+
+    def ksc_hosts(self) -> list[KscHost]:
+        return self._ksc.hosts()
+
+    def ksc_import(self) -> tuple[str, str, float, int] | None:
+        return self._ksc.source()
 
     def audit_entries(self) -> list[audit.Entry]:
         return audit.entries(self.db)

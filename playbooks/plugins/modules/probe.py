@@ -12,7 +12,8 @@ description:
     free space, and package manager health for the products named in the arguments.
   - Never changes the host; supports check mode.
   - On Debian reads dpkg and apt; on the RHEL family (RHEL, Rocky, Alma, CentOS, Fedora,
-    Oracle Linux) rpm and dnf. probe.ps1 is its Windows twin (same report).
+    Oracle Linux) rpm and dnf. win_probe (win_probe.ps1) is its Windows twin (same report);
+    the probe action plugin picks it on a PowerShell host.
 options:
   banned:
     description: Catalogue entries of the banned products, by id (their C(detect) part is used).
@@ -250,7 +251,7 @@ def main():
         "apt_holds": on_hold,
         "apt_proxies": proxies,
         "booted_at": booted_at(),
-        # Linux removals never wait for a boot (probe.ps1 reads it on Windows).
+        # Linux removals never wait for a boot (win_probe.ps1 reads it on Windows).
         "removal_pending_reboot": False,
         "rpmdb_problem": rpmdb,
         "dnf_versionlocks": locked,

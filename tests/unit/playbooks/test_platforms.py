@@ -137,7 +137,7 @@ def test_msiexec_properties_carry_the_password_as_the_catalogue_says() -> None:
     assert msi.msi_properties(agent, "Ab1") == 'KLUNINSTPASSWD="410062003100"'
 
 
-# Get-ItemProperty of the Uninstall keys, as probe.ps1 returns the matching ones (both views).
+# Get-ItemProperty of the Uninstall keys, as win_probe.ps1 returns the matching ones (both views).
 UNINSTALL = [
     {"DisplayName": "Kaspersky Endpoint Security for Windows", "DisplayVersion": "12.6.0.438",
      "PSChildName": "{C9EF800D-54AA-4F60-AB96-5A3966550F53}", "Publisher": "AO Kaspersky Lab"},

@@ -1,10 +1,10 @@
 #!powershell
 
-# avmigrate.migration.probe on Windows (Ansible picks this file for a PowerShell host; the
-# documentation is probe.py's). Reads, in one pass and without changing anything, what the
-# orchestrator needs: the Uninstall keys matching the banned products' DisplayName patterns
-# (both registry views), services, paths, processes, free space, and whether Windows
-# Installer is busy or a reboot is pending. The orchestrator interprets the report, which
+# avmigrate.migration.win_probe: avmigrate.migration.probe on Windows (the probe action
+# plugin runs it on a PowerShell host; documentation in win_probe.py). Reads, in one pass and
+# without changing anything, what the orchestrator needs: the Uninstall keys matching the
+# banned products' DisplayName patterns (both registry views), services, paths, processes,
+# free space, and whether Windows Installer is busy or a reboot is pending. The orchestrator interprets the report, which
 # has probe.py's shape. Checked by ansible-lint and syntax only: not yet run on a Windows host.
 
 #AnsibleRequires -CSharpUtil Ansible.Basic

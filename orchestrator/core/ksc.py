@@ -1,0 +1,88 @@
+"""Kaspersky Security Center as the list of record: the hosts it manages, reconciled with the
+inventory. Pure: the report's parsing is inputs/ksc.py, the API adapter inputs/kscapi.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.models import InventoryHost
+
+# What names a product of Kaspersky's in KSC's lists (its own products: KES, KESL, the agent).
+KASPERSKY = "kaspersky"
+
+
+@dataclass(frozen=True, slots=True)
+class KscHost:
+    """One host as Kaspersky Security Center lists it."""
+
+    name: str  # its display name in KSC (KLHST_WKS_DN)
+    dns_name: str = ""  # its DNS name or FQDN
+    ip: str = ""
+    group: str = ""  # its administration group
+    last_seen: float | None = None  # last visible to the Administration Server (epoch s)
+    products: tuple[tuple[str, str], ...] = ()  # (product, version)
+
+    @property
+    def kaspersky(self) -> tuple[tuple[str, str], ...]:
+        """Its Kaspersky products (by name)."""
+        return tuple(p for p in self.products if KASPERSKY in p[0].lower())
+
+    def keys(self) -> set[str]:
+        """The names it may go by in an inventory: display name, DNS name, IP, short names."""
+        return _keys(self.name, self.dns_name, self.ip)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dns_name": self.dns_name, "ip": self.ip,
+                "group": self.group, "last_seen": self.last_seen,
+                "products": [list(p) for p in self.products]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KscHost:
+        seen = data.get("last_seen")
+        return cls(str(data["name"]), str(data.get("dns_name") or ""),
+                   str(data.get("ip") or ""), str(data.get("group") or ""),
+                   float(seen) if isinstance(seen, int | float) else None,
+                   tuple((str(p[0]), str(p[1])) for p in data.get("products") or ()))
+
+
+def _keys(*names: str) -> set[str]:
+    found = set()
+    for raw in names:
+        name = raw.strip().lower().rstrip(".")
+        if not name:
+            continue
+        found.add(name)
+        if not name.replace(".", "").isdigit():  # a host name, not an IP: its short name too
+            found.add(name.split(".", 1)[0])
+    return found
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """KSC's list against the inventory."""
+
+    matched: dict[str, KscHost]  # inventory host -> its KSC entry
+    unknown: list[KscHost]  # in KSC with a Kaspersky product, not in the inventory
+    unmanaged: list[str]  # in the inventory, not in KSC
+    without_kaspersky: list[KscHost]  # in KSC, not in the inventory, no Kaspersky product
+
+
+def reconcile(inventory: tuple[InventoryHost, ...], ksc: list[KscHost]) -> Reconciled:
+    """Which KSC host is which inventory host: by inventory name or ansible_host against
+    KSC's display name, DNS name or IP (and short names), case-insensitive."""
+    by_key: dict[str, str] = {}
+    for host in inventory:
+        for key in _keys(host.name, str(host.address)):
+            by_key.setdefault(key, host.name)
+    matched: dict[str, KscHost] = {}
+    unknown: list[KscHost] = []
+    others: list[KscHost] = []
+    for entry in ksc:
+        name = next((by_key[k] for k in sorted(entry.keys()) if k in by_key), None)
+        if name is not None and name not in matched:
+            matched[name] = entry
+        elif name is None:
+            (unknown if entry.kaspersky else others).append(entry)
+    unmanaged = [h.name for h in inventory if h.name not in matched]
+    return Reconciled(matched, unknown, unmanaged, others)
