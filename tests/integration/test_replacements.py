@@ -77,6 +77,29 @@ def quarantines_eicar(info: LabInfo, host: LabHost) -> str | None:
     return None
 
 
+def ksc_reconciled(page: str, hosts: dict[str, LabHost]) -> None:
+    """The plan reconciles KSC's list with the inventory: KSC's Windows workstations are not
+    in it; the bare host (no Network Agent) is not in KSC; each agent host's versions."""
+    ksc = page.split("## Kaspersky Security Center", 1)[1].split("## Waves", 1)[0]
+    assert "**3 host(s) that KSC manages with a Kaspersky product are not in the inventory**" \
+        in ksc, ksc
+    assert "| FIN-WS-044 |" in ksc and "| HR-LT-017 |" in ksc and "| KIOSK-02 |" in ksc
+    assert f"KSC does not know: {hosts['bare'].name}." in ksc, ksc
+    assert (f"| {hosts['workstation'].name} | {hosts['workstation'].name} | "
+            "Linux/workstations | Kaspersky Endpoint Security 12.1 for Linux 12.1.0.1297, "
+            "Kaspersky Security Center Network Agent 14.2.0.26967 |") in ksc, ksc
+
+
+def ksc_retired(report: str, hosts: dict[str, LabHost]) -> None:
+    """The evidence names the migrated hosts KSC still lists: to retire from KSC."""
+    retire = report.split("## To retire from Kaspersky Security Center", 1)[1].split(
+        "## Hosts", 1)[0]
+    for profile in ("workstation", "server", "dmz"):
+        assert f"| {hosts[profile].name} | {hosts[profile].name} |" in retire, retire
+    for profile in ("workstation_offline", "dmz_rfm", "bare"):
+        assert f"| {hosts[profile].name} |" not in retire, retire
+
+
 def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
         lab: LabInfo, tmp_path: Path) -> None:
     hosts = by_profile(lab)
@@ -93,16 +116,7 @@ def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
     assert "| Microsoft Defender for Endpoint (`mde`) | 4 | 4 |" in page, page
     assert "| ClamAV (`clamav`) | 1 | 1 |" in page and "(`falcon`) | 2 | 2 |" in page, page
     assert "**1 host(s) have no antivirus at all**" in page and hosts["bare"].name in page
-    # Reconciled with the inventory: KSC's Windows workstations are not in it; the bare
-    # host (no Network Agent) is not in KSC; each agent host's version as KSC has it.
-    ksc = page.split("## Kaspersky Security Center", 1)[1].split("## Waves", 1)[0]
-    assert "**3 host(s) that KSC manages with a Kaspersky product are not in the inventory**" \
-        in ksc, ksc
-    assert "| FIN-WS-044 |" in ksc and "| HR-LT-017 |" in ksc and "| KIOSK-02 |" in ksc
-    assert f"KSC does not know: {hosts['bare'].name}." in ksc, ksc
-    assert (f"| {hosts['workstation'].name} | {hosts['workstation'].name} | "
-            "Linux/workstations | Kaspersky Endpoint Security 12.1 for Linux 12.1.0.1297, "
-            "Kaspersky Security Center Network Agent 14.2.0.26967 |") in ksc, ksc
+    ksc_reconciled(page, hosts)
 
     with Sampler(Lab(LAB), lab) as sampler:
         ran = avmigrate(lab, tmp_path, "run", "-i", lab.inventory, "--plan",
@@ -148,14 +162,7 @@ def test_a_mixed_fleet_moves_to_three_replacements_and_failures_keep_kesl(
         out = sh(lab, host, "systemctl is-active kesl.service; dpkg-query -W kesl")
         assert out.startswith("active") and "12.1.0.1297" in out, (host.name, out)
     assert "healthy is false" in states[hosts["workstation_expired"].name]["reason"]
-    # The evidence names the migrated hosts KSC still lists: to retire from KSC.
-    made = avmigrate(lab, tmp_path, "report", "--format", "md")
-    retire = made.stdout.split("## To retire from Kaspersky Security Center", 1)[1].split(
-        "## Hosts", 1)[0]
-    for profile in ("workstation", "server", "dmz"):
-        assert f"| {hosts[profile].name} | {hosts[profile].name} |" in retire, retire
-    for profile in ("workstation_offline", "dmz_rfm", "bare"):
-        assert f"| {hosts[profile].name} |" not in retire, retire
+    ksc_retired(avmigrate(lab, tmp_path, "report", "--format", "md").stdout, hosts)
     assert "product expired" in sh(lab, hosts["workstation_expired"],
                                    "mdatp health --field health_issues")
     assert "licensed=false" in sh(lab, hosts["workstation_offline"],
