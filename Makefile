@@ -23,6 +23,8 @@ demo: deps venv
 	mkdir -p demo
 	rm -f $(STATE) $(STATE)-wal $(STATE)-shm
 	$(BIN)/avmigrate --state $(STATE) discover -i $(LAB_ROOT)/$(LAB)/inventory.yml --policy $(POLICY)
+	# KSC's list of the hosts it manages (the report a KSC managing the lab would export)
+	$(BIN)/avmigrate --state $(STATE) ksc import $(LAB_ROOT)/$(LAB)/ksc-hosts.csv
 	$(BIN)/avmigrate --state $(STATE) $(CREDS) plan -i $(LAB_ROOT)/$(LAB)/inventory.yml --no-discover --check --policy $(POLICY) --out demo/plan
 	$(PY) -m tests.browser demo/plan/plan.html demo/plan/plan.png
 	# exit 4: the lab's offline MDE host and its Falcon host in reduced functionality mode fail
