@@ -97,20 +97,32 @@ def choose(inv: inventory.Inventory, cat: Catalogue, target: Target,
 
 
 def require_enrolment(ws: Workspace, cat: Catalogue, choice: choice_mod.Choice,
-                      names: Iterable[str]) -> None:
+                      inv: inventory.Inventory, names: Iterable[str]) -> None:
     """Refuse, before anything starts, a run whose hosts' replacements need an enrolment
-    credential the credentials file does not hold."""
-    needed = {rid: secret for rid in choice.counts(names)
-              if (secret := cat.enrol_secret(rid)) is not None}
+    credential the credentials file does not hold (each host's on its platform: Defender's
+    Windows onboarding script is not its Linux onboarding file)."""
+    from orchestrator.core.catalogue import inventory_platform, platform_of  # noqa: PLC0415
+
+    facts = {r.name: r.facts for r in ws.store().all() if r.facts is not None}
+    needed: dict[str, tuple[str, str]] = {}
+    for name in names:
+        rid = choice.of(name)
+        found = facts.get(name)
+        platform = ((platform_of(found.os_family) if found is not None else "")
+                    or inventory_platform(inv.get(name).vars))
+        if (secret := cat.enrol_secret(rid, platform)) is not None:
+            needed.setdefault(secret, (rid, platform))
     if not needed:
         return
     have = set(ws.secrets().values)
-    for rid, secret in sorted(needed.items()):
+    for secret, (rid, platform) in sorted(needed.items()):
         if secret not in have:
-            what = cat.replacements[rid]["enrol"].get("what", "its enrolment secret")
+            entry = cat.entry("replacements", rid, platform)
+            what = entry["enrol"].get("what", "its enrolment secret")
             where = (f"the credentials file {ws.settings.credentials}"
                      if ws.settings.credentials else "a credentials file (--credentials)")
-            raise UsageError(f"{cat.replacements[rid]['name']} needs the credential {secret} "
+            on = f" on {platform}" if platform else ""
+            raise UsageError(f"{entry['name']}{on} needs the credential {secret} "
                              f"({what}): add it to {where}")
 
 

@@ -326,7 +326,7 @@ class Engine:
         record = self.record(name)
         if record.facts is not None and record.facts.banned:
             return [b.product for b in record.facts.banned]
-        return list(self.catalogue.banned)
+        return list(self.catalogue.banned_on(self.platform(name)))
 
     def proof_problem(self, result: StepResult, beside: bool = False) -> str | None:
         """Why a verification result does not prove the replacement protects (`beside`:

@@ -28,31 +28,47 @@ def proof_text(verify: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def strategy_steps(catalogue: Catalogue, replacement: str | list[str], policy: Policy
-                   ) -> dict[str, list[str]]:
+def strategy_steps(catalogue: Catalogue, replacement: str | list[str], policy: Policy,
+                   platforms: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
     """What a wave does to a host, step by step, in the words of the catalogue's data; for
-    several replacements, their steps each."""
+    several replacements, their steps each; per platform where hosts of other platforms than
+    Debian get them (`platforms`: replacement -> the platforms of its hosts)."""
     rids = [replacement] if isinstance(replacement, str) else replacement
     out: dict[str, list[str]] = {}
     for rid in rids:
         name = catalogue.replacements[rid]["name"]
-        for strategy, steps in _steps(catalogue, rid, policy).items():
-            out[strategy if len(rids) == 1 else f"{strategy} to {name}"] = steps
+        for platform in sorted((platforms or {}).get(rid) or {"debian"}):
+            on = "" if platform == "debian" else f" on {platform}"
+            for strategy, steps in _steps(catalogue, rid, policy, platform).items():
+                out[strategy + on if len(rids) == 1 else f"{strategy} to {name}{on}"] = steps
     return out
 
 
-def _steps(catalogue: Catalogue, replacement: str, policy: Policy) -> dict[str, list[str]]:
-    repl = catalogue.replacement(replacement)
+def _removal(catalogue: Catalogue, platform: str) -> str:
+    banned = catalogue.banned_on(platform)
+    if platform == "windows":
+        return (f"Remove the banned products ({', '.join(b['name'] for b in banned.values())}"
+                ", in that order) with msiexec /x, each build's product code read from its "
+                "Uninstall key, the uninstall passwords from the credentials (never logged); "
+                "a removal that completes only at the next reboot keeps the host's slot until "
+                "it has been rebooted in its maintenance window and proven again.")
+    services = sorted({s for b in banned.values() for s in b["remove"]["services"]})
+    packages = sorted({p for b in banned.values() for p in b["remove"]["packages"]})
+    how = "remove the RPMs" if platform == "redhat" else "purge"
+    return (f"Remove the banned product: stop {', '.join(services)}; {how} "
+            f"{', '.join(packages)}; delete the leftovers the packages leave.")
+
+
+def _steps(catalogue: Catalogue, replacement: str, policy: Policy, platform: str = "debian"
+           ) -> dict[str, list[str]]:
+    repl = catalogue.replacement(replacement, platform)
     space = ", ".join(f"{mb} MiB at {path}" for path, mb in
                       repl.get("requirements", {}).get("free_mb", {}).items()) or "none"
-    services = sorted({s for b in catalogue.banned.values() for s in b["remove"]["services"]})
-    packages = sorted({p for b in catalogue.banned.values() for p in b["remove"]["packages"]})
     preflight = (f"Preflight, read-only: free space ({space}), a healthy package manager, the "
                  "internal repository and the signature source answer. A host that fails is "
                  "left exactly as it is.")
     proof = f"Verify by {repl['name']}'s own evidence: {proof_text(repl['verify'])}."
-    remove = (f"Remove the banned product: stop {', '.join(services)}; purge "
-              f"{', '.join(packages)}; delete the leftovers the packages leave.")
+    remove = _removal(catalogue, platform)
     budgeted_removal = (
         f"At most {policy.max_unprotected} host(s) at a time, over the whole fleet (the "
         "protection budget): record the intent, which takes a slot of the budget, then "
@@ -61,10 +77,11 @@ def _steps(catalogue: Catalogue, replacement: str, policy: Policy) -> dict[str, 
              f"{repl['enrol'].get('what', 'from --credentials')}; never logged)"
              if repl.get("enrol") else "")
     steps: dict[str, list[str]] = {}
-    if catalogue.proven_beside(replacement) and not catalogue.passive(replacement):
+    packages = ", ".join(repl["packages"]) or "part of the system"
+    if catalogue.proven_beside(replacement, platform) and not catalogue.passive(replacement):
         steps[Strategy.MAKE_BEFORE_BREAK] = [
             preflight,
-            f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
+            f"Record the intent, then install {repl['name']} ({packages}) "
             f"from the internal repository{enrol}, beside the banned product.",
             f"Prove its health beside the banned product ({proof_text(repl['verify_beside'])})"
             " while the banned product is seen running: its own on-access scanning could be "
@@ -80,7 +97,7 @@ def _steps(catalogue: Catalogue, replacement: str, policy: Policy) -> dict[str, 
         passive = repl["verify_beside"]
         steps[Strategy.MAKE_BEFORE_BREAK] = [
             preflight,
-            f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
+            f"Record the intent, then install {repl['name']} ({packages}) "
             f"from the internal repository{enrol}, in passive mode beside the banned "
             f"product ({', '.join(repl['passive_beside'])}: active beside it is unsupported).",
             f"Prove it healthy in passive mode ({proof_text(passive)}) while the banned "
@@ -95,14 +112,14 @@ def _steps(catalogue: Catalogue, replacement: str, policy: Policy) -> dict[str, 
     else:
         steps[Strategy.MAKE_BEFORE_BREAK] = [
             preflight,
-            f"Record the intent, then install {repl['name']} ({', '.join(repl['packages'])}) "
+            f"Record the intent, then install {repl['name']} ({packages}) "
             f"from the internal repository{enrol}, beside the banned product.",
             proof + " Recorded as verified. The banned product is still running.",
             budgeted_removal,
             "Verify again, and that nothing of the banned product remains. Recorded as "
             "migrated; the slot is given back. The replacement ran throughout: gap zero.",
         ]
-    if catalogue.supports(replacement, Strategy.SWAP):
+    if catalogue.supports(replacement, Strategy.SWAP, platform):
         steps[Strategy.SWAP] = [
             preflight,
             f"Stage {repl['name']}'s packages and signatures on the host and prove the "

@@ -349,6 +349,20 @@ def _reboots(plan: Plan, rows: dict[str, PlanRow], mode: str) -> list[dict[str, 
     return found
 
 
+def _platforms(plan: Plan, rows: dict[str, PlanRow], records: dict[str, HostRecord]
+               ) -> dict[str, set[str]]:
+    """Per replacement, the platforms of the planned hosts that get it (Debian's when not
+    known yet)."""
+    found: dict[str, set[str]] = collections.defaultdict(set)
+    for name in plan.hosts:
+        record = records.get(name)
+        facts = record.facts if record is not None else None
+        platform = (platform_of(facts.os_family) if facts is not None else "") or "debian"
+        if name in rows:
+            found[rows[name].replacement].add(platform)
+    return dict(found)
+
+
 def _risk_counts(risks: list[dict[str, str]]) -> list[tuple[str, int]]:
     """Hosts per kind of risk (a host counted once per kind)."""
     kinds = collections.Counter(k for _, k in {(r["host"], r["kind"]) for r in risks})
@@ -416,6 +430,7 @@ def plan_view(plan: Plan, records: dict[str, HostRecord], inventory: Inventory, 
         "budget": plan.estimate.get("budget", {}),
         "timeline_svg": timeline.render(plan.estimate, blackouts),
         "steps": strategy_steps(catalogue, sorted({plan.replacement,
-                                                   *plan.replacements.values()}), policy),
+                                                   *plan.replacements.values()}), policy,
+                                _platforms(plan, rows, records)),
         "checks": plan.checks,
     }

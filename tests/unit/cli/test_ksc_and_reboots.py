@@ -77,6 +77,11 @@ def test_ksc_import_reconciles_in_the_plan_and_reboots_are_planned(tmp_path: Pat
     assert "maintenance window" in reboots
     html = (out / "plan.html").read_text()
     assert 'id="ksc-unknown-hosts"' in html and 'id="reboots"' in html
+    # What a wave does, per platform: Windows hosts' steps are Windows'.
+    windows = page.split("### make-before-break on windows", 1)[1].split("###", 1)[0]
+    assert "msiexec /x" in windows and "AMRunningMode" in windows, windows
+    debian = page.split("### make-before-break\n", 1)[1].split("###", 1)[0]
+    assert "purge kesl" in debian and "msiexec" not in debian, debian
     # The report lists migrated hosts to retire from KSC (none migrated yet: none listed).
     made = runner.invoke(cli, ["--state", str(state), "report", "--format", "md"])
     assert made.exit_code == 0, made.output
