@@ -35,7 +35,7 @@ else:
 STATUS_TABLE_MAX = 100  # above this many hosts, `status` gives counts and what needs attention
 ATTENTION = (HostState.UNPROTECTED, HostState.INSTALL_FAILED, HostState.REMOVE_FAILED,
              HostState.INTERRUPTED, HostState.INSTALLING, HostState.STAGING,
-             HostState.REMOVING, HostState.SWAPPING)
+             HostState.REMOVING, HostState.SWAPPING, HostState.REBOOT_PENDING)
 
 
 def records_of(store: SqlStore, names: Iterable[str] | None = None) -> list[HostRecord]:

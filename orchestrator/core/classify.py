@@ -59,8 +59,8 @@ def settle(  # noqa: PLR0913, PLR0917 - a probe's findings, as the engine and te
                        "its slot until it has rebooted and its replacement is proven", None)
     if prior.state == HostState.REBOOT_PENDING and not rebooted_since(prior, facts):
         return Settled(HostState.REBOOT_PENDING,
-                       f"{prior.reason} (re-probed: not rebooted since; it keeps its slot "
-                       "until it has rebooted and its replacement is proven)", None)
+                       "reboot pending: re-probed, not rebooted since its removal; it keeps "
+                       "its slot until it has rebooted and its replacement is proven", None)
     if (prior.state == HostState.INSTALL_FAILED and not prior.protected_by and not facts.banned
             and not verified):
         # Never protected by evidence (it had no antivirus at all, protect_unprotected tried

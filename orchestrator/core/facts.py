@@ -82,7 +82,10 @@ def parse_discovery(report: dict[str, Any], catalogue: Catalogue, replacement: s
         distribution=str(report.get("distribution", "")),
         distribution_version=str(report.get("distribution_version", "")),
         banned=tuple(found),
-        replacement_installed=all(p in packages for p in repl["packages"]),
+        # A replacement without packages (Defender: part of Windows) is there once its
+        # services run (onboarded), not merely because it has nothing to install.
+        replacement_installed=(all(p in packages for p in repl["packages"]) if repl["packages"]
+                               else all(s in running for s in repl["services"])),
         replacement_active=all(s in running for s in repl["services"]),
         free_mb=free,
         package_manager_ok=not problems,

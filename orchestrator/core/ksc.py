@@ -46,16 +46,18 @@ class KscHost:
                    tuple((str(p[0]), str(p[1])) for p in data.get("products") or ()))
 
 
+def _exact(*names: str) -> set[str]:
+    return {n.strip().lower().rstrip(".") for n in names if n.strip()}
+
+
+def _short(names: set[str]) -> set[str]:
+    """Short names of host names (not of IP addresses)."""
+    return {n.split(".", 1)[0] for n in names if not n.replace(".", "").isdigit()}
+
+
 def _keys(*names: str) -> set[str]:
-    found = set()
-    for raw in names:
-        name = raw.strip().lower().rstrip(".")
-        if not name:
-            continue
-        found.add(name)
-        if not name.replace(".", "").isdigit():  # a host name, not an IP: its short name too
-            found.add(name.split(".", 1)[0])
-    return found
+    exact = _exact(*names)
+    return exact | _short(exact)
 
 
 @dataclass(frozen=True)
@@ -66,23 +68,45 @@ class Reconciled:
     unknown: list[KscHost]  # in KSC with a Kaspersky product, not in the inventory
     unmanaged: list[str]  # in the inventory, not in KSC
     without_kaspersky: list[KscHost]  # in KSC, not in the inventory, no Kaspersky product
+    # KSC entries that name an inventory host another entry already matched, or that match
+    # several inventory hosts by short name alone: listed, never guessed.
+    ambiguous: list[KscHost]
 
 
 def reconcile(inventory: tuple[InventoryHost, ...], ksc: list[KscHost]) -> Reconciled:
-    """Which KSC host is which inventory host: by inventory name or ansible_host against
-    KSC's display name, DNS name or IP (and short names), case-insensitive."""
-    by_key: dict[str, str] = {}
+    """Which KSC host is which inventory host: by inventory name or ansible_host against KSC's
+    display name, DNS name or IP, case-insensitive; by short name only where that short name
+    is one inventory host's alone."""
+    exact: dict[str, str] = {}
+    short: dict[str, set[str]] = {}
     for host in inventory:
-        for key in _keys(host.name, str(host.address)):
-            by_key.setdefault(key, host.name)
+        names = _exact(host.name, str(host.address))
+        for key in names:
+            exact.setdefault(key, host.name)
+        for key in _short(names):
+            short.setdefault(key, set()).add(host.name)
     matched: dict[str, KscHost] = {}
     unknown: list[KscHost] = []
     others: list[KscHost] = []
+    ambiguous: list[KscHost] = []
     for entry in ksc:
-        name = next((by_key[k] for k in sorted(entry.keys()) if k in by_key), None)
-        if name is not None and name not in matched:
-            matched[name] = entry
-        elif name is None:
+        full = _exact(entry.name, entry.dns_name, entry.ip)
+        hits = {exact[k] for k in full if k in exact}
+        if not hits:
+            by_short = set().union(*(short.get(k, set()) for k in _short(full)))
+            if len(by_short) > 1:
+                ambiguous.append(entry)
+                continue
+            hits = by_short
+        if len(hits) > 1:
+            ambiguous.append(entry)
+        elif hits:
+            name = next(iter(hits))
+            if name in matched:
+                ambiguous.append(entry)
+            else:
+                matched[name] = entry
+        else:
             (unknown if entry.kaspersky else others).append(entry)
     unmanaged = [h.name for h in inventory if h.name not in matched]
-    return Reconciled(matched, unknown, unmanaged, others)
+    return Reconciled(matched, unknown, unmanaged, others, ambiguous)

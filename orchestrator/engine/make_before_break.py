@@ -154,7 +154,9 @@ class MakeBeforeBreak:
             else:
                 engine.move(n, HostState.REBOOT_PENDING,
                             f"reboot pending, not done now: {why}; it keeps its slot")
-        done = engine.reach("reboot", "reboot.yml", now)
+        # One attempt: the reboot modules wait for the host to come back themselves, and a
+        # retry could reboot it after its window has closed. A failure waits for a later run.
+        done = engine.step("reboot", "reboot.yml", now)
         rebooted = []
         for n in now:
             if n in engine.settled:

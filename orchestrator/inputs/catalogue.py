@@ -25,7 +25,7 @@ _REPL_KEYS = {"name", "vendor", "platforms", "role", "coexists_with", "passive_b
 _BANNED_PLATFORM_KEYS = {"name", "detect", "remove"}
 _REPL_PLATFORM_KEYS = {"name", "role", "strategies", "enrol", "packages", "services",
                        "requirements", "verify", "verify_beside", "sha256"}
-_REBOOT = ("never", "may", "always")
+_REBOOT = ("never", "may")
 _VERIFY_KEYS = {"service", "health", "signatures", "max_signature_age_days", "expires",
                 "detection"}
 _DETECTION_KEYS = {"method", "input", "command", "detected_rc", "detected_text", "wait_s",

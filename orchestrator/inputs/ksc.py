@@ -65,12 +65,12 @@ def _when(value: Any) -> float | None:
     if isinstance(value, dict):  # the Open API's typed value: {"type": "datetime", ...}
         value = value.get("value")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _plausible(float(value))
     text = str(value or "").strip()
     if not text:
         return None
     if text.isdigit():
-        return float(text)
+        return _plausible(float(text))
     text = text.replace("Z", "+00:00")
     try:
         found = datetime.fromisoformat(text)
@@ -84,7 +84,18 @@ def _when(value: Any) -> float | None:
                 continue
     if found is None:
         return None
-    return (found if found.tzinfo else found.replace(tzinfo=UTC)).timestamp()
+    return _plausible((found if found.tzinfo else found.replace(tzinfo=UTC)).timestamp())
+
+
+# Last-seen times outside these bounds are not times a KSC could report (epoch milliseconds
+# are taken as such): they are dropped, not stored.
+_EARLIEST, _LATEST = 315532800.0, 4102444800.0  # 1980-01-01, 2100-01-01
+
+
+def _plausible(seconds: float) -> float | None:
+    if seconds > _LATEST * 100:  # milliseconds since the epoch
+        seconds /= 1000
+    return seconds if _EARLIEST <= seconds <= _LATEST else None
 
 
 def _ip(value: Any) -> str:
@@ -109,7 +120,8 @@ def hosts_from_rows(rows: list[dict[str, Any]], source: str) -> list[KscHost]:
     """Merge a report's rows into one KscHost per host, in the report's order."""
     if not rows:
         return []
-    cols = _columns(sorted({k for r in rows for k in r}))
+    # A row with more fields than the header has them under None (csv): they are ignored.
+    cols = _columns(sorted({k for r in rows for k in r if isinstance(k, str)}))
     if "name" not in cols:
         raise UsageError(f"{source}: no column names the host; a KSC hosts report needs one "
                          f"of: {', '.join(a.title() for a in _COLUMNS['name'][:6])}")
@@ -168,11 +180,10 @@ def read_report(path: Path) -> list[KscHost]:
             raise UsageError(f"{path}: a JSON KSC report is a list of hosts (objects), or an "
                              "object with a `hosts` list")
         return hosts_from_rows(rows, str(path))
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    # The delimiter is the header's: KSC writes ';' or ',' by locale, or tabs.
+    header = stripped.splitlines()[0] if stripped else ""
+    delimiter = max(",;\t", key=header.count)
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     rows = [dict(r) for r in reader]
     if not rows:
         raise UsageError(f"{path}: the KSC report lists no host")

@@ -382,6 +382,7 @@ def ksc_view(inventory: Inventory, ksc: list[KscHost],
         "source": source, "operator": operator, "at": at, "hosts": count,
         "with_kaspersky": sum(1 for h in ksc if h.kaspersky),
         "unknown": found.unknown, "unmanaged": found.unmanaged,
+        "ambiguous": found.ambiguous,
         "matched": [{"host": name, "ksc": entry.name, "group": entry.group,
                      "last_seen": entry.last_seen,
                      "products": ", ".join(f"{p} {v}".strip() for p, v in entry.kaspersky)

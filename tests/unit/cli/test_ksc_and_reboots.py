@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from orchestrator.cli.main import cli
 from orchestrator.core import facts as factlib
 from orchestrator.core.models import HostState
+from orchestrator.core.protection import proof_of
 from orchestrator.inputs import catalogue
 from orchestrator.store.sqlite import SqliteStore
 
@@ -46,8 +47,9 @@ def _estate(tmp_path: Path) -> tuple[Path, Path]:
     store.ensure_hosts(names)
     for name, report in zip(names, (WINDOWS, WINDOWS, DEBIAN), strict=True):
         facts = factlib.parse_discovery(report, cat, "mde")
-        store.transition(name, HostState.PENDING, "found", None, facts=facts,
-                         proof="kesl.service running")
+        proof = proof_of(facts, cat, "mde", False)  # KES (AVP.KES.*) or KESL running
+        assert proof, name
+        store.transition(name, HostState.PENDING, "found", None, facts=facts, proof=proof)
     store.close()
     return inv, state
 

@@ -112,7 +112,7 @@ def _mutated(fn: Any) -> dict[str, Any]:
         (lambda d: d["banned"]["kes"]["remove"].pop("secret"),
          "'{secret}' in a property needs remove.secret"),
         (lambda d: d["banned"]["kes"]["remove"].update(reboot="sometimes"),
-         "banned.kes.remove.reboot: must be one of never, may, always"),
+         "banned.kes.remove.reboot: must be one of never, may"),
         (lambda d: d["banned"]["kes"]["remove"].update(leftovers=["C:\\"]),
          "is not a safe absolute path"),
         (lambda d: d["banned"]["kesl"]["on_platform"]["redhat"]["remove"].update(

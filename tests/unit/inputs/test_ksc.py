@@ -92,6 +92,32 @@ def test_reconciliation_by_name_dns_name_or_address() -> None:
     assert [h.name for h in found.unknown] == ["FIN-WS-044"]  # KSC's, not the inventory's
     assert found.unmanaged == ["web-9.corp.example"]  # the inventory's, not KSC's
     assert [h.name for h in found.without_kaspersky] == ["PRINTER-7"]
+    assert found.ambiguous == []
+
+
+def test_reconciliation_never_guesses() -> None:
+    """Full names first; a short name only where one inventory host has it; a second KSC
+    entry for a matched host, or a short name two hosts share, is listed as ambiguous."""
+    inventory = (InventoryHost("web1.a.example", ()), InventoryHost("web1.b.example", ()),
+                 InventoryHost("db7.corp.example", ()))
+    listed = [KscHost("web1", "web1.b.example"), KscHost("WEB1", "web1.a.example"),
+              KscHost("web1", ""), KscHost("DB7"), KscHost("db7", "db7.corp.example")]
+    found = reconcile(inventory, listed)
+    assert {n: e.dns_name for n, e in found.matched.items()} == {
+        "web1.b.example": "web1.b.example", "web1.a.example": "web1.a.example",
+        "db7.corp.example": ""}
+    assert [(h.name, h.dns_name) for h in found.ambiguous] == [("web1", ""),
+                                                             ("db7", "db7.corp.example")]
+    assert found.unmanaged == []
+
+
+def test_ragged_rows_and_implausible_times(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.csv"
+    path.write_text("Device;Last visible\nWS-1;1796026364000;extra;fields\n"
+                    "WS-2;99999999999999999\n")
+    one, two = ksc.read_report(path)
+    assert one.last_seen == 1796026364.0  # epoch milliseconds, taken as such
+    assert two.last_seen is None  # not a time KSC could report: dropped
 
 
 class _Replay(BaseHTTPRequestHandler):

@@ -167,7 +167,7 @@ def test_a_recorded_windows_probe_is_classified() -> None:
     report = {"os_family": "Windows", "platform": "windows",
               "distribution": "Microsoft Windows Server 2022 Standard",
               "distribution_version": "10.0.20348", "packages": {}, "uninstall": UNINSTALL,
-              "services": {"AVP.KES.*": "active", "AVP": "unknown", "klnagent": "active",
+              "services": {"AVP.KES.*": "active", "klnagent": "active",
                            "WinDefend": "active", "Sense": "inactive"},
               "paths": {}, "processes": {"kes": 3, "klnagent": 1}, "info": {},
               "free_mb": {"C:\\": 20480}, "msi_in_progress": False,
