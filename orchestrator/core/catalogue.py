@@ -78,8 +78,6 @@ class Catalogue:
                 "replacements": {rid: self.replacement(rid, platform)
                                  for rid in self.replacements}}
 
-    def platforms(self, rid: str) -> tuple[str, ...]:
-        return tuple(self.replacements[rid].get("platforms", ()))
 
     def part_digests(self) -> dict[str, str]:
         """One digest per product entry, to say what changed since a plan."""

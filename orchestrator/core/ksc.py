@@ -28,9 +28,10 @@ class KscHost:
         """Its Kaspersky products (by name)."""
         return tuple(p for p in self.products if KASPERSKY in p[0].lower())
 
-    def keys(self) -> set[str]:
-        """The names it may go by in an inventory: display name, DNS name, IP, short names."""
-        return _keys(self.name, self.dns_name, self.ip)
+    @property
+    def kaspersky_text(self) -> str:
+        """Its Kaspersky products and versions, as the pages show them."""
+        return ", ".join(f"{p} {v}".strip() for p, v in self.kaspersky)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dns_name": self.dns_name, "ip": self.ip,
@@ -53,11 +54,6 @@ def _exact(*names: str) -> set[str]:
 def _short(names: set[str]) -> set[str]:
     """Short names of host names (not of IP addresses)."""
     return {n.split(".", 1)[0] for n in names if not n.replace(".", "").isdigit()}
-
-
-def _keys(*names: str) -> set[str]:
-    exact = _exact(*names)
-    return exact | _short(exact)
 
 
 @dataclass(frozen=True)

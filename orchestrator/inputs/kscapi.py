@@ -55,8 +55,7 @@ def _products(found: Any) -> list[dict[str, str]]:
 def fetch(url: str, user: str, password: str, verify: bool | str = True) -> list[KscHost]:
     """Every host KSC lists, with its products."""
     api = _client()
-    importlib.import_module("KlAkOAPI.AdmServer")
-    for module in ("HostGroup", "ChunkAccessor"):
+    for module in ("AdmServer", "HostGroup", "ChunkAccessor"):
         importlib.import_module(f"KlAkOAPI.{module}")
     try:
         server = api.AdmServer.KlAkAdmServer.Create(url, user, password, verify=verify)

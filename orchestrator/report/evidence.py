@@ -120,7 +120,7 @@ def to_retire(records: list[HostRecord], ksc: list[KscHost]) -> list[dict[str, A
                   if r.state == HostState.MIGRATED)
     found = reconcile(hosts, [h for h in ksc if h.kaspersky])
     return [{"host": name, "ksc": entry.name, "group": entry.group,
-             "products": ", ".join(f"{p} {v}".strip() for p, v in entry.kaspersky)}
+             "products": entry.kaspersky_text}
             for name, entry in sorted(found.matched.items())]
 
 

@@ -385,7 +385,7 @@ def ksc_view(inventory: Inventory, ksc: list[KscHost],
         "ambiguous": found.ambiguous,
         "matched": [{"host": name, "ksc": entry.name, "group": entry.group,
                      "last_seen": entry.last_seen,
-                     "products": ", ".join(f"{p} {v}".strip() for p, v in entry.kaspersky)
+                     "products": entry.kaspersky_text
                      or "no Kaspersky product"}
                     for name, entry in found.matched.items()],
     }
