@@ -62,7 +62,7 @@ pg-down: venv
 bench: deps venv
 	$(PY) -m compileall -q orchestrator
 	$(PY) -m bench.scale
-	$(PY) -m bench.lab --hosts 24
+	$(PY) -m bench.lab --sizes 8,24 --forks 8
 
 deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make deps needs root (apt-get, mounts, namespaces)"; exit 2; fi

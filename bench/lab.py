@@ -1,27 +1,27 @@
-"""A lab migration by `avmigrate run` against bare `ansible-playbook`, on fresh labs.
+"""avmigrate against the playbook a sysadmin would write by hand, on fresh uniform labs.
 
-    python -m bench.lab [--hosts 24] [--forks 10] [--max-unprotected 4]
+    python -m bench.lab [--sizes 8,24] [--forks 8] [--swap-hosts 8]
 
-1. Lab A (N hosts, KESL 12 and the Network Agent on each): the paramiko sweep against
-   `ansible -m ping` (same hosts, same forks), then `avmigrate run` (make-before-break) as
-   the command line does it, in this process, with every Ansible step it starts recorded.
-2. Lab B, the same fleet fresh: the recorded steps replayed by bare `ansible-playbook`, one
-   invocation per recorded step, same playbooks, inventory, variables, environment and
-   forks, no orchestrator. Both labs are then checked by logging in to every host.
-3. Lab C, fresh: `avmigrate run --strategy swap` for its protection gaps.
-
-Wall time and controller CPU seconds (this process and its children: Ansible) are measured
-around each migration only (not around building the labs). Needs root (the lab).
+For each size: a fresh lab (../shared/anchors/uniform-scenario.yml: every host KESL 12 and
+the Network Agent) migrated by the naive playbook (../shared/anchors/naive-migrate.yml,
+`ansible-playbook -f FORKS`), then another fresh lab of the same size by `avmigrate run`
+(one wave, make-before-break, `--forks FORKS`), each a command of its own. Every host of
+both is then checked from inside (KESL and the agent gone, clamd running and detecting
+EICAR). Printed: controller CPU seconds per migrated host (user + system of the command and
+the children it waits for; avmigrate's count includes its ssh connection masters, reaped by
+its step guard, the naive playbook's does not), wall time, and their ratios against the
+targets. Then a fresh lab migrated by `avmigrate run --strategy swap` (in this process) for
+its protection gaps against the replacement's install time on each host (its install
+module's own figure). The machine's speed (a fixed Python loop) is printed before and after.
+Needs root (the labs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,17 +30,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.models import StepResult
 from orchestrator.execute.executor import RunnerExecutor
-from orchestrator.execute.step import ExecConfig, StepRequest
-from orchestrator.execute.stepfiles import close_masters, dump_unsafe, envvars
-from orchestrator.execute.sweep import sweep
-from orchestrator.inputs import inventory
+from orchestrator.execute.step import StepRequest
 from orchestrator.lab.lab import Lab
 from orchestrator.lab.records import LabInfo
 from orchestrator.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIO = ROOT / "tests" / "integration" / "fleet_kesl.yml"
+ANCHORS = ROOT.parent / "shared" / "anchors"
+SCENARIO = Path(os.environ.get("AVMIGRATE_BENCH_SCENARIO", ANCHORS / "uniform-scenario.yml"))
+NAIVE = Path(os.environ.get("AVMIGRATE_BENCH_NAIVE", ANCHORS / "naive-migrate.yml"))
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
 def cpu_seconds() -> float:
@@ -64,89 +65,114 @@ def _reap() -> None:
 
 
 class Recorder:
-    """Wraps RunnerExecutor.run_step to keep every step's request (and its forks)."""
+    """Wraps RunnerExecutor.run_step to keep every step's results."""
 
     def __init__(self) -> None:
-        self.steps: list[tuple[StepRequest, int]] = []
+        self.results: list[tuple[str, dict[str, StepResult]]] = []
         self._original = RunnerExecutor.run_step
 
     def __enter__(self) -> Recorder:
         recorder = self
 
         def run_step(executor: RunnerExecutor, request: StepRequest, on_result: Any) -> Any:
-            recorder.steps.append((request, executor.config.forks))
-            return recorder._original(executor, request, on_result)
+            out = recorder._original(executor, request, on_result)
+            recorder.results.append((request.step, out))
+            return out
 
-        RunnerExecutor.run_step = run_step  # type: ignore[method-assign]
+        RunnerExecutor.run_step = run_step  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         RunnerExecutor.run_step = self._original  # type: ignore[method-assign]
 
 
-def avmigrate_run(info: LabInfo, work: Path, forks: int, strategy: str,
-                  max_unprotected: int) -> tuple[float, float, int, Recorder]:
-    """`avmigrate run` in this process; (wall s, CPU s, exit code, recorded steps)."""
+def speed() -> float:
+    """Seconds of a fixed Python loop: this machine's speed at the moment."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i % 7
+    return time.perf_counter() - t0
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, str]:
+    """A command of its own; (wall s, CPU s of it and its waited-for children, exit code,
+    the end of its output)."""
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    wall, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
+    (cwd / "output.log").write_text(done.stdout + done.stderr)
+    return wall, cpu, done.returncode, (done.stdout + done.stderr)[-600:]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+
+
+def naive_run(info: LabInfo, work: Path, forks: int) -> tuple[float, float, int, str]:
+    """The hand-written playbook as a sysadmin runs it (Ansible's defaults; the lab's
+    inventory checks host keys against its known_hosts)."""
+    playbook = str(Path(sys.executable).with_name("ansible-playbook"))
+    return timed([playbook, "-f", str(forks), "-i", info.inventory, str(NAIVE)], work, _env())
+
+
+def _policy(work: Path, hosts: int) -> Path:
+    policy = work / "policy.yml"
+    policy.write_text(f"waves:\n  canary: {hosts}\n")
+    return policy
+
+
+def _run_args(info: LabInfo, work: Path, forks: int, strategy: str, hosts: int) -> list[str]:
+    return ["--state", str(work / "state.db"), "run", "-i", info.inventory, "--policy",
+            str(_policy(work, hosts)), "--strategy", strategy, "--forks", str(forks),
+            "--max-unprotected", str(hosts), "--yes", "--no-progress"]
+
+
+def avmigrate_run(info: LabInfo, work: Path, forks: int, hosts: int
+                  ) -> tuple[float, float, int, str]:
+    """`avmigrate run`, one make-before-break wave of every host, as a command of its own."""
+    avmigrate = str(Path(sys.executable).with_name("avmigrate"))
+    env = {**_env(), "AVMIGRATE_ARTIFACTS": str(work / "artifacts")}
+    return timed([avmigrate, *_run_args(info, work, forks, "make-before-break", hosts)],
+                 work, env)
+
+
+def swap_in_process(info: LabInfo, work: Path, forks: int, hosts: int
+                    ) -> tuple[float, int, Recorder]:
+    """`avmigrate run --strategy swap` in this process, every step's results kept."""
     from orchestrator.cli.main import cli  # noqa: PLC0415
 
-    args = ["--state", str(work / "state.db"), "run", "-i", info.inventory, "--yes",
-            "--no-progress", "--forks", str(forks), "--strategy", strategy,
-            "--max-unprotected", str(max_unprotected)]
     cwd = Path.cwd()
     os.chdir(work)
     try:
         with Recorder() as recorder:
-            cpu0, t0 = cpu_seconds(), time.monotonic()
+            t0 = time.monotonic()
             try:
-                cli.main(args, standalone_mode=False)
+                cli.main(_run_args(info, work, forks, "swap", hosts), standalone_mode=False)
                 code = 0
             except SystemExit as done:
                 code = int(done.code or 0)
-            wall, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
+            wall = time.monotonic() - t0
     finally:
         os.chdir(cwd)
-    return wall, cpu, code, recorder
-
-
-def bare_replay(steps: list[tuple[StepRequest, int]], work: Path) -> tuple[float, float]:
-    """The recorded steps by plain ansible-playbook; (wall s, CPU s)."""
-    playbook = shutil.which("ansible-playbook") or str(
-        Path(sys.executable).with_name("ansible-playbook"))
-    config = ExecConfig()
-    cpu0, t0 = cpu_seconds(), time.monotonic()
-    for index, (request, forks) in enumerate(steps):
-        step_dir = work / f"{index:03d}-{request.step}"
-        (step_dir / "tmp").mkdir(parents=True)
-        inv = step_dir / "hosts.yml"
-        inv.write_text(dump_unsafe({"all": {"hosts": {
-            h.name: {**h.vars, **request.host_vars.get(h.name, {})} for h in request.hosts}}}))
-        extra = step_dir / "extravars.json"
-        extra.write_text(json.dumps(request.extravars))
-        control = Path(tempfile.mkdtemp(prefix="avm-bare-", dir="/tmp"))
-        env = {**os.environ, **envvars(config, step_dir, control)}
-        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-        done = subprocess.run(
-            [playbook, "-i", str(inv), "-f", str(forks), "-e", f"@{extra}",
-             *(["--check"] if request.check else []),
-             str(config.playbook_dir / request.playbook)],
-            env=env, capture_output=True, text=True, check=False)
-        close_masters(control)  # as the executor does after each step
-        shutil.rmtree(control, ignore_errors=True)
-        (step_dir / "stdout").write_text(done.stdout)
-        if done.returncode not in (0, 2, 4):  # 2/4: some host failed/unreachable, as in the run
-            raise SystemExit(f"bare {request.step} failed ({done.returncode}): "
-                             f"{done.stderr[-500:]}")
-    return time.monotonic() - t0, cpu_seconds() - cpu0
+    return wall, code, recorder
 
 
 def migrated_on_hosts(lab: Lab, info: LabInfo) -> int:
-    """Hosts where KESL is gone and clamd runs (logged in to each)."""
+    """Hosts (looked at from inside each) where no Kaspersky package remains and clamd runs
+    and detects the EICAR test string."""
     count = 0
     for host in info.hosts:
-        kesl = lab.exec(host, ["dpkg-query", "-W", "-f", "${Status}", "kesl"], check=False)
-        gone = "install ok installed" not in kesl.stdout
-        if gone and lab.protection(host, ("clamav-daemon.service",))["clamav-daemon.service"]:
-            count += 1
+        left = lab.exec(host, ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n",
+                               "kesl", "klnagent64"], check=False)
+        gone = " installed" not in left.stdout
+        running = lab.protection(host, ("clamav-daemon.service",))["clamav-daemon.service"]
+        scan = subprocess.run(["nsenter", "-t", str(host.pid), "-a", "clamdscan",
+                               "--no-summary", "-"], input=EICAR, capture_output=True,
+                              check=False) if host.pid else None
+        detects = scan is not None and scan.returncode == 1 and b"FOUND" in scan.stdout
+        count += bool(gone and running and detects)
     return count
 
 
@@ -167,108 +193,88 @@ def fresh_lab(name: str, hosts: int) -> tuple[Lab, LabInfo, float]:
 
 
 def line(what: str, value: str, target: str = "", verdict: str = "") -> None:
-    print(f"  {what:<62} {value:>14}  {target:<12} {verdict}", flush=True)
+    print(f"  {what:<66} {value:>14}  {target:<8} {verdict}", flush=True)
 
 
-def main() -> None:  # noqa: PLR0915 - the benchmark as one script, in the order it prints
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def compare(size: int, forks: int, base: Path) -> None:
+    """The naive playbook, then avmigrate, each on a fresh lab of `size` hosts."""
+    print(f"\n{size} hosts, forks {forks}", flush=True)
+    runs: dict[str, tuple[float, float, int]] = {}
+    for who in ("naive", "avmigrate"):
+        lab, info, boot = fresh_lab(f"bn{who[:2]}", size)
+        work = base / f"{who}-{size}"
+        work.mkdir()
+        if who == "naive":
+            wall, cpu, code, tail = naive_run(info, work, forks)
+        else:
+            wall, cpu, code, tail = avmigrate_run(info, work, forks, size)
+        done = migrated_on_hosts(lab, info)
+        lab.down([])
+        if code != 0:
+            print(f"  {who} exit {code}: {tail}", flush=True)
+        runs[who] = (wall, cpu, done)
+        line(f"{who} (lab up in {boot:.0f} s): {done}/{size} migrated, exit {code}",
+             f"{wall:.1f} s")
+        line(f"  controller CPU {cpu:.1f} s, per migrated host", f"{cpu / max(done, 1):.2f} s")
+    (n_wall, n_cpu, n_done), (a_wall, a_cpu, a_done) = runs["naive"], runs["avmigrate"]
+    ratio = (a_cpu / max(a_done, 1)) / (n_cpu / max(n_done, 1))
+    line("CPU per migrated host, avmigrate / naive", f"{ratio:.2f}", "<= 0.5",
+         verdict(ratio <= 0.5))
+    line("wall, avmigrate / naive", f"{a_wall / n_wall:.2f}", "<= 1", verdict(a_wall <= n_wall))
+    line("hosts migrated by both (checked from inside)", f"{n_done}+{a_done}/{2 * size}", "",
+         verdict(n_done == a_done == size))
+
+
+def swap_gaps(size: int, forks: int, base: Path) -> None:
+    """A swap run's protection gaps against the install time on each host."""
+    lab, info, _ = fresh_lab("bnsw", size)
+    work = base / "swap"
+    work.mkdir()
+    wall, code, recorder = swap_in_process(info, work, forks, size)
+    done = migrated_on_hosts(lab, info)
+    lab.down([])
+    found = gaps(work)
+    took = [float(r.data["install"]["seconds"]) for step, results in recorder.results
+            if step.startswith("install-staged") for r in results.values()
+            if isinstance(r.data.get("install"), dict)]
+    print(f"\nswap, {size} hosts, forks {forks}", flush=True)
+    line(f"avmigrate run --strategy swap: {done}/{size} migrated, exit {code}", f"{wall:.1f} s")
+    if not found or not took:
+        line("protection gaps / install times", "none recorded", "", "MISSED")
+        return
+    gap, install = statistics.median(found), statistics.median(took)
+    line("protection gap per host (median, max)", f"{gap:.1f} s, {max(found):.1f} s")
+    line("install, configure and start on the host (median, module's figure)",
+         f"{install:.1f} s")
+    line("gap - install time (medians)", f"{gap - install:.1f} s", "<= 2 s",
+         verdict(gap <= install + 2))
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=24)
-    parser.add_argument("--forks", type=int, default=10)
-    parser.add_argument("--max-unprotected", type=int, default=4)
+    parser.add_argument("--sizes", default="8,24")
+    parser.add_argument("--forks", type=int, default=8)
+    parser.add_argument("--swap-hosts", type=int, default=8)
     args = parser.parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("bench.lab needs root (it builds a lab); run `make bench` as root")
-    n = args.hosts
+        raise SystemExit("bench.lab needs root (it builds labs); run `make bench` as root")
+    if not NAIVE.is_file() or not SCENARIO.is_file():
+        raise SystemExit(f"the anchors are missing ({NAIVE}, {SCENARIO}); set "
+                         "AVMIGRATE_BENCH_NAIVE and AVMIGRATE_BENCH_SCENARIO")
+    before = speed()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; {n} lab hosts, forks {args.forks}", flush=True)
+          f"{platform.python_version()}; speed loop {before:.2f} s before", flush=True)
     base = Path(tempfile.mkdtemp(prefix="avmigrate-labbench-"))
-
-    lab, info, boot = fresh_lab("bencha", n)
-    print(f"\nlab A up in {boot:.0f} s", flush=True)
-    hosts = inventory.load(Path(info.inventory)).hosts
-    t0 = time.monotonic()
-    found = sweep(hosts, workers=64)
-    swept = time.monotonic() - t0
-    ok = sum(r.ok for r in found)
-    ansible = Path(sys.executable).with_name("ansible")
-    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PIPELINING": "True"}
-    t0 = time.monotonic()
-    ping = subprocess.run([str(ansible), "all", "-i", info.inventory, "-m", "ping",
-                           "-f", str(args.forks), "-o"], capture_output=True, text=True,
-                          env=env, check=False)
-    pinged = time.monotonic() - t0
-    line(f"preflight sweep, paramiko ({ok}/{n} ok)", f"{swept:.2f} s")
-    line(f"ansible -m ping, forks {args.forks} (rc {ping.returncode})", f"{pinged:.2f} s",
-         "anchor")
-    line("  sweep / ping", f"{swept / pinged:.3f}")
-
-    work_a = base / "a"
-    work_a.mkdir()
-    wall_a, cpu_a, code_a, recorded = avmigrate_run(info, work_a, args.forks,
-                                                    "make-before-break", args.max_unprotected)
-    done_a = migrated_on_hosts(lab, info)
-    gaps_a = gaps(work_a)
-    lab.down([])
-    line(f"avmigrate run, make-before-break (exit {code_a}, {done_a}/{n} migrated)",
-         f"{wall_a:.1f} s")
-    line("  controller CPU per host (avmigrate)", f"{cpu_a / n:.2f} s")
-    line("  Ansible invocations recorded", f"{len(recorded.steps)}")
-
-    lab, info, boot = fresh_lab("benchb", n)
-    print(f"\nlab B up in {boot:.0f} s", flush=True)
-    renamed = _retarget(recorded.steps, info)
-    work_b = base / "b"
-    work_b.mkdir()
-    wall_b, cpu_b = bare_replay(renamed, work_b)
-    done_b = migrated_on_hosts(lab, info)
-    lab.down([])
-    ratio = wall_a / wall_b
-    line(f"bare ansible-playbook, same steps ({done_b}/{n} migrated)", f"{wall_b:.1f} s",
-         "anchor")
-    line("  controller CPU per host (bare)", f"{cpu_b / n:.2f} s")
-    line("  wall time avmigrate / bare", f"{ratio:.3f}", "<= 1.05",
-         "ok" if ratio <= 1.05 else "MISSED")
-    line("  protection gap per host, make-before-break (median, max)",
-         f"{statistics.median(gaps_a):.0f} s, {max(gaps_a):.0f} s" if gaps_a else "none")
-
-    lab, info, boot = fresh_lab("benchc", n)
-    print(f"\nlab C up in {boot:.0f} s", flush=True)
-    work_c = base / "c"
-    work_c.mkdir()
-    wall_c, cpu_c, code_c, _ = avmigrate_run(info, work_c, args.forks, "swap",
-                                             args.max_unprotected)
-    done_c = migrated_on_hosts(lab, info)
-    gaps_c = gaps(work_c)
-    lab.down([])
-    line(f"avmigrate run, swap, K={args.max_unprotected} (exit {code_c}, {done_c}/{n} "
-         "migrated)", f"{wall_c:.1f} s")
-    line("  controller CPU per host (swap)", f"{cpu_c / n:.2f} s")
-    line("  protection gap per host, swap (median, max)",
-         f"{statistics.median(gaps_c):.0f} s, {max(gaps_c):.0f} s" if gaps_c else "none")
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def _retarget(steps: list[tuple[StepRequest, int]], info: LabInfo
-              ) -> list[tuple[StepRequest, int]]:
-    """The recorded steps with lab A's hosts swapped for lab B's (same positions)."""
-    fresh = {h.name: h for h in inventory.load(Path(info.inventory)).hosts}
-    order = sorted(fresh)
-    out = []
-    for request, forks in steps:
-        hosts = tuple(fresh[_peer(h.name, order)] for h in request.hosts)
-        host_vars = {_peer(k, order): v for k, v in request.host_vars.items()}
-        out.append((StepRequest(request.step, request.playbook, hosts, request.extravars,
-                                host_vars, request.check), forks))
-    return out
-
-
-def _peer(name: str, order: list[str]) -> str:
-    """Lab A's host i is lab B's host i: names end in the same number."""
-    suffix = name.rsplit("-", 1)[-1]
-    for candidate in order:
-        if candidate.rsplit("-", 1)[-1] == suffix:
-            return candidate
-    raise SystemExit(f"no host in lab B matches {name}")
+    for size in (int(x) for x in args.sizes.split(",") if x.strip()):
+        compare(size, args.forks, base)
+    if args.swap_hosts:
+        swap_gaps(args.swap_hosts, args.forks, base)
+    print(f"\nspeed loop {speed():.2f} s after (before: {before:.2f} s); work in {base}",
+          flush=True)
 
 
 if __name__ == "__main__":

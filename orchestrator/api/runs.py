@@ -118,7 +118,10 @@ def migrate(ws: Workspace, opts: RunOptions, observer: Observer | None = None) -
             the_plan = changes.narrowed_plan(the_plan, inv)
         engine = session.engine(cat, choice, policy, observer.log, observer.changed)
         observer.log(f"discovering {len(inv.hosts)} host(s)")
+        # The preflight checks ride on this probe: a wave starting soon needs no second one.
+        engine.preflight_in_discovery = True
         engine.discover(list(inv.names()))
+        engine.preflight_in_discovery = False
         records = {r.name: r for r in records_of(store, inv.names())}
         if the_plan is None:
             the_plan = planner.make_plan(inv, cat, choice.default, records, pol,

@@ -189,6 +189,12 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def carries_proof(data: dict[str, Any]) -> bool:
+    """Does a step's report hold a proof's readings (an install module that proved the
+    replacement in its own run), to be judged by verification_problem?"""
+    return "service" in data and "detection" in data
+
+
 def verification_problem(report: dict[str, Any], catalogue: Catalogue, replacement: str,  # noqa: PLR0913, PLR0917 - the proof's parts
                          now: datetime, beside: bool = False, platform: str = "") -> str | None:
     """None when the verify playbook's report proves protection by the product's own

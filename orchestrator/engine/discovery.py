@@ -42,6 +42,8 @@ class Discovery:
                 out[result.host] = self._settle(prior, result, None, [], False)
                 return
             rid = engine.replacement_of(result.host)
+            if isinstance(seen := result.data.get("preflight"), dict):
+                engine.preflight_seen[result.host] = (engine.monotonic(), seen)
             facts = factlib.parse_discovery(result.data, engine.catalogue, rid)
             problems = factlib.preflight_problems(facts, engine.catalogue, rid)
             banned_protects = bool(protecting_products(facts, engine.catalogue))
@@ -51,7 +53,8 @@ class Discovery:
                 return
             out[result.host] = self._settle(prior, result, facts, problems, False)
 
-        engine.step("discover", "discover.yml", names, on_result=probed)
+        engine.step("discover", "discover.yml", names, on_result=probed,
+                    extravars={"avmigrate_discover_preflight": engine.preflight_in_discovery})
         if deferred:
             proofs = engine.step("reprobe-verify", "verify.yml", [r.host for r, _, _ in deferred])
             for result, facts, problems in deferred:

@@ -106,6 +106,13 @@ class Engine:
         self._reprobing: set[str] = set()
         # Touched hosts of this wave that preflight could not reach: they fail the gate.
         self.unreached: set[str] = set()
+        # A run's discovery reads the preflight checks too (Debian hosts): host -> (when,
+        # its preflight report), which spares a wave starting soon after a preflight step.
+        self.preflight_in_discovery = False
+        self.preflight_seen: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Hosts probed at the end of their last step (the removal's own probe): the evidence
+        # takes that report instead of probing them again.
+        self.fresh_probe: dict[str, dict[str, Any]] = {}
 
     # ---- what a run does (each in its own module) ---------------------------------------
     def discover(self, names: list[str], why: dict[str, str] | None = None
@@ -237,18 +244,25 @@ class Engine:
     def step(self, step: str, playbook: str, names: list[str],  # noqa: PLR0913, PLR0917 - a StepRequest's parts
              host_vars: dict[str, dict[str, Any]] | None = None,
              on_result: Callable[[StepResult], None] | None = None,
-             check: bool = False) -> dict[str, StepResult]:
+             check: bool = False, extravars: dict[str, Any] | None = None
+             ) -> dict[str, StepResult]:
         """Run one playbook on `names`, recording each host's result as it comes; hosts whose
-        execution node died mid-step are re-probed at once."""
+        execution node died mid-step are re-probed at once. The playbooks' plays take each
+        platform's hosts from `avmigrate_<platform>_hosts` (and `avmigrate_linux_hosts`)."""
         if not names:
             return {}
         self.check_lease()
+        platforms = {n: self.platform(n) for n in names}
+        by_platform = {f"avmigrate_{p}_hosts": [n for n in names if platforms[n] == p]
+                       for p in PLATFORMS}
+        by_platform["avmigrate_linux_hosts"] = [n for n in names
+                                                if platforms[n] != "windows"]
         request = StepRequest(
             step=step, playbook=playbook,
             hosts=tuple(self.inventory.get(n) for n in names),
-            extravars=self._extravars(), check=check,
+            extravars={**self._extravars(), **by_platform, **(extravars or {})}, check=check,
             host_vars={n: {"avmigrate_replacement_id": self.replacement_of(n),
-                           "avmigrate_platform": self.platform(n),
+                           "avmigrate_platform": platforms[n],
                            **(host_vars or {}).get(n, {})} for n in names},
         )
 
@@ -281,10 +295,11 @@ class Engine:
             self.settled.update(names)
 
     def reach(self, step: str, playbook: str, names: list[str],
-              host_vars: dict[str, dict[str, Any]] | None = None) -> dict[str, StepResult]:
+              host_vars: dict[str, dict[str, Any]] | None = None,
+              extravars: dict[str, Any] | None = None) -> dict[str, StepResult]:
         """`step` for hosts in their protection window: a host that does not answer is
         retried with backoff for the reconnect window (it keeps its slot meanwhile)."""
-        results = self.step(step, playbook, names, host_vars)
+        results = self.step(step, playbook, names, host_vars, extravars=extravars)
         deadline = self.monotonic() + self.policy.reconnect_seconds
         delay = 5.0
         while True:
@@ -301,7 +316,7 @@ class Engine:
             self.sleep(wait)
             self.check_abort()
             delay = min(delay * 2, 60.0)
-            results.update(self.step(step, playbook, away, host_vars))
+            results.update(self.step(step, playbook, away, host_vars, extravars=extravars))
 
     # ---- host state --------------------------------------------------------------------------
     def move(self, name: str, to: HostState, reason: str, **fields: Any) -> HostRecord:
@@ -310,6 +325,7 @@ class Engine:
             # Re-probed after its node died: what the step's caller would record is moot.
             return self.record(name)
         record = self.store.transition(name, to, reason, self.run_id, **fields)
+        self.fresh_probe.pop(name, None)  # what a probe read before this move may be stale
         if to not in UNTOUCHED:
             self.touched.add(name)
         if self.on_change is not None:

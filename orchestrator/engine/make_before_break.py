@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, ClassVar
 
+from orchestrator.core.facts import carries_proof
 from orchestrator.core.models import HostState, StepOutcome, StepResult, Strategy
 from orchestrator.core.protection import beside_proof, replacement_proof
 from orchestrator.engine.budget import Budget
@@ -51,17 +52,26 @@ class MakeBeforeBreak:
             rid = engine.pin(n)
             engine.move(n, HostState.INSTALLING, f"installing {rid}{how}", wave=wave,
                         strategy=Strategy.MAKE_BEFORE_BREAK, replacement=rid)
+        # A role that can proves the replacement in its install's run (ClamAV on Debian):
+        # beside the banned product where that is how it is proven.
+        beside = {n for n in names if engine.proven_beside(n)}
+        host_vars = engine.beside_vars(beside)
         inst = engine.step("install", "install.yml", names,
-                           {n: {"avmigrate_passive": n in passive} for n in names})
-        installed = []
+                           {n: {"avmigrate_passive": n in passive, **host_vars.get(n, {})}
+                            for n in names})
+        installed: list[str] = []
+        proven: list[str] = []
         for n in names:
             r = inst[n]
             if r.outcome == StepOutcome.OK:
-                installed.append(n)
+                (proven if carries_proof(r.data) else installed).append(n)
+            elif carries_proof(r.data) or r.data.get("install"):
+                not_installed(engine, n, f"verification failed: {r.message}")
             else:
                 not_installed(engine, n, f"install {r.outcome.value}: {r.message}")
         engine.check_stop()
-        verified = self._verify_installed("verify", installed)
+        verified = self._judge(proven, inst, beside)
+        verified += self._verify_installed("verify", installed)
         verified = self._done_where_nothing_is_banned(verified)
         return Budget(engine).batches(
             verified, self._batch, self._fresh,
@@ -74,6 +84,12 @@ class MakeBeforeBreak:
         todo = [n for n in names if n not in engine.settled]
         beside = {n for n in todo if engine.proven_beside(n)}
         results = engine.step(step, "verify.yml", todo, engine.beside_vars(beside))
+        return self._judge(names, results, beside)
+
+    def _judge(self, names: list[str], results: dict[str, StepResult],
+               beside: set[str]) -> list[str]:
+        """Each host VERIFIED by its proof's evidence, or not installed: the verified."""
+        engine = self.engine
         verified = []
         for n in names:
             if n in engine.settled:
@@ -123,12 +139,26 @@ class MakeBeforeBreak:
         passive = {n for n in batch if engine.passive_beside(n)}
         beside = {n for n in batch if engine.proven_beside(n)}
         host_vars = {n: {"avmigrate_remove_ids": engine.banned_ids(n)} for n in batch}
+        # Linux hosts are activated (passive ones) and proven in the removal's own Ansible
+        # run; a host whose removal fails goes no further in it (proven below, beside the
+        # banned product where it still protects).
+        linux = [n for n in batch if engine.platform(n) != "windows"]
+        extra = {"avmigrate_activate_hosts": [n for n in linux if n in passive],
+                 "avmigrate_final_hosts": linux}
         # From here the removal and its proof run to the end, even if a stop is requested.
-        rem = engine.reach("remove", "remove.yml", batch, host_vars)
+        rem = engine.reach("remove", "remove.yml", batch, host_vars, extra)
         lost = {n for n in batch if rem[n].outcome == StepOutcome.UNREACHABLE}
-        waiting = self._reboot_pending([n for n in batch if n not in lost
+        here = [n for n in linux if n not in lost and n not in engine.settled
+                and rem[n].data.get("removed") is True]
+        for n in here:
+            removed = StepResult(n, "remove", StepOutcome.OK, "", rem[n].data)
+            self._conclude(n, removed, None, rem[n], False, n in beside)
+            if n not in passive and isinstance(probe := rem[n].data.get("probe"), dict):
+                engine.fresh_probe[n] = probe
+        rest = [n for n in batch if n not in here]
+        waiting = self._reboot_pending([n for n in rest if n not in lost
                                         and n not in engine.settled], rem)
-        self._after_removal([n for n in batch if n not in waiting], rem, passive, beside, lost)
+        self._after_removal([n for n in rest if n not in waiting], rem, passive, beside, lost)
 
     def _reboot_pending(self, names: list[str], rem: dict[str, StepResult]) -> set[str]:
         """Hosts whose removal completes only at the next reboot (msiexec 3010): committed

@@ -122,6 +122,8 @@ class Session:
             if exc_type is None and self.run_id is not None:
                 self.store.finish_run(self.run_id, self.outcome)
         finally:
+            if isinstance(self.executor, RunnerExecutor):
+                self.executor.close()
             self._restore_handler()
             self.keeper.__exit__(exc_type, exc, tb)
 

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from orchestrator.engine.engine import Engine
 
 
+# How recent a discovery's preflight checks must be to stand for a wave's preflight.
+PREFLIGHT_FRESH_S = 300.0
+
+
 class Waves:
     """Runs a plan wave by wave through the engine, stopping where a gate says to."""
 
@@ -127,7 +131,7 @@ class Waves:
         names = sorted(engine.touched)
         if not names:
             return
-        engine.log(f"probing {len(names)} changed host(s) for the evidence")
+        fresh = {n: engine.fresh_probe.pop(n) for n in names if n in engine.fresh_probe}
 
         def refresh(result: StepResult) -> None:
             # Facts only: the state and its reason stay what this run concluded.
@@ -138,8 +142,17 @@ class Waves:
                 engine.store.transition(result.host, rec.state, rec.reason, engine.run_id,
                                         facts=facts)
 
+        for n, probe in sorted(fresh.items()):
+            refresh(StepResult(n, "evidence", StepOutcome.OK, "", probe))
+        names = [n for n in names if n not in fresh]
+        if fresh:
+            engine.log(f"evidence of {len(fresh)} host(s) from the probe their removal ended "
+                       "with")
+        if names:
+            engine.log(f"probing {len(names)} changed host(s) for the evidence")
         engine.step("evidence", "discover.yml", names, on_result=refresh)
         engine.touched.clear()
+        engine.fresh_probe.clear()
 
     def _restore_protection(self) -> None:
         """Before anything else, give unprotected hosts their replacement back.
@@ -203,11 +216,33 @@ class Waves:
                 return held
         return None
 
+    def _preflight_seen(self, names: list[str]) -> dict[str, StepResult]:
+        """The preflight results this run's discovery read moments ago (PREFLIGHT_FRESH_S),
+        for hosts untouched since: no second probe of them."""
+        engine = self.engine
+        out = {}
+        for n in names:
+            when, seen = engine.preflight_seen.pop(n, (None, None))
+            if (when is None or seen is None or n in engine.touched
+                    or engine.monotonic() - when > PREFLIGHT_FRESH_S):
+                continue
+            problems = [str(p) for p in seen.get("problems", [])]
+            out[n] = StepResult(n, "preflight", StepOutcome.FAILED if problems
+                                else StepOutcome.OK, "; ".join(problems),
+                                {"notes": [str(x) for x in seen.get("notes", [])]})
+            if engine.run_id is not None:
+                engine.store.record_step(engine.run_id, out[n])
+        if out:
+            engine.log(f"  preflight: {len(out)} host(s) checked by this run's discovery")
+        return out
+
     def _preflight(self, names: list[str]) -> list[str]:
         """Preflight, read-only: the hosts ready to migrate. A refused host stays exactly as
         it was."""
         engine = self.engine
-        pre = engine.step("preflight", "preflight.yml", names)
+        pre = self._preflight_seen(names)
+        pre.update(engine.step("preflight", "preflight.yml",
+                               [n for n in names if n not in pre]))
         ready = []
         for n in names:
             r = pre[n]

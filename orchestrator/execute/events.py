@@ -90,7 +90,11 @@ class Collector:
         elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
             msg = f"{data.get('task', 'task')}: {_failure_message(res)}"
             self.failures.setdefault(host, msg)
-            self.emit(StepResult(host, step, StepOutcome.FAILED, msg))
+            # What the host's tasks reported up to the failure (a removal done, then a failed
+            # proof): the orchestrator judges it.
+            self._report(host, res)
+            self.emit(StepResult(host, step, StepOutcome.FAILED, msg,
+                                 dict(self.reports.get(host, {}))))
             return True
         elif kind == "runner_on_unreachable" and host:
             msg = host_key_message(_failure_message(res)) or "unreachable"
@@ -104,11 +108,16 @@ class Collector:
         """A task done on a host: what it changed (check mode says so), and our report."""
         if res.get("changed") and task not in self.changes.setdefault(host, []):
             self.changes[host].append(task)
-        if "avmigrate_report" in res:
-            self.reports[host] = res["avmigrate_report"]
+        self._report(host, res)
         notes = (res.get("ansible_facts") or {}).get("avmigrate_notes")
         if isinstance(notes, list) and notes:
             self.notes.setdefault(host, []).extend(str(n) for n in notes)
+
+    def _report(self, host: str, res: dict[str, Any]) -> None:
+        """A task's `avmigrate_report`, merged into the host's: a step whose tasks each
+        report a part (the removal, then the proof after it) gives one report."""
+        if isinstance(report := res.get("avmigrate_report"), dict):
+            self.reports.setdefault(host, {}).update(report)
 
     def _stats(self, data: dict[str, Any]) -> None:
         """The play's recap: every host not reported yet, by its tally."""

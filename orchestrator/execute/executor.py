@@ -58,6 +58,13 @@ class RunnerExecutor:
         self.notes = ()
         return self.transport.run_step(request, on_result)
 
+    def close(self) -> None:
+        """At the end of the run: what the transport keeps open between steps (the local
+        transport's ssh connection masters)."""
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
+
     def end_orphans(self) -> list[str]:
         """Before hosts are re-probed: end the steps dead runs of this state left running on
         this machine (their guard could not), and say so."""

@@ -23,6 +23,21 @@ class LocalExecutor:
         self.secrets = secrets
         self.cancel = cancel
         self.guard = stepguard.Guard.install(config.state_key)
+        # One ssh connection per host across the steps of a run: the control masters live in
+        # this directory until close() (keep-alives end a master whose host went away).
+        self._control_dir: Path | None = None
+
+    def control_dir(self) -> Path:
+        if self._control_dir is None or not self._control_dir.is_dir():
+            # Short, so that socket paths stay under the 108-byte limit.
+            self._control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
+        return self._control_dir
+
+    def close(self) -> None:
+        """Stop the run's ssh connection masters."""
+        if self._control_dir is not None:
+            stepfiles.close_masters(self._control_dir)
+            self._control_dir = None
 
     def run_step(self, request: StepRequest, on_result: ResultCallback) -> dict[str, StepResult]:
         import ansible_runner  # noqa: PLC0415  (slow import, only when a step runs)
@@ -40,8 +55,7 @@ class LocalExecutor:
             pdd = stepfiles.private_data_dir(config, request)
             inventory = str(pdd / "inventory" / "hosts.yml")
         playbook = stepfiles.playbook_for(config, request, pdd)
-        # Short, so that socket paths stay under the 108-byte limit.
-        control_dir = Path(tempfile.mkdtemp(prefix="avm-cp-", dir="/tmp"))
+        control_dir = self.control_dir()
         collector = Collector(request, on_result)
         channel = VaultChannel(self.secrets, pdd) if self.secrets else None
         args = [*stepfiles.cmdline(config), *(channel.cmdline() if channel else []),
@@ -72,7 +86,8 @@ class LocalExecutor:
             if channel is not None:
                 channel.close()
             stepfiles.scrub(pdd)
-            stepfiles.close_masters(control_dir)
+            if self.cancel.is_set():  # aborted: no connection of this run outlives the step
+                self.close()
         if self.cancel.is_set():
             raise aborted(request)
         collector.finish(getattr(runner, "status", "unknown"), pdd, getattr(runner, "rc", None))

@@ -76,10 +76,11 @@ def envvars(config: ExecConfig, pdd: Path, control_dir: Path) -> dict[str, str]:
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
             (str(config.collections_root), *(config.user_collections or DEFAULT_COLLECTIONS))),
         "ANSIBLE_SSH_ARGS": ssh_args(config),
-        # Connection sharing within one step only: a master left from before a network cut
-        # would hang every later connection, and one of the user's own runs (perhaps made
-        # without host key checking) must never carry ours. A control_path of the user's
-        # configuration is replaced by one inside the step's directory.
+        # Connection sharing within one run only: one master per host carries every step of
+        # the run (one handshake per host, not one per step); keep-alives end a master whose
+        # host went away (a network cut) within 15 s, and one of the user's own runs (perhaps
+        # made without host key checking) must never carry ours. A control_path of the
+        # user's configuration is replaced by one inside the run's directory.
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
         # The paramiko connection (if the user's configuration chooses it) never records an

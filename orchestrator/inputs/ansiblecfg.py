@@ -66,8 +66,9 @@ class AnsibleSettings:
         lines = [f"Ansible configuration: {where}",
                  f"  ssh: {names.STRICT} first (host keys are always checked), then "
                  f"ssh_args {self.ssh_args!r}, then {KEEPALIVE} (a lost host noticed in 15 s)",
-                 "  ssh control path: one directory per step (no master survives a network "
-                 "cut, none of another run's is reused); paramiko never adds unknown keys",
+                 "  ssh control path: one directory per run (one connection per host for "
+                 "every step; none of another run's is reused); paramiko never adds unknown "
+                 "keys",
                  "  collections: avmigrate.migration from this package first, then yours",
                  "  vault identities: given to the steps with absolute paths"]
         if self.pipelining is None:

@@ -15,6 +15,10 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         windows = getattr(self._connection._shell, "SHELL_FAMILY", "") == "powershell"
         module = "avmigrate.migration.win_probe" if windows else "avmigrate.migration.probe"
-        result.update(self._execute_module(module_name=module, module_args=self._task.args,
+        args = dict(self._task.args)
+        if windows:  # the preflight checks are Debian's (win_probe reads what Windows has)
+            args.pop("preflight", None)
+            args.pop("fail_on_problems", None)
+        result.update(self._execute_module(module_name=module, module_args=args,
                                            task_vars=task_vars))
         return result

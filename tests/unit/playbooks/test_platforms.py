@@ -229,7 +229,7 @@ def test_recorded_defender_status_is_judged(health: dict[str, str], extra: dict[
         assert found is not None and problem in found, found
 
 
-probe = _load(COLLECTION / "plugins/modules/probe.py", "avmigrate_probe_module")
+probe = _load(COLLECTION / "plugins/module_utils/probe_host.py", "avmigrate_probe_host")
 
 
 def test_the_probe_reads_rpm_hosts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
