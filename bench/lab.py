@@ -168,10 +168,9 @@ def migrated_on_hosts(lab: Lab, info: LabInfo) -> int:
                                "kesl", "klnagent64"], check=False)
         gone = " installed" not in left.stdout
         running = lab.protection(host, ("clamav-daemon.service",))["clamav-daemon.service"]
-        scan = subprocess.run(["nsenter", "-t", str(host.pid), "-a", "clamdscan",
-                               "--no-summary", "-"], input=EICAR, capture_output=True,
-                              check=False) if host.pid else None
-        detects = scan is not None and scan.returncode == 1 and b"FOUND" in scan.stdout
+        scan = lab.exec(host, ["sh", "-c", 'printf %s "$1" | clamdscan --no-summary -', "eicar",
+                               EICAR.decode()], check=False)
+        detects = scan.returncode == 1 and "FOUND" in scan.stdout
         count += bool(gone and running and detects)
     return count
 

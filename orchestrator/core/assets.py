@@ -15,3 +15,5 @@ COLLECTION = "avmigrate.migration"
 COLLECTION_DIR = COLLECTIONS_ROOT / "ansible_collections" / "avmigrate" / "migration"
 PLAYBOOK_DIR = COLLECTION_DIR / "playbooks"
 TEMPLATE_DIR = ASSETS / "templates"
+# First on the Python path of every step: makes `invoke` unimportable (stepshim/invoke).
+STEP_SHIM = ASSETS / "stepshim"

@@ -231,6 +231,21 @@ class Engine:
             self._catalogue_vars = {p: self.catalogue.for_platform(p) for p in PLATFORMS}
         return {"avmigrate_catalogue": self._catalogue_vars, "avmigrate_eicar_b64": EICAR_B64}
 
+    def _catalogue_for(self, playbook: str, platforms: dict[str, str],
+                       chosen: dict[str, str]) -> dict[str, Any]:
+        """The catalogue a step's hosts need: their platforms' banned products and their
+        replacements only (Ansible merges the extra vars into every task of every host). A
+        discovery takes it whole: the probe reads each host's platform itself."""
+        whole = self._extravars()["avmigrate_catalogue"]
+        if playbook == "discover.yml":
+            return {}
+        out: dict[str, Any] = {}
+        for n, p in platforms.items():
+            mine = out.setdefault(p, {"banned": whole[p]["banned"], "replacements": {}})
+            if chosen[n] in whole[p]["replacements"]:
+                mine["replacements"][chosen[n]] = whole[p]["replacements"][chosen[n]]
+        return {"avmigrate_catalogue": out}
+
     def platform(self, name: str) -> str:
         """The catalogue platform of host `name`: what its probe read, else what its inventory
         says (Windows), else Debian's (a Linux probe reads its own family whatever it is
@@ -257,11 +272,13 @@ class Engine:
                        for p in PLATFORMS}
         by_platform["avmigrate_linux_hosts"] = [n for n in names
                                                 if platforms[n] != "windows"]
+        chosen = {n: self.replacement_of(n) for n in names}
         request = StepRequest(
             step=step, playbook=playbook,
             hosts=tuple(self.inventory.get(n) for n in names),
-            extravars={**self._extravars(), **by_platform, **(extravars or {})}, check=check,
-            host_vars={n: {"avmigrate_replacement_id": self.replacement_of(n),
+            extravars={**self._extravars(), **self._catalogue_for(playbook, platforms, chosen),
+                       **by_platform, **(extravars or {})}, check=check,
+            host_vars={n: {"avmigrate_replacement_id": chosen[n],
                            "avmigrate_platform": platforms[n],
                            **(host_vars or {}).get(n, {})} for n in names},
         )

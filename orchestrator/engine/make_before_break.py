@@ -150,9 +150,18 @@ class MakeBeforeBreak:
         lost = {n for n in batch if rem[n].outcome == StepOutcome.UNREACHABLE}
         here = [n for n in linux if n not in lost and n not in engine.settled
                 and rem[n].data.get("removed") is True]
+        # Removed, but the run ended before the proof (an activation failed): proven by a
+        # step of its own, as every host after its removal.
+        unproven = [n for n in here if not carries_proof(rem[n].data)]
+        final = engine.reach("final-verify", "verify.yml", unproven)
         for n in here:
             removed = StepResult(n, "remove", StepOutcome.OK, "", rem[n].data)
-            self._conclude(n, removed, None, rem[n], False, n in beside)
+            if n in final and final[n].outcome == StepOutcome.UNREACHABLE:
+                unreachable_in_window(engine, n, final[n])
+                continue
+            activated = (rem[n] if n in final else StepResult(n, "activate", StepOutcome.OK, "")
+                         if n in passive else None)
+            self._conclude(n, removed, activated, final.get(n, rem[n]), False, n in beside)
             if n not in passive and isinstance(probe := rem[n].data.get("probe"), dict):
                 engine.fresh_probe[n] = probe
         rest = [n for n in batch if n not in here]

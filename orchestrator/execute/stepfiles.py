@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.core.assets import STEP_SHIM
 from orchestrator.core.errors import ExecutionError
 from orchestrator.core.models import InventoryHost
 from orchestrator.core.names import STRICT
@@ -21,7 +22,7 @@ from orchestrator.inputs.ansiblecfg import KEEPALIVE
 
 # Paths on the controller that mean nothing on an execution node.
 LOCAL_ONLY_ENV = ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_SSH_CONTROL_PATH_DIR",
-                  "ANSIBLE_LOCAL_TEMP", "ANSIBLE_CONFIG")
+                  "ANSIBLE_LOCAL_TEMP", "ANSIBLE_CONFIG", "PYTHONPATH")
 # Ansible's own default collection paths, kept after ours.
 DEFAULT_COLLECTIONS = ("~/.ansible/collections", "/usr/share/ansible/collections")
 
@@ -94,6 +95,10 @@ def envvars(config: ExecConfig, pdd: Path, control_dir: Path) -> dict[str, str]:
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp"),
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        # Ansible starts without paramiko's import of invoke (assets/stepshim/invoke says
+        # why): a quarter of each step's start-up CPU.
+        "PYTHONPATH": os.pathsep.join(p for p in (str(STEP_SHIM),
+                                                  os.environ.get("PYTHONPATH", "")) if p),
     }
     if config.vault_ids:
         # The configuration's and the command line's vault identities, paths made absolute

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -212,7 +213,7 @@ class SimFleet:
         try:
             data = self._apply(book, name, host, request)
         except _StepFailed as exc:
-            return StepResult(name, step, StepOutcome.FAILED, str(exc))
+            return StepResult(name, step, StepOutcome.FAILED, str(exc), exc.data)
         return StepResult(name, step, StepOutcome.OK, "", data)
 
     def _refused(self, request: StepRequest, book: str, name: str) -> StepResult | None:
@@ -232,6 +233,16 @@ class SimFleet:
         if name in self.fail.get(book, set()) | self.fail.get(base, set()):
             return StepResult(name, step, StepOutcome.FAILED, f"{base} broke")
         return None
+
+    def _injected(self, name: str, book: str) -> bool:
+        """A failure the test asked of `book` where it now runs inside another playbook's
+        run (the install's proof, the removal's activation): consumed like the others."""
+        once = self.fail_next.get(name, set())
+        if book in once:
+            once.discard(book)
+            self.failed_once[book] += 1
+            return True
+        return name in self.fail.get(book, set())
 
     # ---- what each playbook does to a host -------------------------------------------------
     def _apply(self, book: str, name: str, host: SimHost, request: StepRequest
@@ -255,7 +266,12 @@ class SimFleet:
         # for nothing.)
         if request.step != "evidence" and not host.kesl_running:
             self._looked_at(name)
-        return self.probe(host)
+        report = self.probe(host)
+        if request.extravars.get("avmigrate_discover_preflight"):
+            # The run's discovery reads the Debian preflight checks too (probe `preflight`).
+            report["preflight"] = {"problems": ["broken package state: dpkg was interrupted"]
+                                   if host.dpkg_broken else [], "notes": []}
+        return report
 
     def _preflight(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
         if host.dpkg_broken:
@@ -276,7 +292,19 @@ class SimFleet:
         host.clamav_works = True  # a fresh install from the repository repairs it
         self.unseen_breaks.discard(name)
         self.probed.discard(name)
-        return {}
+        return self._proven_by_install(name, host, request)
+
+    def _proven_by_install(self, name: str, host: SimHost, request: StepRequest
+                           ) -> dict[str, Any]:
+        """ClamAV's install module proves it in the same run (the others: a verify step)."""
+        if host.product != "clamav":
+            return {}
+        try:
+            if self._injected(name, "verify"):
+                raise _StepFailed("verify broke")
+            return self._verify(name, host, request)
+        except _StepFailed as exc:
+            raise _StepFailed(f"installed, but not proven: {exc}", {"install": {}}) from exc
 
     def _stage(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
         host.touched = True
@@ -298,7 +326,7 @@ class SimFleet:
         host.clamav = host.clamav_running = True
         if host.fragile and host.kesl_touched:
             host.clamav_works = False
-        return {}
+        return self._proven_by_install(_name, host, _request)
 
     def _activate(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
         """activate.yml: passive mode off."""
@@ -377,7 +405,20 @@ class SimFleet:
         if host.reboot_removal and "kesl" in ids:
             host.reboot_pending = True
             return {"reboot_required": True}
-        return {}
+        done: dict[str, Any] = {"removed": True, "reboot_required": False,
+                                "probe": self.probe(host)}
+        final = request.extravars.get("avmigrate_final_hosts", [])
+        activate = request.extravars.get("avmigrate_activate_hosts", [])
+        try:
+            if name in activate:
+                if self._injected(name, "activate"):
+                    raise _StepFailed("activate broke")
+                self._activate(name, host, request)
+            if name in final:
+                done.update(self._verify(name, host, _active(request, name)))
+        except _StepFailed as exc:
+            raise _StepFailed(str(exc), done) from exc
+        return done
 
     @staticmethod
     def _reboot(_name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
@@ -425,8 +466,19 @@ class SimFleet:
         }
 
 
+def _active(request: StepRequest, name: str) -> StepRequest:
+    """The request as the final proof sees it: the active phase."""
+    host_vars = {n: {k: v for k, v in hv.items() if k != "avmigrate_verify_phase"}
+                 for n, hv in request.host_vars.items()}
+    return dataclasses.replace(request, host_vars=host_vars) if name in host_vars else request
+
+
 class _StepFailed(Exception):
-    """The simulated playbook failed on this host."""
+    """The simulated playbook failed on this host (with what its tasks reported before)."""
+
+    def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.data = data or {}
 
 
 # ---- the oracle ------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ options:
     description: Seconds to wait for the package manager's lock.
     type: int
     default: 300
+  verify:
+    description: When nothing of the products remains, the proof of protection after the
+      removal (C(spec), C(eicar_b64)); see the verify module. Its readings join the report.
+    type: dict
 author: avmigrate
 """
 
@@ -61,6 +65,12 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.avmigrate.migration.plugins.module_utils.probe_host import (  # noqa: E402
     left_behind,
     report,
+)
+from ansible_collections.avmigrate.migration.plugins.module_utils.verify_host import (  # noqa: E402
+    VERIFY_OPTION,
+    problems,
+    verify,
+    verify_params,
 )
 
 
@@ -146,6 +156,7 @@ def main():
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "manager": {"type": "str", "choices": ["apt", "dnf"], "default": "apt"},
             "lock_timeout": {"type": "int", "default": 300},
+            "verify": VERIFY_OPTION,
         },
         supports_check_mode=True,
     )
@@ -191,6 +202,13 @@ def main():
     if left:
         module.fail_json(msg="left behind: " + ", ".join(left), changed=True,
                          avmigrate_report=result)
+    if module.params["verify"]:
+        spec, beside, units, eicar = verify_params(module.params["verify"])
+        result.update(verify(spec, beside, units, eicar))
+        missing = problems(result, spec, beside)
+        if missing:
+            module.fail_json(msg="removed, but protection is not proven: " + "; ".join(missing),
+                             changed=True, avmigrate_report=result)
     module.exit_json(changed=bool(stopped or packages), avmigrate_report=result)
 
 

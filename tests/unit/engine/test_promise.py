@@ -75,9 +75,9 @@ def test_2_a_reprobe_counts_only_evidence_of_protection(tmp_path: Path, variant:
         w.when("remove", "mid", "h0", lambda: (_ for _ in ()).throw(Crash()))
     else:
         # The install from the stage ran, clamd is up but detects nothing (stale signatures),
-        # and the orchestrator dies before the verification.
+        # and the orchestrator dies before it records the proof the install ended with.
         w.host("h0").fragile = True
-        w.when("verify", "before", None, lambda: (_ for _ in ()).throw(Crash()))
+        w.when("install_staged", "after", None, lambda: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
         w.run(w.engine(SWAP1, names=["h0"]))
     assert not w.host("h0").protected
