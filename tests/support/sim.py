@@ -299,9 +299,9 @@ class SimFleet:
         """ClamAV's install module proves it in the same run (the others: a verify step)."""
         if host.product != "clamav":
             return {}
+        if self._injected(name, "verify"):
+            raise _StepFailed("installed, but not proven: verify broke", {"install": {}})
         try:
-            if self._injected(name, "verify"):
-                raise _StepFailed("verify broke")
             return self._verify(name, host, request)
         except _StepFailed as exc:
             raise _StepFailed(f"installed, but not proven: {exc}", {"install": {}}) from exc
@@ -409,10 +409,10 @@ class SimFleet:
                                 "probe": self.probe(host)}
         final = request.extravars.get("avmigrate_final_hosts", [])
         activate = request.extravars.get("avmigrate_activate_hosts", [])
+        if name in activate and self._injected(name, "activate"):
+            raise _StepFailed("activate broke", done)
         try:
             if name in activate:
-                if self._injected(name, "activate"):
-                    raise _StepFailed("activate broke")
                 self._activate(name, host, request)
             if name in final:
                 done.update(self._verify(name, host, _active(request, name)))
