@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core import classify
 from orchestrator.core import facts as factlib
-from orchestrator.core.models import HostFacts, HostRecord, HostState, StepOutcome, StepResult
+from orchestrator.core.models import (
+    UNTOUCHED,
+    HostFacts,
+    HostRecord,
+    HostState,
+    StepOutcome,
+    StepResult,
+)
 from orchestrator.core.protection import proof_of, protecting_products
 from orchestrator.plan.planner import strategy_for
 
@@ -53,8 +60,12 @@ class Discovery:
                 return
             out[result.host] = self._settle(prior, result, facts, problems, False)
 
-        engine.step("discover", "discover.yml", names, on_result=probed,
-                    extravars={"avmigrate_discover_preflight": engine.preflight_in_discovery})
+        # A run's discovery reads the preflight checks of the hosts it may migrate (those
+        # untouched so far), sparing their first wave a second probe.
+        ask = ({n: {"avmigrate_discover_preflight": True} for n in names
+                if (r := engine.store.get(n)) is None or r.state in UNTOUCHED}
+               if engine.preflight_in_discovery else None)
+        engine.step("discover", "discover.yml", names, ask, on_result=probed)
         if deferred:
             proofs = engine.step("reprobe-verify", "verify.yml", [r.host for r, _, _ in deferred])
             for result, facts, problems in deferred:

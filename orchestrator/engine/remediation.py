@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from orchestrator.core import facts as factlib
+from orchestrator.core.facts import carries_proof
 from orchestrator.core.models import HostState, StepOutcome
 from orchestrator.core.protection import beside_proof, replacement_proof
 
@@ -26,11 +27,17 @@ def remediate(engine: Engine, names: list[str]) -> None:
     # is seen protecting; elsewhere the replacement is active and proves its detection too.
     passive = {n for n in names if engine.passive_beside(n)}
     beside = {n for n in names if engine.proven_beside(n)}
+    phase = engine.beside_vars(beside)
     inst = engine.reach("remediate-install", "install.yml", names,
-                        {n: {"avmigrate_passive": n in passive} for n in names})
-    ok = [n for n in names if inst[n].outcome == StepOutcome.OK and n not in engine.settled]
-    proof = engine.reach("remediate-verify", "verify.yml", ok, engine.beside_vars(beside & set(ok)))
-    verified = [n for n in ok if n not in engine.settled
+                        {n: {"avmigrate_passive": n in passive, **phase.get(n, {})}
+                         for n in names})
+    # Proven in the install's own run where the role can (ClamAV on Debian).
+    proof = {n: inst[n] for n in names if carries_proof(inst[n].data)}
+    ok = [n for n in names if inst[n].outcome == StepOutcome.OK and n not in engine.settled
+          and n not in proof]
+    proof.update(engine.reach("remediate-verify", "verify.yml", ok,
+                              engine.beside_vars(beside & set(ok))))
+    verified = [n for n in names if n in proof and n not in engine.settled
                 and engine.proof_problem(proof[n], beside=n in beside) is None]
     probe = engine.step("remediate-probe", "discover.yml", verified)
     for n in names:

@@ -209,7 +209,7 @@ def rotate(config: ExecConfig) -> None:
 
 
 def close_masters(control_dir: Path) -> None:
-    """Stop this step's ssh connection masters and remove their directory."""
+    """Stop the ssh connection masters of `control_dir` (a run's) and remove it."""
     for sock in control_dir.glob("*"):
         if sock.is_socket():
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "avm-control"],

@@ -161,7 +161,7 @@ def test_plan_and_plan_check_change_nothing_on_any_host(lab: LabInfo, workdir: P
         assert found[name]["problems"] == [], found[name]
         would = found[name]["would_change"]
         assert "Add the internal package repository" in would, would
-        assert "Purge the banned products' packages" in would, would
+        assert "Remove the banned products and prove that nothing of them remains" in would, would
     page = workdir / "dry-check" / "plan.html"
     assert "Check mode" in page.read_text()
 

@@ -267,7 +267,7 @@ class SimFleet:
         if request.step != "evidence" and not host.kesl_running:
             self._looked_at(name)
         report = self.probe(host)
-        if request.extravars.get("avmigrate_discover_preflight"):
+        if request.host_vars.get(name, {}).get("avmigrate_discover_preflight"):
             # The run's discovery reads the Debian preflight checks too (probe `preflight`).
             report["preflight"] = {"problems": ["broken package state: dpkg was interrupted"]
                                    if host.dpkg_broken else [], "notes": []}
@@ -414,10 +414,25 @@ class SimFleet:
         try:
             if name in activate:
                 self._activate(name, host, request)
-            if name in final:
-                done.update(self._verify(name, host, _active(request, name)))
         except _StepFailed as exc:
             raise _StepFailed(str(exc), done) from exc
+        if name not in final:
+            return done
+        return self._final_proof(name, host, request, done)
+
+    def _final_proof(self, name: str, host: SimHost, request: StepRequest,
+                     done: dict[str, Any]) -> dict[str, Any]:
+        """The proof remove.yml gives in the removal's own run: a failed one still reports
+        its readings, and the engine judges them (no second chance by a step of its own)."""
+        failed = {"service": "failed", "detection": {"rc": 0, "output": ""}}
+        if self._injected(name, "verify"):
+            raise _StepFailed("removed, but protection is not proven: verify broke",
+                              done | failed)
+        try:
+            done.update(self._verify(name, host, _active(request, name)))
+        except _StepFailed as exc:
+            raise _StepFailed(f"removed, but protection is not proven: {exc}",
+                              done | failed) from exc
         return done
 
     @staticmethod

@@ -86,12 +86,14 @@ avmigrate_report:
   description: The verify module's report, with C(install) (C(seconds) on the host,
     C(package_seconds), C(changed)).
   type: dict
-  returned: always
+  returned: when the install completed (its proof may still have failed)
 """
 
 import base64  # noqa: E402
 import glob  # noqa: E402
+import grp  # noqa: E402
 import os  # noqa: E402
+import pwd  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -115,25 +117,27 @@ class Failed(Exception):
 
 
 def _write(path, data, mode=0o644, owner=None, group=None):
-    """Write `data` (bytes) at `path` when it differs; True when it changed."""
+    """Write `data` (bytes) at `path` when it differs, keeping an existing file's owner unless
+    one is given; True when anything changed."""
     try:
+        before = os.stat(path)
         with open(path, "rb") as fh:
             same = fh.read() == data
     except OSError:
-        same = False
+        before, same = None, False
     if not same:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         tmp = path + ".avmigrate-tmp"
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
+        if before is not None:
+            os.chown(path, before.st_uid, before.st_gid)
     changed = not same
     if (os.stat(path).st_mode & 0o7777) != mode:
         os.chmod(path, mode)
         changed = True
     if owner or group:
-        import grp  # noqa: PLC0415
-        import pwd  # noqa: PLC0415
         uid = pwd.getpwnam(owner).pw_uid if owner else -1
         gid = grp.getgrnam(group).gr_gid if group else -1
         st = os.stat(path)
@@ -144,23 +148,23 @@ def _write(path, data, mode=0o644, owner=None, group=None):
 
 
 def _line(path, regexp, line):
-    """lineinfile: the first line matching `regexp` replaced by `line`, else `line` appended."""
+    """As lineinfile: the last line matching `regexp` replaced by `line`, else `line`
+    appended; the file must exist (its owner and mode are kept)."""
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
-    except OSError:
-        lines = []
+    except OSError as exc:
+        raise Failed("%s: %s (it should come with the packages)" % (path, exc.strerror or exc)
+                     ) from exc
     pattern = re.compile(regexp)
-    for i, old in enumerate(lines):
-        if pattern.search(old):
-            if old == line:
-                return False
-            lines[i] = line
-            break
+    hits = [i for i, old in enumerate(lines) if pattern.search(old)]
+    if hits and lines[hits[-1]] == line:
+        return False
+    if hits:
+        lines[hits[-1]] = line
     else:
         lines.append(line)
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    return _write(path, ("\n".join(lines) + "\n").encode(), mode)
+    return _write(path, ("\n".join(lines) + "\n").encode(), os.stat(path).st_mode & 0o7777)
 
 
 def _mask(units, masked):
@@ -189,7 +193,7 @@ def _apt(argv, lock_timeout):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
                               timeout=lock_timeout + 1800)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         raise Failed("%s: %s" % (" ".join(cmd[:2]), exc)) from exc
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -224,6 +228,9 @@ def _refresh(repo, lock_timeout):
 
 
 def _fetch(url, dest):
+    """A file fetched into the stage, once: a retry needs no download."""
+    if os.path.exists(dest):
+        return False
     try:
         with urllib.request.urlopen(url, timeout=30) as answer:
             data = answer.read()
@@ -341,6 +348,8 @@ def main():
         changed, package_s = _install(module.params)
     except Failed as exc:
         module.fail_json(msg=str(exc))
+    except (OSError, KeyError) as exc:  # a full disk, a user the packages did not create
+        module.fail_json(msg="installing: %s" % exc)
     installed = {"seconds": round(time.monotonic() - t0, 3),
                  "package_seconds": round(package_s, 3), "changed": changed}
     report = {"install": installed}

@@ -77,6 +77,10 @@ def main():
     out = report(params["banned"], params["replacement"], params["catalogue"],
                  params["replacement_id"])
     checks = params["preflight"]
+    if checks is not None and out["os_family"] != "Debian" and params["fail_on_problems"]:
+        module.fail_json(msg="the preflight checks asked for are Debian's; this host is %s: "
+                         "run discover again so that its platform is known"
+                         % out["os_family"], avmigrate_report=out)
     if checks is not None and out["os_family"] == "Debian":
         _, _, _, _, banned, repl = platform_entries(
             params["banned"], params["replacement"], params["catalogue"],

@@ -95,7 +95,9 @@ def _stop(units):
         if state.strip() not in ("", "not-found"):
             known.append(unit)
     if known:
-        _run(["systemctl", "disable", "--now", *known])
+        rc, _, err = _run(["systemctl", "disable", "--now", *known])
+        if rc != 0:
+            raise Failed("stopping %s: %s" % (", ".join(known), " ".join(err.split())[:300]))
     return known
 
 
@@ -103,8 +105,10 @@ def _installed(packages, manager):
     if not packages:
         return []
     if manager == "dnf":
+        # rpm prints "package X is not installed" for a missing one: exact lines only.
         _, out, _ = _run(["rpm", "-q", "--qf", "%{NAME}\n", *packages])
-        return [p for p in packages if p in out.split()]
+        there = set(out.splitlines())
+        return [p for p in packages if p in there]
     _, out, _ = _run(["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Status}\n", *packages])
     there = {p for p, _, s in (ln.partition("\t") for ln in out.splitlines())
              if s not in ("not-installed", "")}
@@ -133,19 +137,44 @@ def _purge(packages, manager, lock_timeout):
     return "%s (rc %s)" % (said, rc)
 
 
-def _hand_over(secrets):
-    written = []
+class Failed(Exception):
+    """A step of the removal that failed: its message fails the task."""
+
+
+def _hand_over(secrets, written):
+    """Each password in a root-only file its product reads; `written` lists every file made
+    (even one whose write failed), for the caller to take back whatever happens."""
     for path, password in sorted(secrets.items()):
         if not password:
             continue
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        written.append(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, password.encode())
         finally:
             os.close(fd)
-        written.append(path)
-    return written
+
+
+def _clean(removes):
+    """What the packages left behind, and shared vendor directories left empty; the paths
+    that could not be removed."""
+    stuck = []
+    for path in _unique(p for r in removes for p in r.get("leftovers", [])):
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        except OSError as exc:
+            stuck.append("%s (%s)" % (path, exc.strerror or exc))
+    for path in _unique(p for r in removes for p in r.get("shared_parents", [])):
+        try:
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+        except OSError as exc:
+            stuck.append("%s (%s)" % (path, exc.strerror or exc))
+    return stuck
 
 
 def main():
@@ -170,26 +199,24 @@ def main():
                                            "reboot_required": False, "probe": out})
     t0 = time.monotonic()
     stopped_at = time.time()
-    stopped = _stop(_unique(u for r in removes for u in r.get("services", [])))
-    packages = _installed(_unique(p for r in removes for p in r.get("packages", [])), manager)
-    failure = None
-    written = _hand_over(module.params["secrets"])
+    failure, stopped, packages, written = None, [], [], []
     try:
+        stopped = _stop(_unique(u for r in removes for u in r.get("services", [])))
+        packages = _installed(_unique(p for r in removes for p in r.get("packages", [])),
+                              manager)
+        _hand_over(module.params["secrets"], written)
         if packages:
             failure = _purge(packages, manager, module.params["lock_timeout"])
+    except (Failed, OSError) as exc:
+        failure = str(exc)
     finally:
-        for path in written:
-            if os.path.exists(path):
+        for path in written:  # the passwords are taken back, whatever happened
+            if os.path.lexists(path):
                 os.unlink(path)
     if failure is None:
-        for path in _unique(p for r in removes for p in r.get("leftovers", [])):
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.unlink(path)
-        for path in _unique(p for r in removes for p in r.get("shared_parents", [])):
-            if os.path.isdir(path) and not os.listdir(path):
-                os.rmdir(path)
+        stuck = _clean(removes)
+        if stuck:
+            failure = "could not remove what the packages left behind: " + ", ".join(stuck)
     out = report(products, module.params["replacement"])
     left = left_behind(out, products)
     result = {"removed": failure is None and not left, "left": left, "reboot_required": False,
@@ -197,8 +224,8 @@ def main():
                           "stopped": stopped, "purged": packages},
               "probe": out}
     if failure is not None:
-        module.fail_json(msg="purging %s: %s" % (", ".join(packages), failure), changed=True,
-                         avmigrate_report=result)
+        module.fail_json(msg="removing %s: %s" % (", ".join(packages) or "the products", failure),
+                         changed=True, avmigrate_report=result)
     if left:
         module.fail_json(msg="left behind: " + ", ".join(left), changed=True,
                          avmigrate_report=result)

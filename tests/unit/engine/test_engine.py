@@ -191,3 +191,52 @@ def test_hosts_of_a_lost_execution_node_are_reprobed_before_anything_else(tmp_pa
     engine.discover(list(inv.names()))
     assert engine.run(one_wave).exit_code == 0
     assert all(r.state == HostState.MIGRATED for r in store.all())
+
+
+def test_a_run_s_discovery_stands_for_a_fresh_preflight_and_nothing_older(
+        tmp_path: Path) -> None:
+    """`run` asks its discovery for the Debian preflight checks: the first wave takes them
+    instead of probing again (a broken host is refused all the same); later than
+    PREFLIGHT_FRESH_S, or after the host was touched, a preflight step runs."""
+    from orchestrator.engine import waves  # noqa: PLC0415
+
+    engine, fleet, store, _inv = setup(tmp_path, 3, RunPolicy())
+    fleet.hosts["h2"].dpkg_broken = True
+    engine.preflight_in_discovery = True
+    engine.discover(["h0", "h1", "h2"])
+    asked = [c for c in fleet.calls if c[0] == "discover"][-1]
+    assert asked == ("discover", ("h0", "h1", "h2"))
+    assert set(engine.preflight_seen) == {"h0", "h1", "h2"}
+    engine.migrate_wave(["h0", "h2"], 0)
+    assert not [c for c in fleet.calls if c[0] == "preflight"]
+    h2 = store.get("h2")
+    assert h2 is not None and h2.state == HostState.BLOCKED
+    assert "dpkg was interrupted" in h2.reason
+    h0 = store.get("h0")
+    assert h0 is not None and h0.state == HostState.MIGRATED
+    # h1's reading ages past the limit: its wave probes it again.
+    when, seen = engine.preflight_seen["h1"]
+    engine.preflight_seen["h1"] = (when - waves.PREFLIGHT_FRESH_S - 1, seen)
+    engine.migrate_wave(["h1"], 1)
+    assert ("preflight", ("h1",)) in fleet.calls
+
+
+def test_a_removal_whose_own_proof_fails_leaves_the_host_unprotected(tmp_path: Path) -> None:
+    """The removal's Ansible run proves protection after it (its module's own proof): a
+    failed proof there is judged from its readings, not retried by another step."""
+    engine, fleet, store, inv = setup(tmp_path, 1, RunPolicy())
+    seen: list[str] = []
+
+    def fail_the_removals_proof(step: str, point: str, host: str | None, book: str) -> None:
+        # The install proved ClamAV already; only the proof after the removal fails.
+        if step == "remove" and point == "before":
+            fleet.fail_next["h0"] = {"verify"}
+        seen.append(step)
+
+    fleet.hook = fail_the_removals_proof
+    engine.run(plan_for(engine, store, inv))
+    record = store.get("h0")
+    assert record is not None and record.state == HostState.UNPROTECTED, record
+    assert "removed, but protection is not proven" in record.reason
+    assert "remove" in seen and "final-verify" not in seen
+    assert not fleet.hosts["h0"].kesl
