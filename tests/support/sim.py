@@ -300,11 +300,13 @@ class SimFleet:
         if host.product != "clamav":
             return {}
         if self._injected(name, "verify"):
-            raise _StepFailed("installed, but not proven: verify broke", {"install": {}})
+            raise _StepFailed("installed, but protection is not proven: verify broke",
+                              {"install": {}})
         try:
             return self._verify(name, host, request)
         except _StepFailed as exc:
-            raise _StepFailed(f"installed, but not proven: {exc}", {"install": {}}) from exc
+            raise _StepFailed(f"installed, but protection is not proven: {exc}",
+                              {"install": {}}) from exc
 
     def _stage(self, _name: str, host: SimHost, _request: StepRequest) -> dict[str, Any]:
         host.touched = True

@@ -114,6 +114,20 @@ def problems(report, spec, beside=False):
     return out
 
 
+def prove(module, report, done, changed):
+    """The proof a module's `verify` option asks for, after its own work (`done`: "installed",
+    "removed"): its readings join `report`; the task fails when the spec's checks do not
+    hold. Nothing happens without the option."""
+    if not module.params.get("verify"):
+        return
+    spec, beside, units, eicar = verify_params(module.params["verify"])
+    report.update(verify(spec, beside, units, eicar))
+    missing = problems(report, spec, beside)
+    if missing:
+        module.fail_json(msg="%s, but protection is not proven: %s" % (done, "; ".join(missing)),
+                         changed=changed, avmigrate_report=report)
+
+
 def verify_params(params):
     """The `verify` option shared by the modules that prove: (spec, beside, units, eicar)."""
     return (params["spec"], bool(params.get("beside")), params.get("protecting_units") or [],

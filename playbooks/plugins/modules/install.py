@@ -103,10 +103,8 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.avmigrate.migration.plugins.module_utils.verify_host import (  # noqa: E402
     VERIFY_OPTION,
-    problems,
+    prove,
     run,
-    verify,
-    verify_params,
 )
 
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
@@ -353,13 +351,7 @@ def main():
     installed = {"seconds": round(time.monotonic() - t0, 3),
                  "package_seconds": round(package_s, 3), "changed": changed}
     report = {"install": installed}
-    if module.params["verify"]:
-        spec, beside, units, eicar = verify_params(module.params["verify"])
-        report.update(verify(spec, beside, units, eicar))
-        missing = problems(report, spec, beside)
-        if missing:
-            module.fail_json(msg="installed, but not proven: " + "; ".join(missing),
-                             changed=bool(changed), avmigrate_report=report)
+    prove(module, report, "installed", bool(changed))
     module.exit_json(changed=bool(changed), avmigrate_report=report)
 
 

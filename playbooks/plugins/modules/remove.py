@@ -68,9 +68,7 @@ from ansible_collections.avmigrate.migration.plugins.module_utils.probe_host imp
 )
 from ansible_collections.avmigrate.migration.plugins.module_utils.verify_host import (  # noqa: E402
     VERIFY_OPTION,
-    problems,
-    verify,
-    verify_params,
+    prove,
 )
 
 
@@ -229,13 +227,7 @@ def main():
     if left:
         module.fail_json(msg="left behind: " + ", ".join(left), changed=True,
                          avmigrate_report=result)
-    if module.params["verify"]:
-        spec, beside, units, eicar = verify_params(module.params["verify"])
-        result.update(verify(spec, beside, units, eicar))
-        missing = problems(result, spec, beside)
-        if missing:
-            module.fail_json(msg="removed, but protection is not proven: " + "; ".join(missing),
-                             changed=True, avmigrate_report=result)
+    prove(module, result, "removed", True)
     module.exit_json(changed=bool(stopped or packages), avmigrate_report=result)
 
 
