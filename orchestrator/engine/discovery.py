@@ -62,9 +62,10 @@ class Discovery:
 
         # A run's discovery reads the preflight checks of the hosts it may migrate (those
         # untouched so far), sparing their first wave a second probe.
-        ask = ({n: {"avmigrate_discover_preflight": True} for n in names
-                if (r := engine.store.get(n)) is None or r.state in UNTOUCHED}
-               if engine.preflight_in_discovery else None)
+        ask = None
+        if engine.preflight_in_discovery:
+            untouched = {r.name for r in engine.store.in_states(UNTOUCHED)}
+            ask = {n: {"avmigrate_discover_preflight": True} for n in names if n in untouched}
         engine.step("discover", "discover.yml", names, ask, on_result=probed)
         if deferred:
             proofs = engine.step("reprobe-verify", "verify.yml", [r.host for r, _, _ in deferred])
